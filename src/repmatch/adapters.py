@@ -1,0 +1,164 @@
+"""LoRA adapter folders on disk: reading their factors, head and record; checking they match.
+
+An adapter folder is a standard PEFT one (``adapter_config.json`` + ``adapter_model.safetensors``,
+loadable with ``PeftModel.from_pretrained``). Folders written by repmatch also hold the
+classification head (as PEFT ``modules_to_save``) and ``repmatch.json``, the full record of how it
+was trained. Folders from elsewhere work too, as long as they hold LoRA factors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from repmatch.errors import RepmatchError
+
+RECORD_FILE = "repmatch.json"
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    r"""One LoRA layer: :math:`\Delta W = s \, B A`. A: (r, d_in), B: (d_out, r)."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    scaling: float
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(d_out, d_in) of the adapted weight."""
+        return self.B.shape[0], self.A.shape[1]
+
+    def delta_weight(self) -> torch.Tensor:
+        """Dense ΔW, (d_out, d_in): only for small checks and the shuffled baseline."""
+        return self.scaling * self.B.double() @ self.A.double()
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter read from disk: its base model and factors per adapted module."""
+
+    path: Path
+    base_model: str
+    layers: dict[str, LoraFactors]
+    head: dict[str, torch.Tensor] = field(default_factory=dict)
+    record: dict | None = None
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        return {name: f.rank for name, f in self.layers.items()}
+
+
+def load_adapter(path: str | Path) -> Adapter:
+    """Read a PEFT LoRA adapter folder (any LoRA adapter, not only ours)."""
+    folder = Path(path)
+    config_file = folder / "adapter_config.json"
+    if not folder.is_dir():
+        raise RepmatchError(f"adapter folder not found: {folder}")
+    if not config_file.is_file():
+        raise RepmatchError(
+            f"{folder} is not a PEFT adapter folder (no adapter_config.json); "
+            "pass a folder written by `repmatch train` or `PeftModel.save_pretrained`"
+        )
+    config = json.loads(config_file.read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise RepmatchError(f"{folder} holds a {config.get('peft_type')} adapter, not LoRA")
+    weights = _load_weights(folder)
+    layers = _collect_factors(weights, config, folder)
+    head = {
+        key[len(_PEFT_PREFIX) :]: value
+        for key, value in weights.items()
+        if ".lora_" not in key and key.startswith(_PEFT_PREFIX)
+    }
+    record_file = folder / RECORD_FILE
+    record = json.loads(record_file.read_text()) if record_file.is_file() else None
+    return Adapter(
+        path=folder,
+        base_model=str(config.get("base_model_name_or_path") or ""),
+        layers=layers,
+        head=head,
+        record=record,
+    )
+
+
+def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    safetensors_file = folder / "adapter_model.safetensors"
+    bin_file = folder / "adapter_model.bin"
+    try:
+        if safetensors_file.is_file():
+            return load_file(str(safetensors_file))
+        if bin_file.is_file():
+            return torch.load(bin_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which one
+        raise RepmatchError(f"cannot read adapter weights in {folder}: {err}") from None
+    raise RepmatchError(f"{folder} has no adapter_model.safetensors or adapter_model.bin")
+
+
+def _collect_factors(
+    weights: dict[str, torch.Tensor], config: dict, folder: Path
+) -> dict[str, LoraFactors]:
+    pattern = re.compile(r"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$")
+    halves: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in weights.items():
+        match = pattern.match(key)
+        if match:
+            halves.setdefault(match.group(1), {})[match.group(2)] = value.float()
+    if not halves:
+        raise RepmatchError(f"{folder} holds no LoRA factors (no lora_A/lora_B weights)")
+    layers = {}
+    for name, pair in halves.items():
+        if set(pair) != {"A", "B"}:
+            raise RepmatchError(f"{folder}: module {name} has lora_A or lora_B but not both")
+        A, B = pair["A"], pair["B"]
+        if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[1]:
+            raise RepmatchError(
+                f"{folder}: module {name} has LoRA factors of shapes {tuple(B.shape)} and "
+                f"{tuple(A.shape)} that do not multiply (only Linear LoRA layers are supported)"
+            )
+        layers[name] = LoraFactors(A=A, B=B, scaling=_scaling(name, A.shape[0], config))
+    return layers
+
+
+def _scaling(name: str, rank: int, config: dict) -> float:
+    alpha = float(config.get("lora_alpha", rank))
+    for key, value in (config.get("alpha_pattern") or {}).items():
+        if name == key or name.endswith("." + key) or re.fullmatch(key, name):
+            alpha = float(value)
+    return alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
+
+
+def check_compatible(
+    first: Adapter, second: Adapter, *, allow_different_base: bool = False
+) -> None:
+    """Raise a clear error unless the two adapters adapt the same layers of the same base model."""
+    if not allow_different_base and first.base_model != second.base_model:
+        raise RepmatchError(
+            f"adapters come from different base models: {first.path} from "
+            f"'{first.base_model}', {second.path} from '{second.base_model}'"
+        )
+    only_first = sorted(set(first.layers) - set(second.layers))
+    only_second = sorted(set(second.layers) - set(first.layers))
+    if only_first or only_second:
+        missing = only_first[:1] or only_second[:1]
+        raise RepmatchError(
+            f"adapters adapt different layers ({len(only_first)} only in {first.path}, "
+            f"{len(only_second)} only in {second.path}, e.g. {missing[0]}); train both with "
+            "the same --targets"
+        )
+    for name, factors in first.layers.items():
+        if factors.shape != second.layers[name].shape:
+            raise RepmatchError(
+                f"layer {name} has shape {factors.shape} in {first.path} but "
+                f"{second.layers[name].shape} in {second.path}: not the same base model"
+            )

@@ -1,0 +1,75 @@
+"""Tokenising examples once and cutting them into dynamically padded, length-grouped batches.
+
+Shared by training and instance scoring: inputs are padded only to the longest sequence of their
+batch (never to a fixed 512), and batches group sequences of similar length so little is padded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from repmatch.data import Examples
+
+_MEGABATCH_FACTOR = 32
+
+
+class EncodedExamples:
+    """Token ids of every example, unpadded, ready to be cut into batches."""
+
+    def __init__(self, tokenizer, examples: Examples, *, max_length: int) -> None:
+        encoded = tokenizer(
+            examples.texts,
+            examples.text_pairs,
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+        )
+        self.features = {
+            key: encoded[key] for key in ("input_ids", "token_type_ids") if key in encoded
+        }
+        self.lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64)
+        pad_id = tokenizer.pad_token_id
+        self.pad_id = 0 if pad_id is None else int(pad_id)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Right-padded tensors (B, T) for the given positions, T = longest in the batch."""
+        width = int(self.lengths[list(positions)].max())
+        out = {"attention_mask": torch.zeros(len(positions), width, dtype=torch.long)}
+        for key, rows in self.features.items():
+            fill = self.pad_id if key == "input_ids" else 0
+            tensor = torch.full((len(positions), width), fill, dtype=torch.long)
+            for row, position in enumerate(positions):
+                ids = rows[position]
+                tensor[row, : len(ids)] = torch.as_tensor(ids)
+            out[key] = tensor
+        for row, position in enumerate(positions):
+            out["attention_mask"][row, : self.lengths[position]] = 1
+        return out
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+) -> list[np.ndarray]:
+    """Split positions 0..n-1 into batches of similar length.
+
+    Without ``rng``: sorted by length (ties by position), the deterministic order used for scoring.
+    With ``rng``: a random permutation cut into megabatches of ``32 * batch_size``, each sorted by
+    length and cut into batches, then the batch order shuffled (training).
+    """
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    permutation = rng.permutation(len(lengths))
+    mega = batch_size * _MEGABATCH_FACTOR
+    batches: list[np.ndarray] = []
+    for start in range(0, len(permutation), mega):
+        chunk = permutation[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]

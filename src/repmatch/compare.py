@@ -1,0 +1,136 @@
+"""RepMatch between two LoRA adapters: per-layer Grassmann grids, layer scores and their mean.
+
+Reads adapter folders (:mod:`repmatch.adapters`), takes the singular vectors of every ΔW from its
+low-rank factors and scores them with :mod:`repmatch.grassmann`. The shuffled baseline (paper,
+Fig. 1b) compares against a ΔW whose entries were permuted at random: a full-rank matrix, the one
+place where a full SVD is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from repmatch.adapters import Adapter, check_compatible, load_adapter
+from repmatch.errors import RepmatchError
+from repmatch.grassmann import (
+    Side,
+    full_singular_vectors,
+    grassmann_grid,
+    layer_similarity,
+    lowrank_singular_vectors,
+    shuffle_entries,
+)
+
+logger = logging.getLogger(__name__)
+
+RIGHT_SIDE_NOTE = (
+    "right singular vectors mostly reflect the random LoRA init A0 (A barely moves in training), "
+    "so right-side scores are only informative between adapters trained with different LoRA seeds"
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """RepMatch of two adapters. ``layers`` and ``grids`` are keyed by module name."""
+
+    score: float
+    layers: dict[str, float]
+    grids: dict[str, np.ndarray]
+    side: Side
+    first: str
+    second: str
+    baseline: Comparison | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: score, per-layer scores and grids, and the baseline if computed."""
+        out = {
+            "score": self.score,
+            "layers": self.layers,
+            "grids": {name: grid.tolist() for name, grid in self.grids.items()},
+            "side": self.side,
+            "first": self.first,
+            "second": self.second,
+            "notes": self.notes,
+        }
+        if self.baseline is not None:
+            out["shuffled_baseline"] = {
+                "score": self.baseline.score,
+                "layers": self.baseline.layers,
+            }
+        return out
+
+
+def layer_subspaces(adapter: Adapter, side: Side = "left") -> dict[str, torch.Tensor]:
+    """Singular vectors of each layer's ΔW from its factors: name -> (d, r), best first."""
+    return {
+        name: lowrank_singular_vectors(factors.B, factors.A, side)[0]
+        for name, factors in adapter.layers.items()
+    }
+
+
+def score_subspaces(
+    first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]
+) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
+    """RepMatch of two sets of per-layer subspaces with the same keys: (score, layers, grids)."""
+    grids = {name: grassmann_grid(first[name], second[name]) for name in first}
+    layers = {name: float(layer_similarity(grid)) for name, grid in grids.items()}
+    score = float(np.mean(list(layers.values())))
+    return score, layers, {name: grid.double().numpy() for name, grid in grids.items()}
+
+
+def compare_adapters(
+    first: str | Path | Adapter,
+    second: str | Path | Adapter,
+    *,
+    side: Side = "left",
+    shuffled_baseline: bool = False,
+    baseline_seed: int = 0,
+    allow_different_base: bool = False,
+) -> Comparison:
+    """RepMatch between two adapter folders (any PEFT LoRA adapters, ranks may differ)."""
+    if side not in ("left", "right"):
+        raise RepmatchError(f"side must be 'left' or 'right', got {side!r}")
+    a = first if isinstance(first, Adapter) else load_adapter(first)
+    b = second if isinstance(second, Adapter) else load_adapter(second)
+    check_compatible(a, b, allow_different_base=allow_different_base)
+    notes = []
+    if side == "right":
+        seeds = {(adapter.record or {}).get("train", {}).get("seed") for adapter in (a, b)}
+        if len(seeds) == 1:
+            notes.append(RIGHT_SIDE_NOTE)
+            logger.warning(RIGHT_SIDE_NOTE)
+    subspaces_a = layer_subspaces(a, side)
+    score, layers, grids = score_subspaces(subspaces_a, layer_subspaces(b, side))
+    baseline = None
+    if shuffled_baseline:
+        shuffled = _shuffled_subspaces(b, side, baseline_seed)
+        base_score, base_layers, base_grids = score_subspaces(subspaces_a, shuffled)
+        baseline = Comparison(
+            base_score, base_layers, base_grids, side, str(a.path), f"shuffled {b.path}"
+        )
+    return Comparison(score, layers, grids, side, str(a.path), str(b.path), baseline, notes)
+
+
+def _shuffled_subspaces(adapter: Adapter, side: Side, seed: int) -> dict[str, torch.Tensor]:
+    """Top-r singular vectors of each ΔW with its entries randomly permuted (full SVD)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: full_singular_vectors(
+            shuffle_entries(factors.delta_weight(), generator), factors.rank, side
+        )[0]
+        for name, factors in adapter.layers.items()
+    }
+
+
+def short_layer_name(module_name: str) -> str:
+    """'bert.encoder.layer.3.attention.self.value' -> 'layer 3 value'."""
+    numbers = re.findall(r"\.(\d+)\.", f".{module_name}.")
+    leaf = module_name.rsplit(".", 1)[-1]
+    return f"layer {numbers[0]} {leaf}" if numbers else module_name

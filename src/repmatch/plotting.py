@@ -1,0 +1,75 @@
+"""Heat maps: per-layer Grassmann grids (paper Fig. 1 style) and dataset similarity matrices."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from repmatch.compare import Comparison, short_layer_name  # noqa: E402
+from repmatch.outputs import atomic_path  # noqa: E402
+
+
+def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | None = None) -> None:
+    """One panel per layer: the phi(i, j) grid, titled with the layer's score."""
+    names = list(comparison.grids)
+    columns = min(len(names), 6)
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.3 * columns + 1, 2.3 * rows + 0.8), squeeze=False
+    )
+    vmax = max(float(grid.max()) for grid in comparison.grids.values()) or 1.0
+    image = None
+    for ax, name in zip(axes.flat, names, strict=False):
+        grid = comparison.grids[name]
+        image = ax.imshow(grid, vmin=0.0, vmax=vmax, cmap="viridis", origin="lower")
+        ax.set_title(f"{short_layer_name(name)}\n{comparison.layers[name]:.3f}", fontsize=8)
+        ax.set_xticks(range(grid.shape[1]), [str(j + 1) for j in range(grid.shape[1])])
+        ax.set_yticks(range(grid.shape[0]), [str(i + 1) for i in range(grid.shape[0])])
+        ax.set_xlabel("j", fontsize=8)
+        ax.set_ylabel("i", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    figure.suptitle(title or f"RepMatch = {comparison.score:.3f} ({comparison.side} side)")
+    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    _save(figure, path)
+
+
+def plot_similarity_matrix(
+    matrix: np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    std: np.ndarray | None = None,
+    title: str = "RepMatch between datasets",
+) -> None:
+    """Annotated heat map of a square similarity matrix (mean ± std when ``std`` is given)."""
+    size = len(names)
+    figure, ax = plt.subplots(figsize=(1.1 * size + 2.5, 1.0 * size + 1.5))
+    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(size), names, rotation=45, ha="right")
+    ax.set_yticks(range(size), names)
+    for i in range(size):
+        for j in range(size):
+            text = f"{matrix[i, j]:.2f}"
+            if std is not None:
+                text += f"\n±{std[i, j]:.2f}"
+            color = "black" if matrix[i, j] > 0.6 else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    ax.set_title(title)
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(figure)
