@@ -1,0 +1,150 @@
+"""``repmatch demo``: the whole pipeline on generated tasks whose relations are known in advance.
+
+Four small text classification tasks are generated from templates:
+
+- ``movies``: sentiment of short film reviews (positive / negative words decide the label);
+- ``restaurants``: the same sentiment task, with different sentences and vocabulary;
+- ``topics``: which of two topics a neutral sentence is about, a different task;
+- ``shuffled``: the ``movies`` sentences with their labels shuffled, no task at all.
+
+The planted ordering is RepMatch(movies, restaurants) > RepMatch(movies, topics) and
+RepMatch(movies, shuffled). Then every instance of a ``movies`` set salted with ``topics``
+sentences is scored against the ``movies`` adapter: the salted-in instances should rank low.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from repmatch.data import DataSpec, load_examples
+from repmatch.pairwise import dataset_similarity, ensure_adapter
+from repmatch.scoring import ScoreConfig, score_instances
+from repmatch.training import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+_POSITIVE = ["wonderful", "brilliant", "delightful", "excellent", "superb", "charming", "great"]
+_NEGATIVE = ["terrible", "awful", "dreadful", "boring", "horrible", "dull", "poor"]
+_MOVIE_TEMPLATES = [
+    "the film was {w} from start to finish .",
+    "a {w} movie with a {w} cast .",
+    "i found the acting {w} and the plot {w} .",
+    "{w} direction , {w} script .",
+    "overall a {w} experience at the cinema .",
+]
+_RESTAURANT_TEMPLATES = [
+    "our dinner here was {w} tonight",
+    "The waiter was {w} and the soup was {w}",
+    "{w} pasta, {w} service, we will remember it",
+    "honestly the dessert tasted {w}",
+    "A {w} place for lunch with friends",
+]
+_TOPICS = {
+    0: ["the match", "the striker", "the coach", "the league", "the final whistle", "the goal"],
+    1: ["the budget", "the senate", "the election", "the minister", "the new law", "the vote"],
+}
+_TOPIC_TEMPLATES = [
+    "{s} was discussed on the radio this morning .",
+    "people talked about {s} all week .",
+    "a report on {s} came out yesterday .",
+    "nobody expected {s} to be in the news again .",
+]
+
+
+def _sentiment(templates: list[str], n: int, rng: random.Random) -> pd.DataFrame:
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        words = _POSITIVE if label else _NEGATIVE
+        template = rng.choice(templates)
+        text = template.replace("{w}", "{}").format(
+            *(rng.choice(words) for _ in range(template.count("{w}")))
+        )
+        rows.append({"text": text, "label": label})
+    return pd.DataFrame(rows)
+
+
+def _topics(n: int, rng: random.Random) -> pd.DataFrame:
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        text = rng.choice(_TOPIC_TEMPLATES).format(s=rng.choice(_TOPICS[label]))
+        rows.append({"text": text, "label": label})
+    return pd.DataFrame(rows)
+
+
+def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str, Path]:
+    """Write the four demo tasks as CSV files; returns name -> path."""
+    rng = random.Random(seed)
+    movies = _sentiment(_MOVIE_TEMPLATES, size, rng)
+    shuffled = movies.assign(label=movies["label"].sample(frac=1, random_state=seed).to_numpy())
+    tasks = {
+        "movies": movies,
+        "restaurants": _sentiment(_RESTAURANT_TEMPLATES, size, rng),
+        "topics": _topics(size, rng),
+        "shuffled": shuffled,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, frame in tasks.items():
+        paths[name] = folder / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    salted = pd.concat(
+        [_sentiment(_MOVIE_TEMPLATES, 180, rng), _topics(20, rng)], ignore_index=True
+    )
+    salted["outlier"] = [False] * 180 + [True] * 20
+    salted.to_csv(folder / "movies_salted.csv", index=False)
+    paths["movies_salted"] = folder / "movies_salted.csv"
+    return paths
+
+
+def run_demo(out_dir: str | Path = "repmatch-demo", *, progress: bool = True) -> dict:
+    """Generate the tasks, build the similarity matrix, score instances; print what was found."""
+    out = Path(out_dir)
+    paths = generate_tasks(out / "data")
+    config = TrainConfig(epochs=2, rank=4, lr=1e-3, batch_size=16)
+    names = ["movies", "restaurants", "topics", "shuffled"]
+    matrix = dataset_similarity(
+        [DataSpec(str(paths[name])) for name in names],
+        config,
+        out / "similarity",
+        progress=progress,
+    )
+    scores = dict(zip(matrix.names, matrix.mean[0], strict=True))
+    print("RepMatch of 'movies' (sentiment) against each task:")
+    for name in names[1:]:
+        print(f"  {name:<12} {scores[name]:.3f}")
+    sentiment_first = scores["restaurants"] > max(scores["topics"], scores["shuffled"])
+    print(
+        "  expected: restaurants (same task, other sentences) highest -> "
+        + ("found" if sentiment_first else "NOT found")
+    )
+
+    reference = ensure_adapter(
+        load_examples(DataSpec(str(paths["movies"]))),
+        replace(config, seed=0),
+        out / "reference-movies",
+        spec=DataSpec(str(paths["movies"])),
+        progress=progress,
+    )
+    salted = load_examples(DataSpec(str(paths["movies_salted"])))
+    table = score_instances(
+        salted, reference, ScoreConfig(rank=4, seeds=(0, 1, 2)), progress=progress
+    )
+    outlier = pd.read_csv(paths["movies_salted"])["outlier"].to_numpy()
+    order = np.argsort(table["score"].to_numpy())
+    caught = int(outlier[order[:20]].sum())
+    print(
+        f"Instance scores (200 'movies' instances, 20 of them 'topics' sentences): "
+        f"{caught} of the 20 lowest-scoring are the salted-in topic sentences "
+        f"(chance: {20 * 20 / 200:.0f})."
+    )
+    table.assign(outlier=outlier).to_csv(out / "instance-scores.csv", index=False)
+    print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
+    return {"similarity": scores, "outliers_in_bottom_20": caught}
