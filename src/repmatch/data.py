@@ -145,7 +145,9 @@ class DataSpec:
                 "pass either --limit or --sample"
             )
         if not _is_int(self.seed) or self.seed < 0:
-            raise RepmatchError(f"seed must be a whole number >= 0, got {self.seed!r}; fix --sample-seed")
+            raise RepmatchError(
+                f"seed must be a whole number >= 0, got {self.seed!r}; fix --sample-seed"
+            )
         if self.labels is not None:
             object.__setattr__(self, "labels", _normalise_label_filter(self.labels))
         named = [
