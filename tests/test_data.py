@@ -200,7 +200,8 @@ def test_list_splits(shared_data: Path) -> None:
 def test_single_file_source(shared_data: Path) -> None:
     by_file = _load(shared_data / "sst2" / "validation.jsonl.gz", limit=5)
     by_folder = _load(shared_data / "sst2", split="validation", limit=5)
-    assert by_file.name == "validation"
+    assert by_file.name == by_folder.name == "sst2/validation"
+    assert by_file.spec is not None and by_file.spec.source.endswith("validation.jsonl.gz")
     assert by_file.fingerprint() == by_folder.fingerprint()
 
 

@@ -71,6 +71,7 @@ _FORMATS_HINT = "use .csv, .tsv, .json, .jsonl or .parquet, optionally with .gz"
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _INT_TEXT = re.compile(r"[+-]?\d+")
 _CANONICAL_INT = re.compile(r"-?(0|[1-9]\d*)")
+_SPLIT_STEM = re.compile(r"(train|valid|validation|dev|test)(_\w+)?$")
 _FINGERPRINT_VERSION = "repmatch-examples-v1"
 
 
@@ -231,6 +232,7 @@ class Examples:
     num_labels: int
     label_names: list[str] | None
     columns: dict[str, str | None]
+    spec: DataSpec | None = None  # what these were loaded from; None once re-selected
 
     def __post_init__(self) -> None:
         """Check that the per-instance fields have one entry per instance."""
@@ -569,10 +571,18 @@ def _open_source(spec: DataSpec) -> _Table:
                 f"--split {spec.split!r} applies to folders and Hub names, but {spec.source!r} "
                 "is a single file; leave --split out or pass the folder"
             )
-        return _read_file(path, parsed[0])
+        return _read_file(path, _file_name(path, parsed[0]))
     if _looks_like_path(spec.source):
         raise RepmatchError(f"no such file or folder: {spec.source!r}; check the path")
     return _read_hub(spec)
+
+
+def _file_name(path: Path, stem: str) -> str:
+    """Display name of a single file: its stem, prefixed by its folder when the stem is a split
+    name (``sst2/train.jsonl.gz`` -> ``sst2/train``, ``reviews.csv`` -> ``reviews``)."""
+    if _SPLIT_STEM.match(stem) and path.resolve().parent.name:
+        return f"{path.resolve().parent.name}/{stem}"
+    return stem
 
 
 def _read_folder(folder: Path, split: str | None) -> _Table:
@@ -1101,6 +1111,7 @@ def load_examples(spec: DataSpec) -> Examples:
         columns=columns,
     )
     examples = full if picks == list(range(table.num_rows)) else full.select(positions)
+    examples.spec = spec
     logger.info(
         "loaded %d of %d instances from %s (task %s, columns %s)",
         len(examples),

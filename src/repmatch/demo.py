@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from repmatch.data import DataSpec, load_examples
-from repmatch.pairwise import dataset_similarity, ensure_adapter
+from repmatch.pairwise import dataset_similarity
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.training import TrainConfig
 
@@ -126,13 +125,7 @@ def run_demo(out_dir: str | Path = "repmatch-demo", *, progress: bool = True) ->
         + ("found" if sentiment_first else "NOT found")
     )
 
-    reference = ensure_adapter(
-        load_examples(DataSpec(str(paths["movies"]))),
-        replace(config, seed=0),
-        out / "reference-movies",
-        spec=DataSpec(str(paths["movies"])),
-        progress=progress,
-    )
+    reference = matrix.adapters["movies"][config.seed]
     salted = load_examples(DataSpec(str(paths["movies_salted"])))
     table = score_instances(
         salted, reference, ScoreConfig(rank=4, seeds=(0, 1, 2)), progress=progress

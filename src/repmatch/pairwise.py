@@ -73,7 +73,7 @@ def adapter_key(config: TrainConfig, examples: Examples) -> str:
 
 
 def ensure_adapter(
-    examples: Examples, config: TrainConfig, folder: Path, *, spec: DataSpec | None, progress: bool
+    examples: Examples, config: TrainConfig, folder: Path, *, progress: bool = True
 ) -> Path:
     """Train the adapter into ``folder`` unless a matching one is already there."""
     record_file = folder / RECORD_FILE
@@ -85,7 +85,7 @@ def ensure_adapter(
         ):
             logger.info("reusing %s", folder)
             return folder
-    return train_adapter(spec or examples, config, folder, overwrite=True, progress=progress)
+    return train_adapter(examples, config, folder, overwrite=True, progress=progress)
 
 
 def dataset_similarity(
@@ -106,7 +106,7 @@ def dataset_similarity(
     loaded = [load_examples(spec) for spec in datasets]
     names = _unique_names([examples.name for examples in loaded])
     folders: dict[str, dict[int, str]] = {}
-    for name, spec, examples in zip(names, datasets, loaded, strict=True):
+    for name, examples in zip(names, loaded, strict=True):
         folders[name] = {}
         for seed in seeds:
             seeded = replace(config, seed=seed)
@@ -116,7 +116,7 @@ def dataset_similarity(
                 / name.replace("/", "-")
                 / (f"seed{seed}-{adapter_key(seeded, examples)}")
             )
-            ensure_adapter(examples, seeded, folder, spec=spec, progress=progress)
+            ensure_adapter(examples, seeded, folder, progress=progress)
             folders[name][seed] = str(folder)
 
     adapters = {

@@ -219,7 +219,6 @@ def score_instances(
     chunks so that an interrupted run can be resumed, plus the run record ``<out>.json``.
     """
     config = config or ScoreConfig()
-    spec = data if isinstance(data, DataSpec) else None
     examples = load_examples(data) if isinstance(data, DataSpec) else data
     if len(examples) == 0:
         raise RepmatchError(f"no instances to score in {examples.name}")
@@ -231,7 +230,7 @@ def score_instances(
         "reference": str(Path(reference).resolve()),
         "reference_model": adapter.base_model,
         "score": config.to_dict(),
-        "data": spec.to_dict() if spec else None,
+        "data": examples.spec.to_dict() if examples.spec else None,
         "data_name": examples.name,
         "data_fingerprint": examples.fingerprint(),
         "num_examples": len(examples),

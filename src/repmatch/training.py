@@ -133,7 +133,6 @@ def train_adapter(
         raise RepmatchError(
             f"output folder {out} already exists and is not empty; pass --overwrite"
         )
-    spec = data if isinstance(data, DataSpec) else None
     examples = load_examples(data) if isinstance(data, DataSpec) else data
     if len(examples) == 0:
         raise RepmatchError(f"no instances to train on in {examples.name}")
@@ -166,7 +165,7 @@ def train_adapter(
         "repmatch_version": __version__,
         "model": portable_model_name(config.model),
         "train": config.to_dict(),
-        "data": spec.to_dict() if spec else None,
+        "data": examples.spec.to_dict() if examples.spec else None,
         "data_name": examples.name,
         "data_fingerprint": examples.fingerprint(),
         "num_examples": len(examples),
