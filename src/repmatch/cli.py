@@ -10,7 +10,9 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from repmatch.errors import RepmatchError
 
@@ -234,6 +236,50 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
     print(f"written to {args.out}/matrix.csv, matrix.json, matrix.png")
 
 
+def _score_config(args: argparse.Namespace):
+    from repmatch.scoring import ScoreConfig
+
+    return ScoreConfig(
+        rank=args.rank,
+        alpha=args.alpha,
+        lr=args.lr,
+        steps=args.steps,
+        weight_decay=args.weight_decay,
+        seeds=tuple(args.seeds or [args.seed]),
+        side=args.side,
+        targets=tuple(args.targets) if args.targets else None,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        chunk_size=args.chunk_size,
+        model=args.model,
+    )
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    from repmatch.scoring import score_instances
+
+    table = score_instances(
+        _data_spec(args),
+        args.reference,
+        _score_config(args),
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    record = json.loads(Path(args.out + ".json").read_text())
+    print(
+        f"scored {len(table)} instances in {record['seconds']:.1f} s "
+        f"({record['instances_per_second']:.1f}/s since start or resume); written to {args.out}"
+    )
+    if record.get("seed_spearman"):
+        pairs = ", ".join(f"{k}: {v:.3f}" for k, v in record["seed_spearman"].items())
+        print(f"ranking agreement between seeds (Spearman): {pairs}")
+    ranked = table.sort_values("score", kind="stable")
+    for title, rows in (("most representative", ranked[::-1][:5]), ("least", ranked[:5])):
+        print(f"{title}: " + ", ".join(f"{r.id} ({r.score:.3f})" for r in rows.itertuples()))
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from repmatch.demo import run_demo
 
@@ -295,6 +341,89 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("--quiet", action="store_true", help="no progress bars")
     datasets.set_defaults(run=_cmd_datasets)
 
+    from repmatch.scoring import ScoreConfig
+
+    d = ScoreConfig()
+    score = commands.add_parser(
+        "score",
+        help="score every instance against a reference adapter (instance-level RepMatch)",
+        description="Per instance: a fresh LoRA init (same seed for all), optimizer step(s) on "
+        "that instance alone, RepMatch of its update against the reference adapter. Computed "
+        "exactly for whole batches at once. Paper defaults: AdamW, lr 1e-3, one step, rank 1; "
+        "dropout is off (the reference script leaves it on), so scores are reproducible.",
+    )
+    _add_data_arguments(score)
+    group = score.add_argument_group("scoring")
+    group.add_argument("--reference", required=True, help="adapter trained on the whole dataset")
+    group.add_argument("--out", required=True, help="Parquet file to write (FILE.parquet)")
+    group.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=d.alpha,
+        help=f"LoRA alpha (default {d.alpha}, as the reference script)",
+    )
+    group.add_argument(
+        "--steps",
+        type=int,
+        default=d.steps,
+        help=f"optimizer steps per instance (default {d.steps})",
+    )
+    group.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
+    group.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help=f"AdamW weight decay (default {d.weight_decay})",
+    )
+    seeds = group.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seed",
+        type=int,
+        default=d.seeds[0],
+        help=f"seed of the fresh LoRA init (default {d.seeds[0]})",
+    )
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="several LoRA seeds in one pass: mean, std and their Spearman",
+    )
+    group.add_argument(
+        "--side",
+        choices=["left", "right"],
+        default=d.side,
+        help="singular vectors to compare (default left)",
+    )
+    group.add_argument(
+        "--targets",
+        nargs="+",
+        help="layers to score (default: every layer of the reference adapter)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"instances per forward/backward (default {d.batch_size})",
+    )
+    group.add_argument(
+        "--max-length",
+        type=int,
+        default=d.max_length,
+        help=f"truncate inputs to this many tokens (default {d.max_length})",
+    )
+    group.add_argument(
+        "--chunk-size",
+        type=int,
+        default=d.chunk_size,
+        help=f"instances per saved chunk, the unit of --resume ({d.chunk_size})",
+    )
+    group.add_argument("--model", help="base model (default: the reference adapter's)")
+    group.add_argument("--resume", action="store_true", help="finish an interrupted run")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(run=_cmd_score)
+
     demo = commands.add_parser(
         "demo", help="end-to-end run on generated tasks with known relations (< 3 min on CPU)"
     )
@@ -314,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     import transformers
 
+    warnings.filterwarnings("ignore", category=FutureWarning)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:

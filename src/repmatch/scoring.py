@@ -158,10 +158,11 @@ class InstanceScorer:
             )
         return chosen
 
-    def score_batch(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Per-seed, per-layer scores of a batch: (S, N, L)."""
+    def instance_subspaces(
+        self, batch: dict[str, torch.Tensor], labels: torch.Tensor
+    ) -> dict[int, dict[str, torch.Tensor]]:
+        """Singular vectors of every instance's ΔW: seed -> layer -> (N, d, r)."""
         config = self.config
-        per_seed: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
         if config.steps == 1:
             stacked = {
                 name: torch.cat([self.initial[s][name] for s in config.seeds])
@@ -171,34 +172,51 @@ class InstanceScorer:
                 self.lora, batch, labels, stacked, config.adamw, regression=self.regression
             )
             r = config.rank
-            for k in range(len(config.seeds)):
-                per_seed.append(
-                    {
-                        name: (B[..., k * r : (k + 1) * r], A[k * r : (k + 1) * r])
-                        for name, (B, A) in updates.items()
-                    }
-                )
+            per_seed = {
+                seed: {
+                    name: (B[..., k * r : (k + 1) * r], A[k * r : (k + 1) * r])
+                    for name, (B, A) in updates.items()
+                }
+                for k, seed in enumerate(config.seeds)
+            }
         else:
-            for seed in config.seeds:
-                per_seed.append(
-                    multi_step_updates(
-                        self.lora,
-                        batch,
-                        labels,
-                        self.initial[seed],
-                        config.adamw,
-                        steps=config.steps,
-                        regression=self.regression,
-                    )
+            per_seed = {
+                seed: multi_step_updates(
+                    self.lora,
+                    batch,
+                    labels,
+                    self.initial[seed],
+                    config.adamw,
+                    steps=config.steps,
+                    regression=self.regression,
                 )
-        scores = torch.empty(len(config.seeds), labels.shape[0], len(self.targets))
-        for k, updates in enumerate(per_seed):
-            for j, name in enumerate(self.targets):
-                B, A = updates[name]
-                subspace, _ = lowrank_singular_vectors(B, A, config.side)  # (N, d, r)
-                grid = grassmann_grid(subspace, self.reference_subspaces[name])  # (N, r, r_ref)
-                scores[k, :, j] = layer_similarity(grid)
-        return scores
+                for seed in config.seeds
+            }
+        return {
+            seed: {
+                name: lowrank_singular_vectors(B, A, config.side)[0]
+                for name, (B, A) in updates.items()
+            }
+            for seed, updates in per_seed.items()
+        }
+
+    def score_batch(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Per-seed, per-layer RepMatch against the reference: (S, N, L)."""
+        subspaces = self.instance_subspaces(batch, labels)
+        return torch.stack(
+            [
+                torch.stack(
+                    [
+                        layer_similarity(
+                            grassmann_grid(by_layer[name], self.reference_subspaces[name])
+                        )
+                        for name in self.targets
+                    ],
+                    dim=-1,
+                )
+                for by_layer in subspaces.values()
+            ]
+        )
 
 
 def score_instances(
@@ -244,7 +262,7 @@ def score_instances(
             f"{examples.name} is a {examples.task} task but the reference adapter was trained "
             f"for {(adapter.record or {}).get('task')}"
         )
-    layer_columns = [f"layer_{short_layer_name(name).replace(' ', '_')}" for name in scorer.targets]
+    layer_columns = [short_layer_name(name).replace(" ", "_") for name in scorer.targets]
     chunks = range(0, len(examples), config.chunk_size)
     started = time.perf_counter()
     tables = []
