@@ -22,7 +22,11 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     columns = min(len(names), 6)
     rows = math.ceil(len(names) / columns)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(2.3 * columns + 1, 2.3 * rows + 0.8), squeeze=False
+        rows,
+        columns,
+        figsize=(2.2 * columns + 1.2, 2.3 * rows + 0.6),
+        squeeze=False,
+        layout="constrained",
     )
     vmax = max(float(grid.max()) for grid in comparison.grids.values()) or 1.0
     image = None
@@ -38,7 +42,7 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     figure.suptitle(title or f"RepMatch = {comparison.score:.3f} ({comparison.side} side)")
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
     _save(figure, path)
 
 
@@ -52,7 +56,7 @@ def plot_similarity_matrix(
 ) -> None:
     """Annotated heat map of a square similarity matrix (mean ± std when ``std`` is given)."""
     size = len(names)
-    figure, ax = plt.subplots(figsize=(1.1 * size + 2.5, 1.0 * size + 1.5))
+    figure, ax = plt.subplots(figsize=(1.1 * size + 2.5, 1.0 * size + 1.5), layout="constrained")
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(size), names, rotation=45, ha="right")
     ax.set_yticks(range(size), names)
@@ -65,7 +69,6 @@ def plot_similarity_matrix(
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
     ax.set_title(title)
     figure.colorbar(image, ax=ax, shrink=0.8)
-    figure.tight_layout()
     _save(figure, path)
 
 

@@ -200,6 +200,16 @@ class InstanceScorer:
             for seed, updates in per_seed.items()
         }
 
+    def score(self, examples: Examples) -> torch.Tensor:
+        """Per-seed, per-layer RepMatch of every instance, in data order: (S, N, L)."""
+        config = self.config
+        encoded = EncodedExamples(self.tokenizer, examples, max_length=config.max_length)
+        labels = torch.as_tensor(examples.labels)
+        scores = torch.empty(len(config.seeds), len(examples), len(self.targets))
+        for positions in length_grouped_batches(encoded.lengths, config.batch_size):
+            scores[:, positions] = self.score_batch(encoded.batch(positions), labels[positions])
+        return scores
+
     def score_batch(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """Per-seed, per-layer RepMatch against the reference: (S, N, L)."""
         subspaces = self.instance_subspaces(batch, labels)
@@ -293,11 +303,7 @@ def score_instances(
 def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]) -> pa.Table:
     """Scores of one chunk as an Arrow table in data order."""
     config = scorer.config
-    encoded = EncodedExamples(scorer.tokenizer, examples, max_length=config.max_length)
-    labels = torch.as_tensor(examples.labels)
-    scores = torch.empty(len(config.seeds), len(examples), len(scorer.targets))
-    for positions in length_grouped_batches(encoded.lengths, config.batch_size):
-        scores[:, positions] = scorer.score_batch(encoded.batch(positions), labels[positions])
+    scores = scorer.score(examples)
     per_seed = scores.mean(dim=2).double().numpy()  # (S, N)
     columns: dict[str, object] = {
         "id": examples.ids,
