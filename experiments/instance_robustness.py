@@ -44,8 +44,8 @@ def figure2(scorer: InstanceScorer, examples, seeds: list[int], rng: np.random.G
         pairwise_repmatch(subspaces[a], subspaces[b]).mean().item()
         for a, b in itertools.combinations(seeds, 2)
     ]
-    shift = rng.permutation(len(positions) - 1) + 1  # partner offsets, never the instance itself
-    partner = (np.arange(len(positions)) + shift) % len(positions)
+    n = len(positions)
+    partner = (np.arange(n) + rng.integers(1, n, size=n)) % n  # another instance, never itself
     different_instances = [
         pairwise_repmatch(
             subspaces[seed], {name: u[partner] for name, u in subspaces[seed].items()}

@@ -1,10 +1,42 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures.
 
+Besides the real data folder, this provides tiny random models of five architectures (saved like
+any local checkpoint, with the bundled model's tokenizer), tiny csv datasets, and a cache of
+adapters trained on them, so tests that only read an adapter share one training run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "llama")
+"""The tiny architectures built by :func:`tiny_model`."""
+
+VALUE_LEAF = {
+    "bert": "value",
+    "roberta": "value",
+    "distilbert": "v_lin",
+    "electra": "value",
+    "llama": "v_proj",
+}
+"""Leaf name of the value projection in each tiny architecture."""
+
+HIDDEN = 32
+"""Hidden size of every tiny model (so the largest possible LoRA rank is 32)."""
+
+FAST_TRAIN = {"rank": 2, "batch_size": 8, "epochs": 1, "lr": 1e-2}
+"""Training settings that take about a second on a tiny model."""
+
+_POSITIVE = ["good", "great", "fine", "lovely", "nice", "superb", "bright", "warm"]
+_NEGATIVE = ["bad", "awful", "poor", "dull", "grim", "weak", "cold", "sad"]
+_FILLER = ["the", "a", "movie", "plot", "cast", "day", "food", "was", "really", "quite"]
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +45,170 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (see shared/data/README.md)")
     return SHARED_DATA
+
+
+def _tiny_config(arch: str, vocab_size: int, hidden: int):
+    from transformers import (
+        BertConfig,
+        DistilBertConfig,
+        ElectraConfig,
+        LlamaConfig,
+        RobertaConfig,
+    )
+
+    common = {"vocab_size": vocab_size, "max_position_embeddings": 128}
+    if arch == "bert":
+        return BertConfig(
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            **common,
+        )
+    if arch == "roberta":
+        # RoBERTa offsets positions by pad_token_id + 1, so leave room for that
+        return RobertaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            pad_token_id=0,
+            vocab_size=vocab_size,
+            max_position_embeddings=130,
+        )
+    if arch == "distilbert":
+        return DistilBertConfig(dim=hidden, n_layers=2, n_heads=2, hidden_dim=2 * hidden, **common)
+    if arch == "electra":
+        return ElectraConfig(
+            embedding_size=hidden,
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            **common,
+        )
+    if arch == "llama":
+        return LlamaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=2 * hidden,
+            pad_token_id=0,
+            **common,
+        )
+    raise ValueError(f"unknown tiny architecture {arch!r}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Callable[..., str]:
+    """Factory: ``tiny_model('bert')`` -> folder of a tiny random sequence classifier.
+
+    Two layers, hidden size 32 (or ``hidden``), saved with ``save_pretrained`` next to the bundled
+    model's tokenizer (vocabulary 30522). Built once per session and architecture.
+    """
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    from repmatch.models import BUNDLED_MODEL, load_tokenizer
+
+    # no "Loading weights" / "Writing model shards" bars in captured output (the CLI does the same)
+    transformers.logging.disable_progress_bar()
+    cache: dict[tuple[str, int], str] = {}
+    tokenizer = load_tokenizer(BUNDLED_MODEL)
+
+    def build(arch: str = "bert", hidden: int = HIDDEN) -> str:
+        key = (arch, hidden)
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}-{hidden}")
+            torch.manual_seed(1234)
+            config = _tiny_config(arch, len(tokenizer), hidden)
+            model = AutoModelForSequenceClassification.from_config(config)
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            cache[key] = str(folder)
+        return cache[key]
+
+    return build
+
+
+def _sentence(rng: random.Random, words: list[str], n: int = 6) -> str:
+    picks = [rng.choice(words if i % 2 else _FILLER) for i in range(n)]
+    return " ".join(picks)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    """Tiny csv datasets (read-only; copy before changing one).
+
+    - ``single``: 40 rows of ``text``, ``label`` (0/1), 20 per class;
+    - ``pair``: 40 rows of ``premise``, ``hypothesis``, ``label`` (0/1/2);
+    - ``regression``: 40 rows of ``sentence1``, ``sentence2``, ``score`` (floats in [0, 5]);
+    - ``topics``: 40 rows of ``text``, ``label`` (0/1) about two topics (another task).
+    """
+    folder = tmp_path_factory.mktemp("tiny-data")
+    rng = random.Random(0)
+    single = pd.DataFrame(
+        {
+            "text": [_sentence(rng, _POSITIVE if i % 2 else _NEGATIVE) for i in range(40)],
+            "label": [i % 2 for i in range(40)],
+        }
+    )
+    pair = pd.DataFrame(
+        {
+            "premise": [_sentence(rng, _POSITIVE + _NEGATIVE) for _ in range(40)],
+            "hypothesis": [_sentence(rng, _FILLER, 4) for _ in range(40)],
+            "label": [i % 3 for i in range(40)],
+        }
+    )
+    regression = pd.DataFrame(
+        {
+            "sentence1": [_sentence(rng, _POSITIVE) for _ in range(40)],
+            "sentence2": [_sentence(rng, _NEGATIVE) for _ in range(40)],
+            "score": [round(rng.uniform(0, 5), 2) + 0.01 for _ in range(40)],
+        }
+    )
+    sport = ["match", "goal", "coach", "league", "striker", "team"]
+    politics = ["vote", "senate", "budget", "law", "minister", "party"]
+    topics = pd.DataFrame(
+        {
+            "text": [_sentence(rng, politics if i % 2 else sport) for i in range(40)],
+            "label": [i % 2 for i in range(40)],
+        }
+    )
+    paths = {}
+    for name, frame in {
+        "single": single,
+        "pair": pair,
+        "regression": regression,
+        "topics": topics,
+    }.items():
+        paths[name] = folder / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tmp_path_factory, tiny_model, tiny_data) -> Callable[..., str]:
+    """Factory: ``trained_adapter(arch='bert', data='single', seed=0, **train)`` -> adapter folder.
+
+    Trained once per distinct argument set with :data:`FAST_TRAIN` settings (overridable) and
+    cached for the session; tests must copy a folder before changing it.
+    """
+    from repmatch.data import DataSpec
+    from repmatch.training import TrainConfig, train_adapter
+
+    cache: dict[tuple, str] = {}
+
+    def train(arch: str = "bert", data: str = "single", seed: int = 0, **overrides) -> str:
+        settings = FAST_TRAIN | overrides
+        key = (arch, data, seed, tuple(sorted((k, str(v)) for k, v in settings.items())))
+        if key not in cache:
+            config = TrainConfig(model=tiny_model(arch), seed=seed, **settings)
+            out = tmp_path_factory.mktemp(f"adapter-{arch}-{data}-{seed}") / "adapter"
+            train_adapter(DataSpec(str(tiny_data[data])), config, out, progress=False)
+            cache[key] = str(out)
+        return cache[key]
+
+    return train

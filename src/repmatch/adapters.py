@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from repmatch.errors import RepmatchError
+from repmatch.models import portable_model_name
 
 RECORD_FILE = "repmatch.json"
 _PEFT_PREFIX = "base_model.model."
@@ -71,7 +72,7 @@ def load_adapter(path: str | Path) -> Adapter:
             f"{folder} is not a PEFT adapter folder (no adapter_config.json); "
             "pass a folder written by `repmatch train` or `PeftModel.save_pretrained`"
         )
-    config = json.loads(config_file.read_text())
+    config = _read_json(config_file)
     if config.get("peft_type", "LORA") != "LORA":
         raise RepmatchError(f"{folder} holds a {config.get('peft_type')} adapter, not LoRA")
     weights = _load_weights(folder)
@@ -82,14 +83,26 @@ def load_adapter(path: str | Path) -> Adapter:
         if ".lora_" not in key and key.startswith(_PEFT_PREFIX)
     }
     record_file = folder / RECORD_FILE
-    record = json.loads(record_file.read_text()) if record_file.is_file() else None
+    record = _read_json(record_file) if record_file.is_file() else None
+    # the bundled model by its portable name, local folders absolute (as repmatch records them)
+    base_model = str(config.get("base_model_name_or_path") or "")
     return Adapter(
         path=folder,
-        base_model=str(config.get("base_model_name_or_path") or ""),
+        base_model=portable_model_name(base_model) if base_model else "",
         layers=layers,
         head=head,
         record=record,
     )
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RepmatchError(f"cannot read {file}: {err}") from None
+    if not isinstance(data, dict):
+        raise RepmatchError(f"cannot read {file}: expected a JSON object")
+    return data
 
 
 def _load_weights(folder: Path) -> dict[str, torch.Tensor]:

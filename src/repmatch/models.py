@@ -84,7 +84,10 @@ def load_classifier(
     torch.manual_seed(head_seed)  # anything else the checkpoint lacks is also drawn reproducibly
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(name), num_labels=num_labels, problem_type=problem_type
+            resolve_model_path(name),
+            num_labels=num_labels,
+            problem_type=problem_type,
+            ignore_mismatched_sizes=True,  # a saved head of another size: re-initialised below
         )
     except (OSError, ValueError) as err:
         raise RepmatchError(_load_failure(name, err)) from None
@@ -98,6 +101,8 @@ def load_classifier(
 
 def _load_failure(name: str, err: Exception) -> str:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+        reason = "no such folder"  # not "Repo id must be in the form ..." for a mistyped path
     return (
         f"could not load model '{name}' ({reason}); pass a local model folder or a hub id "
         f"(without internet only local folders and the bundled '{BUNDLED_MODEL}' load)"

@@ -129,6 +129,8 @@ def train_adapter(
 ) -> Path:
     """Train LoRA on ``data`` and save the adapter folder ``out_dir``; returns its path."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RepmatchError(f"output path {out} exists and is not a folder; pass another --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RepmatchError(
             f"output folder {out} already exists and is not empty; pass --overwrite"

@@ -1,0 +1,274 @@
+"""The ``repmatch`` command line: train, compare, datasets and demo; errors as one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_TRAIN, HIDDEN
+from repmatch.cli import main
+
+FAST_FLAGS = [
+    "--rank",
+    str(FAST_TRAIN["rank"]),
+    "--batch-size",
+    str(FAST_TRAIN["batch_size"]),
+    "--epochs",
+    str(FAST_TRAIN["epochs"]),
+    "--lr",
+    str(FAST_TRAIN["lr"]),
+    "--quiet",
+]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _env() -> dict[str, str]:
+    return os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def _assert_user_error(rc: int, err: str, *fragments: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("repmatch: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_adapters(tmp_path_factory, tiny_model, tiny_data):
+    """Two adapters trained through the CLI (seeds 0 and 1) on the tiny BERT."""
+    folder = tmp_path_factory.mktemp("cli")
+    outs = []
+    for seed in (0, 1):
+        out = folder / f"seed{seed}"
+        argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert")]
+        rc = main([*argv, *FAST_FLAGS, "--seed", str(seed), "--out", str(out)])
+        assert rc == 0
+        outs.append(out)
+    return outs
+
+
+def test_train_writes_an_adapter(cli_adapters, trained_adapter):
+    first, _ = cli_adapters
+    assert (first / "adapter_model.safetensors").read_bytes() == (
+        Path(trained_adapter("bert", seed=0)) / "adapter_model.safetensors"
+    ).read_bytes()  # the CLI trains exactly what the API trains
+    record = json.loads((first / "repmatch.json").read_text())
+    assert record["train"]["rank"] == 2 and record["train"]["seed"] == 0
+
+
+def test_train_prints_where(tiny_model, tiny_data, tmp_path, capsys):
+    out = tmp_path / "a"
+    argv = ["train", str(tiny_data["regression"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--limit", "10", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"adapter saved to {out}"
+    record = json.loads((out / "repmatch.json").read_text())
+    assert record["task"] == "regression" and record["num_examples"] == 10
+
+
+def test_compare_text(cli_adapters, capsys):
+    assert main(["compare", *map(str, cli_adapters)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("RepMatch = ") and "(left singular vectors)" in out[0]
+    score = float(out[0].split()[2])
+    assert 0.0 < score < 1.0
+    assert out[1].split() == ["layer", "grid", "score"]
+    assert [line.split()[:3] for line in out[2:]] == [
+        ["layer", "0", "value"],
+        ["layer", "1", "value"],
+    ]
+    assert all(line.split()[3] == "2x2" for line in out[2:])
+    layer_scores = [float(line.split()[-1]) for line in out[2:]]
+    assert score == pytest.approx(sum(layer_scores) / 2, abs=1e-4)
+
+
+def test_compare_json(cli_adapters, capsys):
+    assert main(["compare", *map(str, cli_adapters), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert isinstance(data["score"], float) and 0.0 < data["score"] < 1.0
+    assert sorted(data["layers"]) == [
+        "bert.encoder.layer.0.attention.self.value",
+        "bert.encoder.layer.1.attention.self.value",
+    ]
+    assert data["score"] == pytest.approx(sum(data["layers"].values()) / 2)
+    assert data["side"] == "left" and data["notes"] == []
+    assert "shuffled_baseline" not in data
+
+
+def test_compare_itself_json(cli_adapters, capsys):
+    first = str(cli_adapters[0])
+    assert main(["compare", first, first, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["score"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_compare_heatmap(cli_adapters, tmp_path, capsys):
+    png = tmp_path / "plots" / "grids.png"
+    assert main(["compare", *map(str, cli_adapters), "--heatmap", str(png)]) == 0
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert capsys.readouterr().out.startswith("RepMatch = ")
+
+
+def test_compare_shuffled_baseline(cli_adapters, capsys):
+    assert main(["compare", *map(str, cli_adapters), "--shuffled-baseline"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    score = float(out[0].split()[2])
+    assert out[1].split() == ["layer", "grid", "score", "shuffled"]
+    assert out[-1].startswith("shuffled baseline = ")
+    baseline = float(out[-1].split("=")[1])
+    assert 0.0 <= baseline < score
+    assert main(["compare", *map(str, cli_adapters), "--shuffled-baseline", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["shuffled_baseline"]["score"] == pytest.approx(baseline, abs=1e-4)
+
+
+def test_compare_right_side_note(cli_adapters, capsys):
+    first = str(cli_adapters[0])
+    assert main(["compare", first, first, "--side", "right"]) == 0
+    captured = capsys.readouterr()
+    assert "(right singular vectors)" in captured.out
+    assert captured.err.startswith("note: right singular vectors mostly reflect")
+    assert main(["compare", *map(str, cli_adapters), "--side", "right"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_datasets_writes_the_matrix(tiny_model, tiny_data, tmp_path, capsys):
+    out = tmp_path / "matrix"
+    data = [str(tiny_data["single"]), str(tiny_data["topics"])]
+    rc = main(["datasets", *data, "--model", tiny_model("bert"), *FAST_FLAGS, "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["single", "topics"]
+    assert printed[1].split()[:2] == ["single", "1.0000"]
+    assert printed[2].split()[0] == "topics" and printed[2].split()[2] == "1.0000"
+    assert printed[-1] == f"written to {out}/matrix.csv, matrix.json, matrix.png"
+    matrix = json.loads((out / "matrix.json").read_text())
+    assert matrix["names"] == ["single", "topics"]
+    assert float(printed[1].split()[2]) == pytest.approx(matrix["mean"][0][1], abs=1e-4)
+    assert (out / "matrix.csv").read_text().startswith("dataset,single,topics\n")
+    assert (out / "matrix.png").read_bytes()[:8] == PNG_MAGIC
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: exit status 2 and one line on stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--text-column", "nope"], ["nope", "--text-column"]),
+        (["--labels", "9"], ["empty", "--labels"]),
+        (["--num-labels", "1"], ["outside the head's 1 classes"]),
+        (["--rank", str(HIDDEN + 1)], ["rank 33", "layer bert.encoder.layer.0", "--rank <= 32"]),
+        (["--rank", "0"], ["rank must be positive"]),
+        (["--targets", "nope"], ["LoRA target 'nope'"]),
+        (["--limit", "0"], ["--limit"]),
+    ],
+    ids=["column", "empty-subset", "label-range", "rank-too-large", "rank-zero", "target", "limit"],
+)
+def test_train_errors(extra, fragments, tiny_model, tiny_data, tmp_path, capsys):
+    out = tmp_path / "a"
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    rc = main([*argv, *extra, "--out", str(out)])
+    captured = capsys.readouterr()
+    _assert_user_error(rc, captured.err, *fragments)
+    assert captured.out == ""
+    assert not out.exists()
+
+
+def test_train_missing_data(tiny_model, tmp_path, capsys):
+    missing = tmp_path / "nowhere.csv"
+    rc = main(["train", str(missing), "--model", tiny_model("bert"), "--out", str(tmp_path / "a")])
+    _assert_user_error(rc, capsys.readouterr().err, "no such file or folder", str(missing))
+
+
+def test_train_unknown_model(tiny_data, tmp_path, capsys):
+    argv = ["train", str(tiny_data["single"]), "--model", str(tmp_path / "no-model")]
+    rc = main([*argv, "--out", str(tmp_path / "a")])
+    _assert_user_error(rc, capsys.readouterr().err, "could not load model", "no such folder")
+
+
+def test_train_existing_output(cli_adapters, tiny_model, tiny_data, capsys):
+    before = (cli_adapters[0] / "adapter_model.safetensors").read_bytes()
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    rc = main([*argv, "--seed", "5", "--out", str(cli_adapters[0])])
+    _assert_user_error(rc, capsys.readouterr().err, "already exists", "--overwrite")
+    assert (cli_adapters[0] / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_compare_missing_adapter(cli_adapters, tmp_path, capsys):
+    rc = main(["compare", str(cli_adapters[0]), str(tmp_path / "nowhere")])
+    _assert_user_error(rc, capsys.readouterr().err, "adapter folder not found")
+
+
+def test_compare_different_base_models(trained_adapter, capsys):
+    bert, electra = trained_adapter("bert"), trained_adapter("electra")
+    capsys.readouterr()  # whatever training the fixtures printed
+    rc = main(["compare", bert, electra])
+    _assert_user_error(rc, capsys.readouterr().err, "different base models")
+    # the flag lets it through: both tiny models have 2 value layers of 32x32 (different names)
+    rc = main(["compare", bert, electra, "--allow-different-base"])
+    _assert_user_error(rc, capsys.readouterr().err, "different layers")
+
+
+def test_datasets_needs_two(tiny_model, tiny_data, tmp_path, capsys):
+    argv = ["datasets", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    rc = main([*argv, "--out", str(tmp_path / "m")])
+    _assert_user_error(rc, capsys.readouterr().err, "at least two datasets")
+
+
+def test_argparse_errors_also_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "only-one"])
+    assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Real processes
+
+
+def test_subprocess_compare_json(cli_adapters):
+    result = subprocess.run(
+        [sys.executable, "-m", "repmatch.cli", "compare", *map(str, cli_adapters), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert 0.0 < data["score"] < 1.0 and len(data["layers"]) == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_script_errors_exit_2_without_traceback(tiny_model, tiny_data, tmp_path):
+    script = Path(sys.executable).with_name("repmatch")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "repmatch.cli"]
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert")]
+    result = subprocess.run(
+        [*command, *argv, "--rank", "64", "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    _assert_user_error(result.returncode, result.stderr, "rank 64 is larger than layer")
+    assert result.stdout == ""
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "-> found" in printed
+    assert (out / "similarity" / "matrix.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "instance-scores.csv").is_file()

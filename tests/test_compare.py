@@ -1,0 +1,293 @@
+"""compare_adapters on adapter folders: round trips, invariances, foreign adapters, mismatches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file, save_file
+
+from repmatch.adapters import load_adapter
+from repmatch.compare import RIGHT_SIDE_NOTE, compare_adapters, layer_subspaces
+from repmatch.errors import RepmatchError
+from repmatch.grassmann import full_singular_vectors
+from repmatch.models import BUNDLED_MODEL, load_classifier, resolve_model_path
+
+
+def _copy(folder: str | Path, to: Path) -> Path:
+    shutil.copytree(folder, to)
+    return to
+
+
+def _rewrite_weights(folder: Path, change) -> None:
+    """Apply ``change(key, tensor) -> tensor`` to every tensor of the adapter in ``folder``."""
+    file = folder / "adapter_model.safetensors"
+    tensors = load_file(str(file))
+    save_file({key: change(key, value).contiguous() for key, value in tensors.items()}, str(file))
+
+
+def test_adapter_against_itself_scores_one(trained_adapter):
+    folder = trained_adapter("bert", seed=0)
+    result = compare_adapters(folder, folder)
+    assert result.score == pytest.approx(1.0, abs=1e-6)
+    assert len(result.layers) == 2
+    for name, grid in result.grids.items():
+        assert result.layers[name] == pytest.approx(1.0, abs=1e-6)
+        assert grid.shape == (2, 2)
+        # the same subspace: phi(i, i) = 1 for every leading-column count
+        assert grid.diagonal() == pytest.approx([1.0, 1.0], abs=1e-6)
+
+
+def test_two_seeds_score_between_zero_and_one(trained_adapter):
+    first, second = trained_adapter("bert", seed=0), trained_adapter("bert", seed=1)
+    result = compare_adapters(first, second)
+    assert 0.0 < result.score < 1.0
+    assert result.first == first and result.second == second
+    assert sorted(result.layers) == sorted(load_adapter(first).layers)
+    assert result.score == pytest.approx(sum(result.layers.values()) / 2)
+    for name, grid in result.grids.items():
+        assert result.layers[name] == pytest.approx(grid.max())
+        assert 0.0 <= grid.min() and grid.max() <= 1.0 + 1e-9
+        # different LoRA seeds: the full rank-2 subspaces differ
+        assert grid[-1, -1] < 0.99
+    # symmetric
+    assert compare_adapters(second, first).score == pytest.approx(result.score, abs=1e-6)
+
+
+def test_to_dict_is_json(trained_adapter):
+    result = compare_adapters(
+        trained_adapter("bert", seed=0), trained_adapter("bert", seed=1), shuffled_baseline=True
+    )
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["score"] == pytest.approx(result.score)
+    assert isinstance(data["score"], float)
+    assert data["layers"] == pytest.approx(result.layers)
+    assert data["side"] == "left"
+    assert set(data["grids"]) == set(result.layers)
+    assert all(len(grid) == 2 and len(grid[0]) == 2 for grid in data["grids"].values())
+    assert data["shuffled_baseline"]["score"] == pytest.approx(result.baseline.score)
+
+
+def test_different_ranks(trained_adapter):
+    result = compare_adapters(
+        trained_adapter("bert", seed=0, rank=2), trained_adapter("bert", seed=1, rank=4)
+    )
+    assert all(grid.shape == (2, 4) for grid in result.grids.values())
+    assert 0.0 < result.score <= 1.0
+    flipped = compare_adapters(
+        trained_adapter("bert", seed=1, rank=4), trained_adapter("bert", seed=0, rank=2)
+    )
+    assert all(grid.shape == (4, 2) for grid in flipped.grids.values())
+    assert flipped.score == pytest.approx(result.score, abs=1e-6)
+
+
+def test_shuffled_baseline_is_lower(trained_adapter):
+    result = compare_adapters(
+        trained_adapter("bert", seed=0), trained_adapter("bert", seed=1), shuffled_baseline=True
+    )
+    baseline = result.baseline
+    assert baseline is not None
+    assert 0.0 <= baseline.score <= 1.0
+    assert baseline.score < result.score - 0.3
+    assert set(baseline.layers) == set(result.layers)
+    assert baseline.second.startswith("shuffled ")
+    again = compare_adapters(
+        trained_adapter("bert", seed=0), trained_adapter("bert", seed=1), shuffled_baseline=True
+    )
+    assert again.baseline.score == baseline.score  # seeded shuffle
+    other = compare_adapters(
+        trained_adapter("bert", seed=0),
+        trained_adapter("bert", seed=1),
+        shuffled_baseline=True,
+        baseline_seed=5,
+    )
+    assert other.baseline.score != baseline.score
+    plain = compare_adapters(trained_adapter("bert"), trained_adapter("bert", seed=1))
+    assert plain.baseline is None
+
+
+@pytest.mark.parametrize("factor", ["B", "A"])
+def test_invariant_to_scaling_a_factor(factor, trained_adapter, tmp_path):
+    first, second = trained_adapter("bert", seed=0), trained_adapter("bert", seed=1)
+    scaled = _copy(second, tmp_path / "scaled")
+    _rewrite_weights(
+        scaled, lambda key, value: value * -7.5 if f".lora_{factor}." in key else value
+    )
+    name = next(iter(load_adapter(second).layers))
+    torch.testing.assert_close(
+        getattr(load_adapter(scaled).layers[name], factor),
+        getattr(load_adapter(second).layers[name], factor) * -7.5,
+    )
+    original = compare_adapters(first, second)
+    result = compare_adapters(first, scaled)
+    assert result.score == pytest.approx(original.score, abs=1e-6)
+    for name in original.layers:
+        assert result.grids[name] == pytest.approx(original.grids[name], abs=1e-6)
+
+
+def test_invariant_to_reparametrisation(trained_adapter, tmp_path):
+    """(B R)(R^-1 A) is the same update, so the same score."""
+    first, second = trained_adapter("bert", seed=0), trained_adapter("bert", seed=1)
+    moved = _copy(second, tmp_path / "moved")
+    generator = torch.Generator().manual_seed(3)
+    mixing = torch.randn(2, 2, generator=generator, dtype=torch.float64) + 2 * torch.eye(2)
+    inverse = torch.linalg.inv(mixing)
+
+    def change(key, value):
+        if ".lora_B." in key:
+            return (value.double() @ mixing).float()
+        if ".lora_A." in key:
+            return (inverse @ value.double()).float()
+        return value
+
+    _rewrite_weights(moved, change)
+    assert compare_adapters(first, moved).score == pytest.approx(
+        compare_adapters(first, second).score, abs=1e-5
+    )
+
+
+def test_plain_peft_adapter_can_be_compared(tiny_model, trained_adapter, tmp_path):
+    model_path = tiny_model("bert")
+    model = load_classifier(model_path, num_labels=2, head_seed=42)
+    config = LoraConfig(r=3, lora_alpha=6, target_modules=["value"], init_lora_weights=False)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, config)
+    folder = tmp_path / "plain"
+    peft_model.save_pretrained(str(folder))
+    assert not (folder / "repmatch.json").exists()
+
+    adapter = load_adapter(folder)
+    assert adapter.record is None
+    assert adapter.ranks == {
+        "bert.encoder.layer.0.attention.self.value": 3,
+        "bert.encoder.layer.1.attention.self.value": 3,
+    }
+    assert all(f.scaling == pytest.approx(2.0) for f in adapter.layers.values())
+    assert compare_adapters(folder, folder).score == pytest.approx(1.0, abs=1e-6)
+
+    # PEFT records the folder it loaded from; repmatch the resolved path: the same model
+    ours = trained_adapter("bert", seed=0)
+    result = compare_adapters(folder, ours)
+    assert all(grid.shape == (3, 2) for grid in result.grids.values())
+    assert 0.0 < result.score < 1.0
+
+
+def test_plain_peft_adapter_on_the_bundled_model_install_path(trained_adapter, tmp_path):
+    """An adapter whose config names the bundled model's install folder is on the bundled model."""
+    folder = _copy(trained_adapter("bert"), tmp_path / "bundled")
+    (folder / "repmatch.json").unlink()
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = resolve_model_path(BUNDLED_MODEL)
+    config_file.write_text(json.dumps(config))
+    assert load_adapter(folder).base_model == BUNDLED_MODEL
+    config["base_model_name_or_path"] = "some-org/some-model"
+    config_file.write_text(json.dumps(config))
+    assert load_adapter(folder).base_model == "some-org/some-model"
+
+
+def test_different_base_models(trained_adapter):
+    with pytest.raises(RepmatchError, match="different base models"):
+        compare_adapters(trained_adapter("bert"), trained_adapter("electra"))
+
+
+def test_different_layers(trained_adapter):
+    with pytest.raises(RepmatchError, match=r"different layers.*--targets"):
+        compare_adapters(trained_adapter("bert"), trained_adapter("bert", targets=("query",)))
+
+
+def test_different_shapes(trained_adapter, tmp_path):
+    wide = _copy(trained_adapter("bert", seed=1), tmp_path / "wide")
+    generator = torch.Generator().manual_seed(0)
+
+    def widen(key, value):
+        if ".lora_B." in key:
+            return torch.randn(48, value.shape[1], generator=generator)
+        if ".lora_A." in key:
+            return torch.randn(value.shape[0], 48, generator=generator)
+        return value
+
+    _rewrite_weights(wide, widen)
+    with pytest.raises(RepmatchError, match=r"shape \(32, 32\).*\(48, 48\)"):
+        compare_adapters(trained_adapter("bert"), wide)
+
+
+def test_folder_without_adapter_config(trained_adapter, tmp_path):
+    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
+    (broken / "adapter_config.json").unlink()
+    with pytest.raises(RepmatchError, match="no adapter_config.json"):
+        compare_adapters(trained_adapter("bert"), broken)
+
+
+def test_unreadable_adapter_config(trained_adapter, tmp_path):
+    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
+    (broken / "adapter_config.json").write_text('{"r": 2,')
+    with pytest.raises(RepmatchError, match="cannot read .*adapter_config.json"):
+        compare_adapters(trained_adapter("bert"), broken)
+
+
+def test_missing_folder(trained_adapter, tmp_path):
+    with pytest.raises(RepmatchError, match="adapter folder not found"):
+        compare_adapters(trained_adapter("bert"), tmp_path / "nowhere")
+
+
+def test_truncated_weights(trained_adapter, tmp_path):
+    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(RepmatchError, match="cannot read adapter weights") as info:
+        compare_adapters(trained_adapter("bert"), broken)
+    assert "\n" not in str(info.value)
+
+
+def test_weights_without_lora_factors(trained_adapter, tmp_path):
+    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
+    file = broken / "adapter_model.safetensors"
+    tensors = load_file(str(file))
+    save_file({k: v for k, v in tensors.items() if ".lora_" not in k}, str(file))
+    with pytest.raises(RepmatchError, match="no LoRA factors"):
+        compare_adapters(trained_adapter("bert"), broken)
+
+
+def test_unknown_side(trained_adapter):
+    with pytest.raises(RepmatchError, match="side"):
+        compare_adapters(trained_adapter("bert"), trained_adapter("bert"), side="middle")
+
+
+def test_right_side_note_for_a_shared_seed(trained_adapter):
+    same_seed = compare_adapters(
+        trained_adapter("bert", seed=0), trained_adapter("bert", seed=0, lr=5e-3), side="right"
+    )
+    assert same_seed.side == "right"
+    assert same_seed.notes == [RIGHT_SIDE_NOTE]
+    assert same_seed.to_dict()["notes"] == [RIGHT_SIDE_NOTE]
+    other_seed = compare_adapters(
+        trained_adapter("bert", seed=0), trained_adapter("bert", seed=1), side="right"
+    )
+    assert other_seed.notes == []
+    left = compare_adapters(trained_adapter("bert", seed=0), trained_adapter("bert", seed=1))
+    assert left.notes == []
+    # right singular vectors live in the input space; they differ from the left ones here
+    assert other_seed.score != pytest.approx(left.score, abs=1e-3)
+    # with a shared seed A barely moves, so the right side looks alike regardless of the data
+    assert same_seed.score > 0.9
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_lowrank_subspaces_match_a_full_svd(side, trained_adapter):
+    adapter = load_adapter(trained_adapter("bert", seed=0, rank=4))
+    subspaces = layer_subspaces(adapter, side)
+    assert set(subspaces) == set(adapter.layers)
+    for name, factors in adapter.layers.items():
+        low = subspaces[name].double()
+        full, _ = full_singular_vectors(factors.delta_weight(), factors.rank, side)
+        assert low.shape == full.shape == (32, 4)
+        # columns agree up to sign
+        signs = torch.sign((low * full).sum(dim=0))
+        torch.testing.assert_close(low * signs, full.double(), rtol=0, atol=1e-5)
+        eye = torch.eye(4, dtype=torch.float64)
+        torch.testing.assert_close(low.T @ low, eye, atol=1e-6, rtol=0)
