@@ -362,9 +362,6 @@ class _ChunkStore:
                         f"cannot resume: the stored run in {self.folder} used a different {key}; "
                         "rerun with the same data, reference and settings, or delete the folder"
                     )
-        else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_json(run_file, run)
 
     def _chunk(self, index: int) -> Path:
         return self.folder / f"chunk-{index:05d}.parquet"
@@ -382,6 +379,12 @@ class _ChunkStore:
             ) from None
 
     def write(self, index: int, table: pa.Table) -> None:
+        # The folder is created with the first chunk, so a run refused before scoring anything
+        # (bad reference, labels, ...) leaves nothing behind that would block a corrected rerun.
+        run_file = self.folder / _RUN_FILE
+        if not run_file.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json(run_file, self.run)
         with atomic_path(self._chunk(index)) as temporary:
             pq.write_table(table, temporary)
 

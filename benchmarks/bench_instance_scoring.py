@@ -1,0 +1,104 @@
+"""Instance scoring: the authors' literal loop vs repmatch's batched engine, in one run.
+
+Both score the same SST-2 instances against the same reference adapter (bundled model, rank 1,
+one AdamW step at lr 1e-3). The literal loop uses the reference script's own settings: model and
+optimizer reloaded from a checkpoint on disk and the seed reset before every instance, batch size
+1, inputs padded to 512 tokens, a full SVD of every ΔW and the Grassmann grid filled by a Python
+double loop. Dropout is off in both, so the scores can be compared (the reference script leaves it
+on, which makes its scores irreproducible).
+
+Throughput counts the per-instance work only; one-time set-up (loading the model, drawing the
+LoRA init) is timed and printed separately. Prints both throughputs, their ratio and the largest
+score difference, and saves them as JSON.
+
+    python benchmarks/bench_instance_scoring.py --instances 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from repmatch.adapters import load_adapter
+from repmatch.data import DataSpec, load_examples
+from repmatch.pairwise import ensure_adapter
+from repmatch.scoring import InstanceScorer, ScoreConfig
+from repmatch.training import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from oracle import LiteralLoop  # noqa: E402  (the literal loop the equivalence tests use)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/sst2")
+    parser.add_argument("--instances", type=int, default=64)
+    parser.add_argument("--reference-size", type=int, default=2000)
+    parser.add_argument("--work", default="runs/bench")
+    parser.add_argument("--engine-repeats", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results/instance-scoring.json")
+    args = parser.parse_args()
+
+    reference_data = load_examples(DataSpec(args.data, sample=args.reference_size))
+    reference = ensure_adapter(
+        reference_data, TrainConfig(), Path(args.work) / "reference", progress=False
+    )
+    instances = load_examples(DataSpec(args.data, sample=args.instances, seed=1))
+    config = ScoreConfig(rank=1, lr=1e-3, steps=1, batch_size=64)
+
+    started = time.perf_counter()
+    loop = LiteralLoop(
+        reference,
+        rank=config.rank,
+        alpha=config.alpha,
+        lr=config.lr,
+        pad_to=512,
+        checkpoint_dir=Path(args.work) / "literal-checkpoint",
+    )
+    literal_setup = time.perf_counter() - started
+    started = time.perf_counter()
+    literal = loop.scores(instances)
+    literal_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    scorer = InstanceScorer(load_adapter(reference), config)
+    engine_setup = time.perf_counter() - started
+    timings = []
+    for _ in range(args.engine_repeats):
+        started = time.perf_counter()
+        engine = scorer.score(instances).mean(dim=2)[0].double().numpy()
+        timings.append(time.perf_counter() - started)
+    engine_seconds = sorted(timings)[len(timings) // 2]
+
+    result = {
+        "instances": len(instances),
+        "literal_instances_per_second": len(instances) / literal_seconds,
+        "engine_instances_per_second": len(instances) / engine_seconds,
+        "speedup": literal_seconds / engine_seconds,
+        "max_abs_score_difference": float(abs(literal - engine).max()),
+        "literal_seconds": literal_seconds,
+        "engine_seconds_median": engine_seconds,
+        "engine_seconds_all": timings,
+        "literal_setup_seconds": literal_setup,
+        "engine_setup_seconds": engine_setup,
+        "settings": {"rank": 1, "lr": 1e-3, "steps": 1, "literal_pad_to": 512, "model": "bundled"},
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(),
+    }
+    print(f"literal loop : {result['literal_instances_per_second']:8.2f} instances/s")
+    print(f"batched engine: {result['engine_instances_per_second']:8.2f} instances/s")
+    print(f"speed-up      : {result['speedup']:8.1f}x")
+    print(f"max |score difference|: {result['max_abs_score_difference']:.2e}")
+    print(f"set-up (once): literal {literal_setup:.1f} s, engine {engine_setup:.1f} s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Test oracle: instance-level RepMatch computed by the literal per-instance loop.
+
+This is the paper's reference procedure written as plainly as possible, with no batching and no
+closed forms, so that the batched engine of :mod:`repmatch.scoring` can be checked against it. For
+every instance: a fresh copy of the base model (with the reference adapter's head), the LoRA init
+drawn from the same seed, ``steps`` AdamW steps with batch size 1 on that instance alone (padded
+to a fixed length), the dense ΔW = s·B·A in float64, a full SVD, and the Grassmann grid filled by a
+Python double loop. Dropout is off (eval mode), as in the engine.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model
+
+from repmatch.adapters import load_adapter
+from repmatch.data import Examples
+from repmatch.models import load_classifier, load_tokenizer
+
+
+def _singular_vectors(delta_w: torch.Tensor, rank: int, side: str) -> torch.Tensor:
+    """First ``rank`` left (columns of U) or right (columns of V) singular vectors, full SVD."""
+    u, _, vh = torch.linalg.svd(delta_w.double())
+    return u[:, :rank] if side == "left" else vh[:rank, :].T
+
+
+def _best_phi(u1: torch.Tensor, u2: torch.Tensor) -> float:
+    """max over i, j of ||u1[:, :i]^T u2[:, :j]||_F^2 / min(i, j), by a double loop."""
+    best = 0.0
+    for i in range(1, u1.shape[1] + 1):
+        for j in range(1, u2.shape[1] + 1):
+            overlap = u1[:, :i].T @ u2[:, :j]
+            phi = float(torch.linalg.norm(overlap) ** 2) / min(i, j)
+            best = max(best, phi)
+    return best
+
+
+class LiteralLoop:
+    """The reset-and-train loop, set up once for a reference adapter and scoring settings.
+
+    With ``checkpoint_dir`` it resets the way the authors' script does: the LoRA model and its
+    optimizer are saved once and reloaded from disk (seed reset) before every instance; without
+    it, every instance gets a deep copy of the base model and a fresh PEFT wrapper.
+    """
+
+    def __init__(
+        self,
+        reference: str | Path,
+        *,
+        rank: int,
+        alpha: float = 4.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        eps: float = 1e-8,
+        steps: int = 1,
+        seed: int = 0,
+        side: str = "left",
+        targets: list[str] | None = None,
+        pad_to: int = 64,
+        checkpoint_dir: Path | None = None,
+    ) -> None:
+        adapter = load_adapter(reference)
+        record = adapter.record
+        self.regression = record["task"] == "regression"
+        self.base = load_classifier(
+            record["model"],
+            num_labels=record["num_labels"],
+            head_seed=0,
+            regression=self.regression,
+        )
+        self.base.load_state_dict(adapter.head, strict=False)
+        self.tokenizer = load_tokenizer(record["model"])
+        self.names = targets or list(adapter.layers)
+        self.reference_vectors = {
+            name: _singular_vectors(
+                adapter.layers[name].delta_weight(), adapter.layers[name].rank, side
+            )
+            for name in self.names
+        }
+        self.rank, self.alpha, self.steps, self.seed = rank, alpha, steps, seed
+        self.side, self.pad_to = side, pad_to
+        self.optimizer_settings = {"lr": lr, "weight_decay": weight_decay, "eps": eps}
+        self.checkpoint = None
+        if checkpoint_dir is not None:
+            model, optimizer = self._fresh(copy.deepcopy(self.base))
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            self.checkpoint = (checkpoint_dir / "model.pt", checkpoint_dir / "optimizer.pt")
+            torch.save(model.state_dict(), self.checkpoint[0])
+            torch.save(optimizer.state_dict(), self.checkpoint[1])
+            self._model, self._optimizer = model, optimizer
+
+    def _fresh(self, model):
+        torch.manual_seed(self.seed)
+        config = LoraConfig(
+            r=self.rank, lora_alpha=self.alpha, lora_dropout=0.0, target_modules=self.names
+        )
+        peft_model = get_peft_model(model, config)
+        peft_model.eval()
+        optimizer = torch.optim.AdamW(
+            [p for p in peft_model.parameters() if p.requires_grad], **self.optimizer_settings
+        )
+        return peft_model, optimizer
+
+    def _reset(self):
+        if self.checkpoint is None:
+            return self._fresh(copy.deepcopy(self.base))
+        self._model.load_state_dict(torch.load(self.checkpoint[0]))
+        self._optimizer.load_state_dict(torch.load(self.checkpoint[1]))
+        torch.manual_seed(self.seed)
+        return self._model, self._optimizer
+
+    def layer_scores(self, examples: Examples) -> np.ndarray:
+        """Per-instance, per-layer scores, (N, L) in the order of ``self.names``."""
+        scores = np.zeros((len(examples), len(self.names)))
+        for n in range(len(examples)):
+            peft_model, optimizer = self._reset()
+            inputs = self.tokenizer(
+                examples.texts[n],
+                examples.text_pairs[n] if examples.text_pairs is not None else None,
+                padding="max_length",
+                max_length=self.pad_to,
+                truncation=False,
+                return_tensors="pt",
+            )
+            assert inputs["input_ids"].shape[1] == self.pad_to, "an instance is longer than pad_to"
+            label = torch.as_tensor(examples.labels[n : n + 1])
+            for _ in range(self.steps):
+                optimizer.zero_grad()
+                logits = peft_model(**inputs).logits
+                if self.regression:
+                    loss = torch.nn.functional.mse_loss(logits.squeeze(-1), label.float())
+                else:
+                    loss = torch.nn.functional.cross_entropy(logits, label)
+                loss.backward()
+                optimizer.step()
+            for k, name in enumerate(self.names):
+                layer = peft_model.base_model.model.get_submodule(name)
+                B = layer.lora_B["default"].weight.detach().double()
+                A = layer.lora_A["default"].weight.detach().double()
+                delta_w = (B @ A) * (self.alpha / self.rank)
+                vectors = _singular_vectors(delta_w, self.rank, self.side)
+                scores[n, k] = _best_phi(vectors, self.reference_vectors[name])
+        return scores
+
+    def scores(self, examples: Examples) -> np.ndarray:
+        """RepMatch per instance: the mean of its layer scores, (N,)."""
+        return self.layer_scores(examples).mean(axis=1)
+
+
+def literal_layer_scores(
+    reference: str | Path, examples: Examples, **settings
+) -> tuple[np.ndarray, list[str]]:
+    """Per-instance, per-layer scores (N, L) and the layer names, by the reset-and-train loop."""
+    loop = LiteralLoop(reference, **settings)
+    return loop.layer_scores(examples), loop.names
+
+
+def literal_scores(reference: str | Path, examples: Examples, **settings) -> np.ndarray:
+    """RepMatch per instance (mean of the layer scores), by the reset-and-train loop."""
+    return LiteralLoop(reference, **settings).scores(examples)

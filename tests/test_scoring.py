@@ -1,0 +1,552 @@
+"""Tests for repmatch.scoring: the batched instance engine against the literal per-instance loop,
+batch independence, the Parquet output and its run record, resuming, bad input and the CLI.
+
+Most tests use a tiny random BERT saved to a temporary folder (fast); the ``slow`` ones repeat the
+equivalence check on the bundled model with an adapter trained on real SST-2 instances.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file, save_file
+from scipy.stats import spearmanr
+from transformers import BertConfig, BertModel
+
+import repmatch.scoring
+from oracle import literal_layer_scores
+from repmatch.adapters import load_adapter
+from repmatch.cli import main
+from repmatch.data import DataSpec, Examples, load_examples
+from repmatch.errors import RepmatchError
+from repmatch.models import BUNDLED_MODEL, load_tokenizer
+from repmatch.scoring import ScoreConfig, score_instances
+from repmatch.training import TrainConfig, train_adapter
+
+TOLERANCE = 1e-4  # engine vs literal loop
+SAME = 1e-5  # engine vs engine under other batching
+
+POSITIVE = "good great fine lovely superb warm bright happy nice clever".split()
+NEGATIVE = "bad awful poor dull grim cold dark sad nasty boring".split()
+FILLER = "the film was and a plot with its cast it really quite very".split()
+
+
+def _sentence(rng: np.random.Generator, words: list[str]) -> str:
+    """A short sentence mixing sentiment words and filler, of varying length."""
+    size = int(rng.integers(6, 24))
+    return " ".join(rng.choice(words if k % 2 else FILLER) for k in range(size))
+
+
+def _texts(rng: np.random.Generator, labels: list[int]) -> list[str]:
+    return [_sentence(rng, POSITIVE if label else NEGATIVE) for label in labels]
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures (each built once per module): one torch thread, a tiny model, datasets, references
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy CPU slows two threads 10-50 fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A random 2-layer BERT (hidden 64, 16 heads) with the bundled tokenizer, saved to a folder.
+
+    Sized so that the checks are well posed: in the last layer only [CLS] matters, so the one-step
+    update of a value projection is sign(g) with g rank 1 per head; with a random model's near
+    uniform attention all heads share one sign pattern and ΔW is rank-deficient at rank > 1, its
+    extra singular vectors then being rounding noise. More heads and a wider init (peakier
+    attention) make the instances' updates differ; left-side one-step checks at rank > 1
+    score layer 0 only.
+    """
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=16,
+        intermediate_size=128,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    load_tokenizer(BUNDLED_MODEL).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """Small csv datasets: single text with string ids, text pairs, 3 classes, regression."""
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    labels = [int(v) for v in rng.integers(0, 2, 40)]
+    pd.DataFrame(
+        {"id": [f"s{k:02d}" for k in range(40)], "text": _texts(rng, labels), "label": labels}
+    ).to_csv(folder / "text.csv", index=False)
+    labels = [int(v) for v in rng.integers(0, 2, 24)]
+    pd.DataFrame(
+        {
+            "sentence1": _texts(rng, labels),
+            "sentence2": _texts(rng, [1 - v for v in labels]),
+            "label": labels,
+        }
+    ).to_csv(folder / "pairs.csv", index=False)
+    labels = [k % 3 for k in range(12)]
+    pd.DataFrame({"text": _texts(rng, [v % 2 for v in labels]), "label": labels}).to_csv(
+        folder / "three.csv", index=False
+    )
+    pd.DataFrame(
+        {"text": _texts(rng, [1] * 12), "label": np.round(rng.uniform(0, 5, 12), 2)}
+    ).to_csv(folder / "regression.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_csv(data_dir) -> str:
+    return str(data_dir / "text.csv")
+
+
+@pytest.fixture(scope="module")
+def examples(text_csv) -> Examples:
+    return load_examples(DataSpec(text_csv))
+
+
+def _train(data: str, model: str, folder: Path) -> str:
+    config = TrainConfig(model=model, rank=4, epochs=2, batch_size=8, targets=("value",), lr=1e-2)
+    return str(train_adapter(DataSpec(data), config, folder, progress=False))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, text_csv, tmp_path_factory) -> str:
+    """Rank-4 adapter on query + value of the tiny model, trained on text.csv."""
+    return _train(text_csv, tiny_model, tmp_path_factory.mktemp("ref") / "adapter")
+
+
+@pytest.fixture(scope="module")
+def pair_reference(tiny_model, data_dir, tmp_path_factory) -> str:
+    """Rank-4 adapter of the tiny model trained on the text-pair dataset."""
+    return _train(str(data_dir / "pairs.csv"), tiny_model, tmp_path_factory.mktemp("pref") / "a")
+
+
+def _score(data, reference, **settings) -> pd.DataFrame:
+    return score_instances(data, reference, ScoreConfig(**settings), progress=False)
+
+
+def _layer_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("layer_")]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. The batched engine equals the literal reset-and-train loop
+
+
+TINY_CASES = {
+    "rank1": {"rank": 1},
+    # Only layer 0 at rank 4: the last layer's one-step update is often rank-deficient (see the
+    # tiny_model fixture), and singular vectors beyond its rank are arbitrary in both paths.
+    "rank4-layer0": {"rank": 4, "targets": ("0.attention.self.value",)},
+    "rank1-steps3": {"rank": 1, "steps": 3},
+    "rank4-steps2-lr1e-2-alpha8": {"rank": 4, "steps": 2, "lr": 1e-2, "alpha": 8.0},
+    "rank2-right": {"rank": 2, "side": "right"},
+    "rank1-seed7": {"rank": 1, "seeds": (7,)},
+    "rank1-eps1e-5": {"rank": 1, "eps": 1e-5},  # eps matters in the closed form
+    "rank2-steps3-wd5": {"rank": 2, "steps": 3, "lr": 1e-2, "weight_decay": 5.0},
+}
+
+
+def _check_against_loop(reference: str, subset: Examples, pad_to: int = 64, **settings) -> float:
+    """Score ``subset`` with the engine and the literal loop; return the max abs difference."""
+    frame = _score(subset, reference, **settings)
+    seed = settings.get("seeds", (0,))[0]
+    loop_settings = {
+        k: v
+        for k, v in settings.items()
+        if k in ("rank", "steps", "lr", "alpha", "weight_decay", "eps")
+    }
+    names = list(load_adapter(reference).layers)
+    if "targets" in settings:
+        names = [n for n in names if any(n.endswith("." + t) for t in settings["targets"])]
+    expected, _ = literal_layer_scores(
+        reference,
+        subset,
+        seed=seed,
+        side=settings.get("side", "left"),
+        targets=names,
+        pad_to=pad_to,
+        **loop_settings,
+    )
+    assert _layer_columns(frame) == [f"layer_{n.split('.')[-4]}_value" for n in names]
+    layers = frame[_layer_columns(frame)].to_numpy()
+    assert np.abs(layers - expected).max() <= TOLERANCE
+    assert np.ptp(expected.mean(axis=1)) > 1e-2  # the instances are told apart at all
+    return float(np.abs(frame["score"].to_numpy() - expected.mean(axis=1)).max())
+
+
+@pytest.mark.parametrize("case", list(TINY_CASES))
+def test_engine_matches_literal_loop(case, reference, examples):
+    difference = _check_against_loop(
+        reference, examples.select(range(12)), batch_size=5, **TINY_CASES[case]
+    )
+    assert difference <= TOLERANCE, f"{case}: max |engine - loop| = {difference:.2e}"
+
+
+def test_engine_matches_literal_loop_on_text_pairs(pair_reference, data_dir):
+    pairs = load_examples(DataSpec(str(data_dir / "pairs.csv")))
+    assert pairs.text_pairs is not None
+    subset = pairs.select(range(10))
+    for settings in ({"rank": 1}, {"rank": 2, "steps": 2}):
+        difference = _check_against_loop(pair_reference, subset, batch_size=4, **settings)
+        assert difference <= TOLERANCE, f"{settings}: max |engine - loop| = {difference:.2e}"
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_seed_ensemble_equals_single_seed_runs(steps, reference, examples):
+    subset = examples.select(range(16))
+    ensemble = _score(subset, reference, steps=steps, seeds=(0, 1, 2), batch_size=6)
+    per_seed = []
+    for seed in (0, 1, 2):
+        single = _score(subset, reference, steps=steps, seeds=(seed,), batch_size=6)
+        column = ensemble[f"score_seed{seed}"].to_numpy()
+        assert np.abs(column - single["score"].to_numpy()).max() <= SAME
+        per_seed.append(column)
+    per_seed = np.stack(per_seed)
+    assert np.abs(ensemble["score"].to_numpy() - per_seed.mean(axis=0)).max() <= 1e-12
+    assert np.abs(ensemble["score_std"].to_numpy() - per_seed.std(axis=0)).max() <= 1e-12
+    assert np.ptp(per_seed, axis=0).max() > 1e-3  # the seeds do differ
+    expected, _ = literal_layer_scores(reference, subset, rank=1, steps=steps, seed=2)
+    assert np.abs(per_seed[2] - expected.mean(axis=1)).max() <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def sst2_reference(shared_data, tmp_path_factory) -> str:
+    """Bundled-model adapter trained on the first 64 SST-2 training instances."""
+    if not (shared_data / "sst2").is_dir():
+        pytest.skip(f"SST-2 is absent from {shared_data} (see shared/data/README.md)")
+    config = TrainConfig(model=BUNDLED_MODEL, rank=4, epochs=1, batch_size=16)
+    folder = tmp_path_factory.mktemp("sst2") / "adapter"
+    data = DataSpec(str(shared_data / "sst2"), limit=64)
+    return str(train_adapter(data, config, folder, progress=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "settings",
+    [{"rank": 1}, {"rank": 4}, {"rank": 1, "steps": 3}],
+    ids=["rank1", "rank4", "rank1-steps3"],
+)
+def test_bundled_model_matches_literal_loop(settings, sst2_reference, shared_data):
+    validation = load_examples(DataSpec(str(shared_data / "sst2"), split="validation", limit=8))
+    difference = _check_against_loop(
+        sst2_reference, validation, pad_to=128, batch_size=3, **settings
+    )
+    assert difference <= TOLERANCE, f"max |engine - loop| = {difference:.2e}"
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Batch and chunk composition do not change any score
+
+
+BATCH_CASES = {
+    "rank1": {"rank": 1},
+    "rank1-steps3": {"rank": 1, "steps": 3},
+    "rank4-layer0": {"rank": 4, "targets": ("0.attention.self.value",)},
+    "rank2-right-steps2": {"rank": 2, "steps": 2, "side": "right"},
+}
+
+
+@pytest.mark.parametrize("case", list(BATCH_CASES))
+def test_batch_and_chunk_sizes_do_not_matter(case, reference, examples):
+    settings = {"seeds": (0, 1), **BATCH_CASES[case]}
+    frames = [
+        _score(examples, reference, batch_size=b, chunk_size=c, **settings)
+        for b, c in ((64, 4096), (1, 4096), (7, 4096), (64, 5), (7, 4))
+    ]
+    columns = ["score", "score_seed0", "score_seed1", *_layer_columns(frames[0])]
+    for frame in frames[1:]:
+        assert list(frame["id"]) == list(frames[0]["id"])
+        difference = np.abs(frame[columns].to_numpy() - frames[0][columns].to_numpy()).max()
+        assert difference <= SAME
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Output: Parquet in data order, stable ids, the run record
+
+
+def test_parquet_output_and_run_record(reference, text_csv, examples, tmp_path):
+    out = tmp_path / "scores.parquet"
+    config = ScoreConfig(seeds=(0, 1), batch_size=8)
+    returned = score_instances(DataSpec(text_csv), reference, config, out=out, progress=False)
+    stored = pd.read_parquet(out)
+    layers = ["layer_0_value", "layer_1_value"]
+    assert list(stored.columns) == [
+        "id",
+        "label",
+        "score",
+        "score_std",
+        "score_seed0",
+        "score_seed1",
+        *layers,
+    ]
+    assert list(stored["id"]) == [f"s{k:02d}" for k in range(40)]  # the csv's id column, in order
+    assert list(stored["label"]) == list(examples.labels)
+    assert stored["score"].between(0, 1).all() and stored[layers].notna().all().all()
+    pd.testing.assert_frame_equal(stored, returned)
+    in_memory = score_instances(DataSpec(text_csv), reference, config, progress=False)
+    pd.testing.assert_frame_equal(in_memory, returned)
+
+    assert not out.with_name("scores.parquet.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet", "scores.parquet.json"]
+    record = json.loads(out.with_name("scores.parquet.json").read_text())
+    assert record["score"] == config.to_dict()
+    assert record["data_fingerprint"] == examples.fingerprint()
+    assert record["data"]["source"] == text_csv
+    assert record["num_examples"] == 40
+    assert record["reference"] == str(Path(reference).resolve())
+    assert record["layers"] == list(load_adapter(reference).layers)
+    expected = spearmanr(stored["score_seed0"], stored["score_seed1"]).statistic
+    assert record["seed_spearman"] == {"0-1": pytest.approx(expected, abs=1e-12)}
+
+
+def test_row_index_ids_and_single_seed_columns(pair_reference, data_dir, tmp_path):
+    out = tmp_path / "pairs.parquet"
+    data = DataSpec(str(data_dir / "pairs.csv"))
+    score_instances(data, pair_reference, ScoreConfig(), out=out, progress=False)
+    stored = pd.read_parquet(out)
+    assert list(stored["id"]) == list(range(24))
+    assert [c for c in stored.columns if c.startswith("score")] == ["score"]
+    assert json.loads(out.with_name("pairs.parquet.json").read_text())["seed_spearman"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Resuming an interrupted run
+
+
+class _Interrupting:
+    """Wraps ``_score_chunk``: records the ids of every chunk, interrupts at call ``stop_at``."""
+
+    def __init__(self, real, stop_at: int | None = None) -> None:
+        self.real, self.stop_at, self.chunks = real, stop_at, []
+
+    def __call__(self, scorer, examples, layer_columns):
+        self.chunks.append(list(examples.ids))
+        if len(self.chunks) == self.stop_at:
+            raise KeyboardInterrupt
+        return self.real(scorer, examples, layer_columns)
+
+
+def _interrupted_run(monkeypatch, text_csv, reference, out, config) -> None:
+    """Run until the 3rd chunk raises KeyboardInterrupt: chunks 0 and 1 are stored."""
+    wrapper = _Interrupting(repmatch.scoring._score_chunk, stop_at=3)
+    monkeypatch.setattr(repmatch.scoring, "_score_chunk", wrapper)
+    with pytest.raises(KeyboardInterrupt):
+        score_instances(DataSpec(text_csv), reference, config, out=out, progress=False)
+    monkeypatch.undo()
+    partial = out.with_name(out.name + ".partial")
+    assert sorted(p.name for p in partial.iterdir()) == [
+        "chunk-00000.parquet",
+        "chunk-00001.parquet",
+        "run.json",
+    ]
+    assert not out.exists()
+
+
+RESUME_CONFIG = ScoreConfig(chunk_size=8, batch_size=3, seeds=(0, 1))
+
+
+def test_resume_finishes_without_recomputing(monkeypatch, reference, text_csv, tmp_path):
+    full = tmp_path / "full.parquet"
+    score_instances(DataSpec(text_csv), reference, RESUME_CONFIG, out=full, progress=False)
+
+    out = tmp_path / "resumed.parquet"
+    _interrupted_run(monkeypatch, text_csv, reference, out, RESUME_CONFIG)
+    wrapper = _Interrupting(repmatch.scoring._score_chunk)
+    monkeypatch.setattr(repmatch.scoring, "_score_chunk", wrapper)
+    score_instances(
+        DataSpec(text_csv), reference, RESUME_CONFIG, out=out, resume=True, progress=False
+    )
+    assert wrapper.chunks == [[f"s{k:02d}" for k in range(s, s + 8)] for s in (16, 24, 32)]
+    assert out.read_bytes() == full.read_bytes()
+    assert pq.read_table(out).equals(pq.read_table(full))
+    ids = list(pd.read_parquet(out)["id"])
+    assert ids == [f"s{k:02d}" for k in range(40)] and len(set(ids)) == 40
+    assert not out.with_name("resumed.parquet.partial").exists()
+
+    with pytest.raises(RepmatchError, match="already exists.*--overwrite"):
+        score_instances(
+            DataSpec(text_csv), reference, RESUME_CONFIG, out=out, resume=True, progress=False
+        )
+    score_instances(
+        DataSpec(text_csv), reference, RESUME_CONFIG, out=out, overwrite=True, progress=False
+    )
+    assert pq.read_table(out).equals(pq.read_table(full))
+
+
+def test_unfinished_run_needs_resume(monkeypatch, reference, text_csv, tmp_path):
+    out = tmp_path / "scores.parquet"
+    _interrupted_run(monkeypatch, text_csv, reference, out, RESUME_CONFIG)
+    with pytest.raises(RepmatchError, match="--resume"):
+        score_instances(DataSpec(text_csv), reference, RESUME_CONFIG, out=out, progress=False)
+    other = ScoreConfig(chunk_size=8, batch_size=3, seeds=(0, 1), lr=2e-3)
+    with pytest.raises(RepmatchError, match="different score"):
+        score_instances(DataSpec(text_csv), reference, other, out=out, resume=True)
+    with pytest.raises(RepmatchError, match="different data_fingerprint"):
+        score_instances(
+            DataSpec(text_csv, limit=30), reference, RESUME_CONFIG, out=out, resume=True
+        )
+    partial = out.with_name("scores.parquet.partial")
+    assert len(list(partial.glob("chunk-*.parquet"))) == 2  # refusals delete nothing
+
+
+def test_corrupted_chunk_is_reported_and_kept(monkeypatch, reference, text_csv, tmp_path):
+    out = tmp_path / "scores.parquet"
+    _interrupted_run(monkeypatch, text_csv, reference, out, RESUME_CONFIG)
+    partial = out.with_name("scores.parquet.partial")
+    broken = partial / "chunk-00001.parquet"
+    broken.write_bytes(broken.read_bytes()[:50])
+    with pytest.raises(RepmatchError, match=r"chunk-00001\.parquet.*corrupted"):
+        score_instances(
+            DataSpec(text_csv), reference, RESUME_CONFIG, out=out, resume=True, progress=False
+        )
+    assert (partial / "chunk-00000.parquet").stat().st_size > 50
+    assert broken.stat().st_size == 50 and (partial / "run.json").exists()
+    assert not out.exists()
+    broken.unlink()  # as the message says: delete it and resume to recompute only that chunk
+    wrapper = _Interrupting(repmatch.scoring._score_chunk)
+    monkeypatch.setattr(repmatch.scoring, "_score_chunk", wrapper)
+    score_instances(
+        DataSpec(text_csv), reference, RESUME_CONFIG, out=out, resume=True, progress=False
+    )
+    assert [chunk[0] for chunk in wrapper.chunks] == ["s08", "s16", "s24", "s32"]
+    assert list(pd.read_parquet(out)["id"]) == [f"s{k:02d}" for k in range(40)]
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Bad input: clear errors, and nothing left behind
+
+
+def _without_head(reference: str, folder: Path) -> str:
+    """A copy of ``reference`` whose weights file lacks the classification head."""
+    shutil.copytree(reference, folder)
+    weights = folder / "adapter_model.safetensors"
+    tensors = {k: v for k, v in load_file(weights).items() if ".lora_" in k}
+    save_file(tensors, weights)
+    return str(folder)
+
+
+def _plain_peft(model: str, folder: Path) -> str:
+    """An adapter saved by PEFT itself: LoRA factors, no head, no repmatch.json."""
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+    config = LoraConfig(r=2, lora_alpha=4, target_modules=["value"])
+    get_peft_model(base, config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_bad_references_are_refused(reference, tiny_model, text_csv, tmp_path):
+    data = DataSpec(text_csv)
+    cases = [
+        (reference, ScoreConfig(model=BUNDLED_MODEL), "trained on .*not on the scoring model"),
+        (reference, ScoreConfig(targets=("key",)), r"targets \['key'\] match none"),
+        (_without_head(reference, tmp_path / "headless"), ScoreConfig(), "no classification head"),
+        (_plain_peft(tiny_model, tmp_path / "plain"), ScoreConfig(), "no repmatch.json"),
+        (str(tmp_path / "missing"), ScoreConfig(), "adapter folder not found"),
+    ]
+    for k, (adapter, config, message) in enumerate(cases):
+        out = tmp_path / f"out{k}.parquet"
+        with pytest.raises(RepmatchError, match=message):
+            score_instances(data, adapter, config, out=out, progress=False)
+        assert list(tmp_path.glob(f"out{k}.parquet*")) == []  # no .partial blocks a rerun
+
+
+def test_bad_data_is_refused(reference, data_dir, text_csv, tmp_path):
+    cases = [
+        (DataSpec(text_csv, labels=("7",)), "label filter"),
+        (DataSpec(str(data_dir / "three.csv")), "outside the head's 2 classes"),
+        (DataSpec(str(data_dir / "regression.csv")), "regression"),
+    ]
+    for k, (data, message) in enumerate(cases):
+        out = tmp_path / f"out{k}.parquet"
+        with pytest.raises(RepmatchError, match=message):
+            score_instances(data, reference, ScoreConfig(), out=out, progress=False)
+        assert list(tmp_path.glob(f"out{k}.parquet*")) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"rank": 0}, "rank must be positive"),
+        ({"steps": 0}, "steps must be positive"),
+        ({"seeds": (1, 1)}, "seeds must be distinct"),
+        ({"seeds": ()}, "seeds must be distinct and non-empty"),
+        ({"side": "up"}, "side must be"),
+    ],
+)
+def test_bad_settings_are_refused(settings, message):
+    with pytest.raises(RepmatchError, match=message):
+        ScoreConfig(**settings)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Command line
+
+
+def test_cli_scores_and_prints_summary(reference, text_csv, tmp_path, capsys):
+    out = tmp_path / "cli.parquet"
+    argv = ["score", text_csv, "--reference", reference, "--out", str(out), "--rank", "1"]
+    assert main([*argv, "--limit", "12", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "scored 12 instances" in printed and "most representative" in printed
+    assert "Spearman" not in printed
+    frame = pd.read_parquet(out)
+    assert len(frame) == 12
+    api = _score(load_examples(DataSpec(text_csv, limit=12)), reference, rank=1)
+    assert np.abs(frame["score"].to_numpy() - api["score"].to_numpy()).max() <= SAME
+
+    two = tmp_path / "two.parquet"
+    argv = ["score", text_csv, "--reference", reference, "--out", str(two), "--seeds", "0", "1"]
+    assert main([*argv, "--limit", "12", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "ranking agreement between seeds (Spearman): 0-1:" in printed
+    assert {"score_seed0", "score_seed1", "score_std"} <= set(pd.read_parquet(two).columns)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rank", "0"], "rank must be positive"),
+        (["--targets", "key"], "match none"),
+        (["--labels", "9"], "label filter"),
+    ],
+)
+def test_cli_errors_exit_2_without_traceback(extra, message, reference, text_csv, tmp_path, capsys):
+    out = tmp_path / "bad.parquet"
+    argv = ["score", text_csv, "--reference", reference, "--out", str(out), "--quiet", *extra]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("repmatch: error: ") and message in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert not out.exists()
+
+
+def test_cli_refuses_existing_output_and_resumes(reference, text_csv, tmp_path, capsys):
+    out = tmp_path / "scores.parquet"
+    argv = ["score", text_csv, "--reference", reference, "--out", str(out), "--quiet"]
+    assert main([*argv, "--limit", "5"]) == 0
+    assert main([*argv, "--limit", "5"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--limit", "5", "--overwrite"]) == 0
