@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--reference-size", type=int, default=2000)
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--engine-repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16, help="engine batch size")
     parser.add_argument("--out", default="benchmarks/results/instance-scoring.json")
     args = parser.parse_args()
 
@@ -50,7 +51,7 @@ def main() -> None:
         reference_data, TrainConfig(), Path(args.work) / "reference", progress=False
     )
     instances = load_examples(DataSpec(args.data, sample=args.instances, seed=1))
-    config = ScoreConfig(rank=1, lr=1e-3, steps=1, batch_size=64)
+    config = ScoreConfig(rank=1, lr=1e-3, steps=1, batch_size=args.batch_size)
 
     started = time.perf_counter()
     loop = LiteralLoop(
@@ -87,7 +88,14 @@ def main() -> None:
         "engine_seconds_all": timings,
         "literal_setup_seconds": literal_setup,
         "engine_setup_seconds": engine_setup,
-        "settings": {"rank": 1, "lr": 1e-3, "steps": 1, "literal_pad_to": 512, "model": "bundled"},
+        "settings": {
+            "rank": 1,
+            "lr": 1e-3,
+            "steps": 1,
+            "literal_pad_to": 512,
+            "model": "bundled",
+            "engine_batch_size": args.batch_size,
+        },
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
     }

@@ -189,6 +189,13 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         from repmatch.plotting import plot_layer_grids
 
         plot_layer_grids(result, args.heatmap)
+        if result.baseline:
+            path = Path(args.heatmap)
+            plot_layer_grids(
+                result.baseline,
+                path.with_name(f"{path.stem}-shuffled{path.suffix}"),
+                title=f"shuffled baseline = {result.baseline.score:.3f} ({result.side} side)",
+            )
     if args.json:
         print(json.dumps(result.to_dict()))
         return
@@ -307,7 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("first", metavar="A", help="adapter folder")
     compare.add_argument("second", metavar="B", help="adapter folder")
     compare.add_argument("--json", action="store_true", help="print one JSON object")
-    compare.add_argument("--heatmap", metavar="FILE.png", help="draw the per-layer grids")
+    compare.add_argument(
+        "--heatmap",
+        metavar="FILE.png",
+        help="draw the per-layer grids (and FILE-shuffled.png with --shuffled-baseline)",
+    )
     compare.add_argument(
         "--side",
         choices=["left", "right"],
