@@ -12,6 +12,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from repmatch.errors import RepmatchError
@@ -139,26 +140,16 @@ def _data_spec(args: argparse.Namespace, source: str | None = None):
     )
 
 
+def _config(cls, args: argparse.Namespace, **overrides):
+    """Build a config dataclass from the parsed flags named like its fields."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**(values | overrides))
+
+
 def _train_config(args: argparse.Namespace):
     from repmatch.training import TrainConfig
 
-    return TrainConfig(
-        model=args.model,
-        rank=args.rank,
-        alpha=args.alpha,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        head_seed=args.head_seed,
-        max_length=args.max_length,
-        targets=tuple(args.targets),
-        train_head=args.train_head,
-        lora_dropout=args.lora_dropout,
-        base_dropout=args.base_dropout,
-        num_labels=args.num_labels,
-    )
+    return _config(TrainConfig, args)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -246,20 +237,7 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
 def _score_config(args: argparse.Namespace):
     from repmatch.scoring import ScoreConfig
 
-    return ScoreConfig(
-        rank=args.rank,
-        alpha=args.alpha,
-        lr=args.lr,
-        steps=args.steps,
-        weight_decay=args.weight_decay,
-        seeds=tuple(args.seeds or [args.seed]),
-        side=args.side,
-        targets=tuple(args.targets) if args.targets else None,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        chunk_size=args.chunk_size,
-        model=args.model,
-    )
+    return _config(ScoreConfig, args, seeds=tuple(args.seeds or [args.seed]))
 
 
 def _cmd_score(args: argparse.Namespace) -> None:

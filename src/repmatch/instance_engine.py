@@ -71,6 +71,22 @@ class StackedLora:
         self.A: dict[str, torch.Tensor] = {}
         self.B: dict[str, torch.Tensor] = {}
 
+    def start(self, initial: dict[str, torch.Tensor], n: int, *, train_a: bool) -> None:
+        """Fresh factors for ``n`` instances: A_n = A_0 (name -> (r, d_in)), B_n = 0.
+
+        Without ``train_a`` the A_n share A_0's memory (B = 0 gives A no gradient anyway).
+        """
+        self.A = {
+            name: a0.unsqueeze(0).repeat(n, 1, 1).requires_grad_()
+            if train_a
+            else a0.unsqueeze(0).expand(n, -1, -1)
+            for name, a0 in initial.items()
+        }
+        self.B = {
+            name: torch.zeros(n, layer.out_features, initial[name].shape[0], requires_grad=True)
+            for name, layer in self.layers.items()
+        }
+
     @contextmanager
     def attached(self) -> Iterator[StackedLora]:
         """Hooks are live only inside this block."""
@@ -113,12 +129,7 @@ def one_step_updates(
     ``initial``: name -> A_0, (R, d_in) (R may stack several seeds' ranks).
     Returns name -> (B_1 (N, d_out, R), A_1 (R, d_in)).
     """
-    n = labels.shape[0]
-    lora.A = {name: a0.unsqueeze(0).expand(n, -1, -1) for name, a0 in initial.items()}
-    lora.B = {
-        name: torch.zeros(n, layer.out_features, initial[name].shape[0], requires_grad=True)
-        for name, layer in lora.layers.items()
-    }
+    lora.start(initial, labels.shape[0], train_a=False)
     with lora.attached():
         loss = lora.summed_loss(batch, labels, regression=regression)
         grads = torch.autograd.grad(loss, list(lora.B.values()))
@@ -143,14 +154,7 @@ def multi_step_updates(
 
     ``initial``: name -> A_0, (r, d_in). Returns name -> (B (N, d_out, r), A (N, r, d_in)).
     """
-    n = labels.shape[0]
-    lora.A = {
-        name: a0.unsqueeze(0).repeat(n, 1, 1).requires_grad_() for name, a0 in initial.items()
-    }
-    lora.B = {
-        name: torch.zeros(n, layer.out_features, initial[name].shape[0], requires_grad=True)
-        for name, layer in lora.layers.items()
-    }
+    lora.start(initial, labels.shape[0], train_a=True)
     optimizer = torch.optim.AdamW(
         [*lora.A.values(), *lora.B.values()],
         lr=adamw.lr,
