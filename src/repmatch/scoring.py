@@ -242,9 +242,10 @@ def score_instances(
     """Score every instance of ``data`` against the ``reference`` adapter.
 
     Returns a DataFrame with one row per instance, in data order: ``id``, ``label``, ``score``
-    (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), ``layer_<i>_<module>`` (per
-    layer, mean over seeds). With ``out``, the same table is also written as Parquet, streamed in
-    chunks so that an interrupted run can be resumed, plus the run record ``<out>.json``.
+    (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), and per layer
+    ``layer_<i>_<module>`` (mean over seeds). With ``out``, the same table is also written as
+    Parquet, streamed in chunks so that an interrupted run can be resumed, plus the run record
+    ``<out>.json``.
     """
     config = config or ScoreConfig()
     examples = load_examples(data) if isinstance(data, DataSpec) else data
