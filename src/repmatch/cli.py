@@ -56,6 +56,31 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, many: bool = False) 
     group.add_argument("--labels", nargs="+", metavar="LABEL", help="keep only these labels")
 
 
+def _add_shared_arguments(group: argparse._ArgumentGroup, d) -> None:
+    """Flags that training and scoring share, with the defaults of config ``d``."""
+    group.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
+    group.add_argument("--alpha", type=float, default=d.alpha, help=f"LoRA alpha ({d.alpha})")
+    group.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
+    group.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help=f"AdamW weight decay (default {d.weight_decay})",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"instances per forward/backward (default {d.batch_size})",
+    )
+    group.add_argument(
+        "--max-length",
+        type=int,
+        default=d.max_length,
+        help=f"truncate inputs to this many tokens (default {d.max_length})",
+    )
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from repmatch.training import TrainConfig
 
@@ -64,19 +89,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model", default=d.model, help=f"hub id or local folder (default: the bundled {d.model})"
     )
-    group.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
-    group.add_argument("--alpha", type=float, default=d.alpha, help=f"LoRA alpha ({d.alpha})")
-    group.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
-    group.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"AdamW weight decay (default {d.weight_decay})",
-    )
+    _add_shared_arguments(group, d)
     group.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs ({d.epochs})")
-    group.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"batch size (default {d.batch_size})"
-    )
     group.add_argument(
         "--seed",
         type=int,
@@ -88,12 +102,6 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d.head_seed,
         help=f"seed of the classification head init (default {d.head_seed})",
-    )
-    group.add_argument(
-        "--max-length",
-        type=int,
-        default=d.max_length,
-        help=f"truncate inputs to this many tokens (default {d.max_length})",
     )
     group.add_argument(
         "--targets",
@@ -345,25 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = score.add_argument_group("scoring")
     group.add_argument("--reference", required=True, help="adapter trained on the whole dataset")
     group.add_argument("--out", required=True, help="Parquet file to write (FILE.parquet)")
-    group.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
-    group.add_argument(
-        "--alpha",
-        type=float,
-        default=d.alpha,
-        help=f"LoRA alpha (default {d.alpha}, as the reference script)",
-    )
+    _add_shared_arguments(group, d)
     group.add_argument(
         "--steps",
         type=int,
         default=d.steps,
         help=f"optimizer steps per instance (default {d.steps})",
-    )
-    group.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
-    group.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"AdamW weight decay (default {d.weight_decay})",
     )
     seeds = group.add_mutually_exclusive_group()
     seeds.add_argument(
@@ -388,18 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         nargs="+",
         help="layers to score (default: every layer of the reference adapter)",
-    )
-    group.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"instances per forward/backward (default {d.batch_size})",
-    )
-    group.add_argument(
-        "--max-length",
-        type=int,
-        default=d.max_length,
-        help=f"truncate inputs to this many tokens (default {d.max_length})",
     )
     group.add_argument(
         "--chunk-size",
