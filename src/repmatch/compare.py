@@ -24,6 +24,7 @@ from repmatch.grassmann import (
     grassmann_grid,
     layer_similarity,
     lowrank_singular_vectors,
+    repmatch_score,
     shuffle_entries,
 )
 
@@ -81,7 +82,7 @@ def score_subspaces(
     """RepMatch of two sets of per-layer subspaces with the same keys: (score, layers, grids)."""
     grids = {name: grassmann_grid(first[name], second[name]) for name in first}
     layers = {name: float(layer_similarity(grid)) for name, grid in grids.items()}
-    score = float(np.mean(list(layers.values())))
+    score = float(repmatch_score(torch.tensor(list(layers.values()))))
     return score, layers, {name: grid.double().numpy() for name, grid in grids.items()}
 
 

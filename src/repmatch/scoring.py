@@ -32,7 +32,13 @@ from repmatch.batching import EncodedExamples, length_grouped_batches
 from repmatch.compare import layer_subspaces, short_layer_name
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
-from repmatch.grassmann import Side, grassmann_grid, layer_similarity, lowrank_singular_vectors
+from repmatch.grassmann import (
+    Side,
+    grassmann_grid,
+    layer_similarity,
+    lowrank_singular_vectors,
+    repmatch_score,
+)
 from repmatch.instance_engine import (
     AdamWSettings,
     StackedLora,
@@ -305,7 +311,7 @@ def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list
     """Scores of one chunk as an Arrow table in data order."""
     config = scorer.config
     scores = scorer.score(examples)
-    per_seed = scores.mean(dim=2).double().numpy()  # (S, N)
+    per_seed = repmatch_score(scores).double().numpy()  # (S, N)
     columns: dict[str, object] = {
         "id": examples.ids,
         "label": examples.labels,
