@@ -263,7 +263,8 @@ def _cmd_score(args: argparse.Namespace) -> None:
     record = json.loads(Path(args.out + ".json").read_text())
     print(
         f"scored {len(table)} instances in {record['seconds']:.1f} s "
-        f"({record['instances_per_second']:.1f}/s since start or resume); written to {args.out}"
+        f"({record['instances_per_second']:.1f}/s over the instances computed in this run); "
+        f"written to {args.out}"
     )
     if record.get("seed_spearman"):
         pairs = ", ".join(f"{k}: {v:.3f}" for k, v in record["seed_spearman"].items())

@@ -283,6 +283,7 @@ def score_instances(
     chunks = range(0, len(examples), config.chunk_size)
     started = time.perf_counter()
     tables = []
+    computed = 0  # instances scored in this call (not read back from an earlier run)
     with tqdm(total=len(examples), unit="inst", desc="score", disable=not progress) as bar:
         for index, start in enumerate(chunks):
             if store and store.done(index):
@@ -290,20 +291,22 @@ def score_instances(
             else:
                 positions = range(start, min(start + config.chunk_size, len(examples)))
                 table = _score_chunk(scorer, examples.select(positions), layer_columns)
+                computed += table.num_rows
                 if store:
                     store.write(index, table)
             tables.append(table)
             bar.update(table.num_rows)
     seconds = time.perf_counter() - started
-    result = pa.concat_tables(tables).to_pandas()
+    joined = pa.concat_tables(tables)
+    result = joined.to_pandas()
     run |= {
         "seed_spearman": _seed_spearman(result, config.seeds),
         "seconds": round(seconds, 2),
-        "instances_per_second": round(len(examples) / seconds, 2) if seconds else None,
+        "instances_per_second": round(computed / seconds, 2) if seconds else None,
         "layers": scorer.targets,
     }
     if store:
-        store.finish(pa.concat_tables(tables), run)
+        store.finish(joined, run)
     return result
 
 
