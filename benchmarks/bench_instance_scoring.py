@@ -27,6 +27,7 @@ import torch
 
 from repmatch.adapters import load_adapter
 from repmatch.data import DataSpec, load_examples
+from repmatch.models import resolve_device
 from repmatch.pairwise import ensure_adapter
 from repmatch.scoring import InstanceScorer, ScoreConfig
 from repmatch.training import TrainConfig
@@ -43,12 +44,14 @@ def main() -> None:
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--engine-repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16, help="engine batch size")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if any), cpu, cuda")
     parser.add_argument("--out", default="benchmarks/results/instance-scoring.json")
     args = parser.parse_args()
 
     reference_data = load_examples(DataSpec(args.data, sample=args.reference_size))
+    device = resolve_device(args.device)
     reference = ensure_adapter(
-        reference_data, TrainConfig(), Path(args.work) / "reference", progress=False
+        reference_data, TrainConfig(), Path(args.work) / "reference", progress=False, device=device
     )
     instances = load_examples(DataSpec(args.data, sample=args.instances, seed=1))
     config = ScoreConfig(rank=1, lr=1e-3, steps=1, batch_size=args.batch_size)
@@ -61,6 +64,7 @@ def main() -> None:
         lr=config.lr,
         pad_to=512,
         checkpoint_dir=Path(args.work) / "literal-checkpoint",
+        device=str(device),
     )
     literal_setup = time.perf_counter() - started
     started = time.perf_counter()
@@ -68,7 +72,7 @@ def main() -> None:
     literal_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    scorer = InstanceScorer(load_adapter(reference), config)
+    scorer = InstanceScorer(load_adapter(reference), config, device=device)
     engine_setup = time.perf_counter() - started
     timings = []
     for _ in range(args.engine_repeats):
@@ -96,9 +100,11 @@ def main() -> None:
             "model": "bundled",
             "engine_batch_size": args.batch_size,
         },
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
     }
+    print(f"device        : {result['device']}, {result['torch_threads']} CPU threads")
     print(f"literal loop : {result['literal_instances_per_second']:8.2f} instances/s")
     print(f"batched engine: {result['engine_instances_per_second']:8.2f} instances/s")
     print(f"speed-up      : {result['speedup']:8.1f}x")

@@ -62,6 +62,7 @@ class LiteralLoop:
         targets: list[str] | None = None,
         pad_to: int = 64,
         checkpoint_dir: Path | None = None,
+        device: str = "cpu",
     ) -> None:
         adapter = load_adapter(reference)
         record = adapter.record
@@ -73,12 +74,14 @@ class LiteralLoop:
             regression=self.regression,
         )
         self.base.load_state_dict(adapter.head, strict=False)
+        self.device = torch.device(device)
+        self.base.to(self.device)  # PEFT still draws the LoRA init on the CPU
         self.tokenizer = load_tokenizer(record["model"])
         self.names = targets or list(adapter.layers)
         self.reference_vectors = {
             name: _singular_vectors(
                 adapter.layers[name].delta_weight(), adapter.layers[name].rank, side
-            )
+            ).to(self.device)
             for name in self.names
         }
         self.rank, self.alpha, self.steps, self.seed = rank, alpha, steps, seed
@@ -108,8 +111,8 @@ class LiteralLoop:
     def _reset(self):
         if self.checkpoint is None:
             return self._fresh(copy.deepcopy(self.base))
-        self._model.load_state_dict(torch.load(self.checkpoint[0]))
-        self._optimizer.load_state_dict(torch.load(self.checkpoint[1]))
+        self._model.load_state_dict(torch.load(self.checkpoint[0], map_location=self.device))
+        self._optimizer.load_state_dict(torch.load(self.checkpoint[1], map_location=self.device))
         torch.manual_seed(self.seed)
         return self._model, self._optimizer
 
@@ -125,9 +128,9 @@ class LiteralLoop:
                 max_length=self.pad_to,
                 truncation=False,
                 return_tensors="pt",
-            )
+            ).to(self.device)
             assert inputs["input_ids"].shape[1] == self.pad_to, "an instance is longer than pad_to"
-            label = torch.as_tensor(examples.labels[n : n + 1])
+            label = torch.as_tensor(examples.labels[n : n + 1], device=self.device)
             for _ in range(self.steps):
                 optimizer.zero_grad()
                 logits = peft_model(**inputs).logits

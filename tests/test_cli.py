@@ -12,6 +12,7 @@ import pytest
 
 from conftest import FAST_TRAIN, HIDDEN
 from repmatch.cli import main
+from repmatch.models import resolve_device
 
 FAST_FLAGS = [
     "--rank",
@@ -71,6 +72,7 @@ def test_train_prints_where(tiny_model, tiny_data, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"adapter saved to {out}"
     record = json.loads((out / "repmatch.json").read_text())
     assert record["task"] == "regression" and record["num_examples"] == 10
+    assert record["device"] == str(resolve_device("auto"))
 
 
 def test_compare_text(cli_adapters, capsys):
@@ -169,8 +171,21 @@ def test_datasets_writes_the_matrix(tiny_model, tiny_data, tmp_path, capsys):
         (["--rank", "0"], ["rank must be positive"]),
         (["--targets", "nope"], ["LoRA target 'nope'"]),
         (["--limit", "0"], ["--limit"]),
+        (["--device", "gpu0"], ["unknown device 'gpu0'", "cuda:N"]),
+        # no such GPU: either none at all, or fewer than 100
+        (["--device", "cuda:99"], ["device 'cuda:99'"]),
     ],
-    ids=["column", "empty-subset", "label-range", "rank-too-large", "rank-zero", "target", "limit"],
+    ids=[
+        "column",
+        "empty-subset",
+        "label-range",
+        "rank-too-large",
+        "rank-zero",
+        "target",
+        "limit",
+        "device",
+        "missing-gpu",
+    ],
 )
 def test_train_errors(extra, fragments, tiny_model, tiny_data, tmp_path, capsys):
     out = tmp_path / "a"

@@ -27,7 +27,7 @@ from repmatch.adapters import load_adapter
 from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
-from repmatch.models import BUNDLED_MODEL, load_tokenizer
+from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
 
@@ -317,6 +317,7 @@ def test_parquet_output_and_run_record(reference, text_csv, examples, tmp_path):
     assert record["num_examples"] == 40
     assert record["reference"] == str(Path(reference).resolve())
     assert record["layers"] == list(load_adapter(reference).layers)
+    assert record["device"] == str(resolve_device("auto"))
     expected = spearmanr(stored["score_seed0"], stored["score_seed1"]).statistic
     assert record["seed_spearman"] == {"0-1": pytest.approx(expected, abs=1e-12)}
 
@@ -531,6 +532,7 @@ def test_cli_scores_and_prints_summary(reference, text_csv, tmp_path, capsys):
         (["--rank", "0"], "rank must be positive"),
         (["--targets", "key"], "match none"),
         (["--labels", "9"], "label filter"),
+        (["--device", "cuda:99"], "device 'cuda:99'"),
     ],
 )
 def test_cli_errors_exit_2_without_traceback(extra, message, reference, text_csv, tmp_path, capsys):
@@ -550,3 +552,30 @@ def test_cli_refuses_existing_output_and_resumes(reference, text_csv, tmp_path, 
     assert main([*argv, "--limit", "5"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*argv, "--limit", "5", "--overwrite"]) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Devices: the same scores on a GPU (run where there is one; CI machines have none)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "settings",
+    [{"rank": 1}, {"rank": 2, "steps": 3, "lr": 1e-2}, {"rank": 1, "seeds": (0, 1, 2)}],
+    ids=["one-step", "three-steps", "seed-ensemble"],
+)
+def test_gpu_scores_equal_cpu_scores(settings, reference, examples):
+    config = ScoreConfig(**settings)
+    cpu = score_instances(examples, reference, config, progress=False, device="cpu")
+    gpu = score_instances(examples, reference, config, progress=False, device="cuda")
+    columns = ["score", *_layer_columns(cpu)]
+    assert np.abs(cpu[columns].to_numpy() - gpu[columns].to_numpy()).max() <= TOLERANCE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_engine_on_gpu_matches_literal_loop_on_gpu(reference, examples):
+    subset = examples.select(range(12))
+    frame = score_instances(subset, reference, ScoreConfig(rank=1), progress=False, device="cuda")
+    expected, _ = literal_layer_scores(reference, subset, rank=1, pad_to=64, device="cuda")
+    assert np.abs(frame[_layer_columns(frame)].to_numpy() - expected).max() <= TOLERANCE
+

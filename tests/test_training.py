@@ -340,3 +340,19 @@ def test_model_folder_without_weights(tiny_data, tmp_path):
     folder.mkdir()
     with pytest.raises(RepmatchError, match="could not load model"):
         _train(str(folder), tiny_data["single"], tmp_path / "a")
+
+
+# --------------------------------------------------------------------------------------------
+# Devices (run where there is a CUDA GPU; CI machines have none)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_training_gives_the_cpu_adapter_up_to_rounding(tiny_model, tiny_data, tmp_path):
+    from repmatch.compare import compare_adapters
+
+    model, data = tiny_model("bert"), DataSpec(str(tiny_data["single"]))
+    config = TrainConfig(model=model, **FAST_TRAIN)
+    cpu = train_adapter(data, config, tmp_path / "cpu", progress=False, device="cpu")
+    gpu = train_adapter(data, config, tmp_path / "gpu", progress=False, device="cuda")
+    assert json.loads((gpu / RECORD_FILE).read_text())["device"].startswith("cuda")
+    assert compare_adapters(cpu, gpu).score > 0.98  # loaded on the CPU, compared there

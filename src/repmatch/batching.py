@@ -37,7 +37,9 @@ class EncodedExamples:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+    def batch(
+        self, positions: Sequence[int], device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """Right-padded tensors (B, T) for the given positions, T = longest in the batch."""
         width = int(self.lengths[list(positions)].max())
         out = {"attention_mask": torch.zeros(len(positions), width, dtype=torch.long)}
@@ -50,7 +52,7 @@ class EncodedExamples:
             out[key] = tensor
         for row, position in enumerate(positions):
             out["attention_mask"][row, : self.lengths[position]] = 1
-        return out
+        return {key: tensor.to(device) for key, tensor in out.items()}
 
 
 def length_grouped_batches(

@@ -81,6 +81,15 @@ def _add_shared_arguments(group: argparse._ArgumentGroup, d) -> None:
     )
 
 
+def _add_device_argument(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (a CUDA GPU if there is one, else CPU), cpu, cuda, "
+        "cuda:N (default auto)",
+    )
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from repmatch.training import TrainConfig
 
@@ -169,6 +178,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         args.out,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        device=args.device,
     )
     print(f"adapter saved to {out}")
 
@@ -228,6 +238,7 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
         seeds=tuple(args.seeds or [args.seed]),
         side=args.side,
         progress=not args.quiet,
+        device=args.device,
     )
     width = max(len(name) for name in result.names)
     print(" " * width + "  " + "  ".join(f"{name[:12]:>12}" for name in result.names))
@@ -259,6 +270,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        device=args.device,
     )
     record = json.loads(Path(args.out + ".json").read_text())
     print(
@@ -277,7 +289,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from repmatch.demo import run_demo
 
-    run_demo(args.out, progress=not args.quiet)
+    run_demo(args.out, progress=not args.quiet, device=args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(train)
     train.add_argument("--out", required=True, help="adapter folder to write")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _add_device_argument(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
 
@@ -336,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="LoRA seeds; with several, report mean ± std over seed pairs",
     )
     datasets.add_argument("--side", choices=["left", "right"], default="left")
+    _add_device_argument(datasets)
     datasets.add_argument("--quiet", action="store_true", help="no progress bars")
     datasets.set_defaults(run=_cmd_datasets)
 
@@ -395,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="finish an interrupted run")
     group.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device_argument(group)
     score.set_defaults(run=_cmd_score)
 
     demo = commands.add_parser(
@@ -403,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="repmatch-demo", help="output folder (default repmatch-demo)"
     )
+    _add_device_argument(demo)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_cmd_demo)
     return parser

@@ -103,7 +103,9 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
     return paths
 
 
-def run_demo(out_dir: str | Path = "repmatch-demo", *, progress: bool = True) -> dict:
+def run_demo(
+    out_dir: str | Path = "repmatch-demo", *, progress: bool = True, device: str | None = None
+) -> dict:
     """Generate the tasks, build the similarity matrix, score instances; print what was found."""
     out = Path(out_dir)
     paths = generate_tasks(out / "data")
@@ -114,6 +116,7 @@ def run_demo(out_dir: str | Path = "repmatch-demo", *, progress: bool = True) ->
         config,
         out / "similarity",
         progress=progress,
+        device=device,
     )
     scores = dict(zip(matrix.names, matrix.mean[0], strict=True))
     print("RepMatch of 'movies' (sentiment) against each task:")
@@ -128,7 +131,11 @@ def run_demo(out_dir: str | Path = "repmatch-demo", *, progress: bool = True) ->
     reference = matrix.adapters["movies"][config.seed]
     salted = load_examples(DataSpec(str(paths["movies_salted"])))
     table = score_instances(
-        salted, reference, ScoreConfig(rank=4, seeds=(0, 1, 2)), progress=progress
+        salted,
+        reference,
+        ScoreConfig(rank=4, seeds=(0, 1, 2)),
+        progress=progress,
+        device=device,
     )
     outlier = pd.read_csv(paths["movies_salted"])["outlier"].to_numpy()
     order = np.argsort(table["score"].to_numpy())

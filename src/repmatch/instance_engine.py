@@ -83,7 +83,13 @@ class StackedLora:
             for name, a0 in initial.items()
         }
         self.B = {
-            name: torch.zeros(n, layer.out_features, initial[name].shape[0], requires_grad=True)
+            name: torch.zeros(
+                n,
+                layer.out_features,
+                initial[name].shape[0],
+                device=initial[name].device,
+                requires_grad=True,
+            )
             for name, layer in self.layers.items()
         }
 

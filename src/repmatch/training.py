@@ -31,6 +31,7 @@ from repmatch.models import (
     load_classifier,
     load_tokenizer,
     portable_model_name,
+    resolve_device,
     task_loss,
 )
 
@@ -126,8 +127,12 @@ def train_adapter(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Path:
-    """Train LoRA on ``data`` and save the adapter folder ``out_dir``; returns its path."""
+    """Train LoRA on ``data`` and save the adapter folder ``out_dir``; returns its path.
+
+    ``device``: where to train (default: a CUDA GPU if there is one, else the CPU).
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RepmatchError(f"output path {out} exists and is not a folder; pass another --out")
@@ -142,13 +147,14 @@ def train_adapter(
     num_labels = 1 if regression else (config.num_labels or examples.num_labels)
     check_labels(examples, num_labels)
 
+    device = resolve_device(device)
     started = time.perf_counter()
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(
         config.model, num_labels=num_labels, head_seed=config.head_seed, regression=regression
     )
     target_names = find_target_modules(model, config.targets)
-    peft_model = build_lora_model(model, config, target_names)
+    peft_model = build_lora_model(model, config, target_names).to(device)  # init drawn on CPU
     for name, parameter in peft_model.named_parameters():
         parameter.requires_grad = "lora_" in name or (
             config.train_head and "modules_to_save" in name
@@ -178,6 +184,7 @@ def train_adapter(
         "head_modules": head_module_names(model),
         "epoch_losses": losses,
         "seconds": round(time.perf_counter() - started, 2),
+        "device": str(device),
     }
     _save_atomically(peft_model, record, out, overwrite=overwrite)
     logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
@@ -194,7 +201,8 @@ def _fit(
     progress: bool,
 ) -> list[float]:
     """AdamW over the trainable parameters; returns the mean loss of each epoch."""
-    labels = torch.as_tensor(examples.labels)
+    device = next(peft_model.parameters()).device
+    labels = torch.as_tensor(examples.labels, device=device)
     optimizer = torch.optim.AdamW(
         [p for p in peft_model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -211,7 +219,7 @@ def _fit(
         for _ in range(config.epochs):
             total, count = 0.0, 0
             for positions in length_grouped_batches(encoded.lengths, config.batch_size, rng):
-                logits = peft_model(**encoded.batch(positions)).logits
+                logits = peft_model(**encoded.batch(positions, device=device)).logits
                 loss = task_loss(logits, labels[positions], regression=regression)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
