@@ -1,17 +1,19 @@
 """Instance scoring: the authors' literal loop vs repmatch's batched engine, in one run.
 
-Both score the same SST-2 instances against the same reference adapter (bundled model, rank 1,
-one AdamW step at lr 1e-3). The literal loop uses the reference script's own settings: model and
-optimizer reloaded from a checkpoint on disk and the seed reset before every instance, batch size
-1, inputs padded to 512 tokens, a full SVD of every ΔW and the Grassmann grid filled by a Python
-double loop. Dropout is off in both, so the scores can be compared (the reference script leaves it
-on, which makes its scores irreproducible).
+Both score the same SST-2 instances against the same reference adapter (LoRA on query and value
+like the reference script, rank 1, alpha 4, one AdamW step at lr 1e-3). The literal loop uses the
+reference script's own settings: model and optimizer reloaded from a checkpoint on disk and the
+seed reset before every instance, batch size 1, inputs padded to 512 tokens, a full SVD of every
+ΔW and the Grassmann grid filled by a Python double loop. Dropout is off in both, so the scores
+can be compared (the reference script leaves it on, which makes its scores irreproducible).
 
 Throughput counts the per-instance work only; one-time set-up (loading the model, drawing the
 LoRA init) is timed and printed separately. Prints both throughputs, their ratio and the largest
 score difference, and saves them as JSON.
 
-    python benchmarks/bench_instance_scoring.py --instances 64
+    python benchmarks/bench_instance_scoring.py                      # bundled model
+    python benchmarks/bench_instance_scoring.py --random-bert-base \
+        --out benchmarks/results/instance-scoring-bert-base.json     # the reference's architecture
 """
 
 from __future__ import annotations
@@ -24,16 +26,26 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import BertConfig, BertModel
 
 from repmatch.adapters import load_adapter
 from repmatch.data import DataSpec, load_examples
-from repmatch.models import resolve_device
+from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
 from repmatch.pairwise import ensure_adapter
 from repmatch.scoring import InstanceScorer, ScoreConfig
 from repmatch.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from oracle import LiteralLoop  # noqa: E402  (the literal loop the equivalence tests use)
+
+
+def random_bert_base(folder: Path) -> str:
+    """A BERT-base-sized encoder with random weights and the bundled (uncased BERT) tokenizer."""
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        BertModel(BertConfig()).save_pretrained(folder)  # BertConfig() is bert-base-uncased's
+        load_tokenizer(BUNDLED_MODEL).save_pretrained(folder)
+    return str(folder.resolve())
 
 
 def main() -> None:
@@ -43,15 +55,38 @@ def main() -> None:
     parser.add_argument("--reference-size", type=int, default=2000)
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--engine-repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16, help="engine batch size")
+    parser.add_argument("--batch-size", type=int, default=64, help="engine batch size (most)")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        default=["query", "value"],
+        help="LoRA targets of the reference adapter and of the scoring (the reference script's: "
+        "query value)",
+    )
+    parser.add_argument(
+        "--random-bert-base",
+        action="store_true",
+        help="time the reference script's architecture (bert-base-uncased: 12 layers, hidden "
+        "768, its vocabulary) with random weights instead of the bundled model; its weights "
+        "cannot be downloaded here, and the timings do not depend on their values",
+    )
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if any), cpu, cuda")
     parser.add_argument("--out", default="benchmarks/results/instance-scoring.json")
     args = parser.parse_args()
 
     reference_data = load_examples(DataSpec(args.data, sample=args.reference_size))
     device = resolve_device(args.device)
+    model = (
+        random_bert_base(Path(args.work) / "bert-base-random") if args.random_bert_base else None
+    )
+    train = TrainConfig(targets=tuple(args.targets), **({"model": model} if model else {}))
     reference = ensure_adapter(
-        reference_data, TrainConfig(), Path(args.work) / "reference", progress=False, device=device
+        reference_data,
+        train,
+        Path(args.work)
+        / ("reference-" + ("bert-base-random-" if model else "") + "-".join(args.targets)),
+        progress=False,
+        device=device,
     )
     instances = load_examples(DataSpec(args.data, sample=args.instances, seed=1))
     config = ScoreConfig(rank=1, lr=1e-3, steps=1, batch_size=args.batch_size)
@@ -97,7 +132,8 @@ def main() -> None:
             "lr": 1e-3,
             "steps": 1,
             "literal_pad_to": 512,
-            "model": "bundled",
+            "model": "random BERT-base" if model else "bundled",
+            "targets": args.targets,
             "engine_batch_size": args.batch_size,
         },
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -28,7 +28,11 @@ from tqdm.auto import tqdm
 
 from repmatch import __version__
 from repmatch.adapters import Adapter, load_adapter
-from repmatch.batching import EncodedExamples, length_grouped_batches
+from repmatch.batching import (
+    EncodedExamples,
+    length_grouped_batches,
+    padding_aware_batches,
+)
 from repmatch.compare import layer_subspaces, short_layer_name
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
@@ -232,7 +236,11 @@ class InstanceScorer:
         encoded = EncodedExamples(self.tokenizer, examples, max_length=config.max_length)
         labels = torch.as_tensor(examples.labels)
         scores = torch.empty(len(config.seeds), len(examples), len(self.targets))
-        for positions in length_grouped_batches(encoded.lengths, config.batch_size):
+        if self.device.type == "cpu":  # compute is the cost: spend as little on padding as pays
+            batches = padding_aware_batches(encoded.lengths, config.batch_size)
+        else:  # on an accelerator a batch's fixed cost dominates: fill every batch
+            batches = length_grouped_batches(encoded.lengths, config.batch_size)
+        for positions in batches:
             batch = encoded.batch(positions, self.device)
             scores[:, positions] = self.score_batch(batch, labels[positions]).cpu()
         return scores
