@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 
 from repmatch.adapters import load_adapter
 from repmatch.batching import EncodedExamples
-from repmatch.data import DataSpec, load_examples
+from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.grassmann import grassmann_grid, layer_similarity
 from repmatch.pairwise import ensure_adapter
 from repmatch.scoring import InstanceScorer, ScoreConfig
@@ -49,7 +49,9 @@ def figure2(scorer: InstanceScorer, examples, seeds: list[int], rng: np.random.G
     different_instances = [
         pairwise_repmatch(
             subspaces[seed], {name: u[partner] for name, u in subspaces[seed].items()}
-        ).mean().item()
+        )
+        .mean()
+        .item()
         for seed in seeds
     ]
     return {
@@ -76,6 +78,17 @@ def ranking_stability(per_seed: np.ndarray) -> dict:
     }
 
 
+def scored_instances(data: str, split: str, n: int, reference_ids: list) -> Examples:
+    """The first ``n`` of ``split``, or for the reference's own split ``n`` random others."""
+    if split == "validation":
+        return load_examples(DataSpec(data, split=split, limit=n))
+    pool = load_examples(DataSpec(data, split=split))
+    taken = set(reference_ids)
+    others = [k for k, id_ in enumerate(pool.ids) if id_ not in taken]
+    chosen = np.random.default_rng(1).choice(others, size=n, replace=False)
+    return pool.select(sorted(chosen.tolist()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/sst2")
@@ -84,12 +97,18 @@ def main() -> None:
     parser.add_argument("--figure2-instances", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--work", default="runs/instance-robustness")
+    parser.add_argument(
+        "--scored-split",
+        default="validation",
+        help="split of the scored instances: validation (its first N) or train (N random train "
+        "instances outside the reference's sample)",
+    )
     parser.add_argument("--out", default="results/instance-robustness.json")
     args = parser.parse_args()
 
     reference_data = load_examples(DataSpec(args.data, sample=args.reference_size))
     reference = ensure_adapter(reference_data, TrainConfig(), Path(args.work) / "reference")
-    scored = load_examples(DataSpec(args.data, split="validation", limit=args.instances))
+    scored = scored_instances(args.data, args.scored_split, args.instances, reference_data.ids)
     seeds = list(range(args.seeds))
     report: dict = {"args": vars(args), "reference": str(reference)}
     for rank in (1, 4):
