@@ -133,10 +133,10 @@ def main() -> None:
     # literal loop (its 512-token activations leave the allocator in a worse state), and a user's
     # scoring run has a process of its own too.
     sides = {}
-    for side in ("literal", "engine"):
+    for side, timer in (("literal", time_literal), ("engine", time_engine)):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             sides[side] = pool.submit(
-                globals()[f"time_{side}"], reference, instances, config, args, str(device)
+                timer, reference, instances, config, args, str(device)
             ).result()
     literal, engine = sides["literal"], sides["engine"]
     literal_seconds, engine_seconds = literal["seconds"], engine["seconds"]

@@ -18,10 +18,13 @@ from repmatch.models import BUNDLED_MODEL, load_classifier
 from repmatch.training import TrainConfig, train_adapter
 
 
-def _train(model: str, data: Path, out: Path, **overrides) -> Path:
+def _train(
+    model: str, data: Path, out: Path, *, overwrite: bool = False, device=None, **overrides
+) -> Path:
     settings = FAST_TRAIN | overrides
+    config = TrainConfig(model=model, **settings)
     return train_adapter(
-        DataSpec(str(data)), TrainConfig(model=model, **settings), out, progress=False
+        DataSpec(str(data)), config, out, overwrite=overwrite, progress=False, device=device
     )
 
 
@@ -196,13 +199,7 @@ def test_failure_writing_the_record_keeps_the_old_adapter(
 
     monkeypatch.setattr(training.json, "dumps", dumps)
     with pytest.raises(OSError, match="no space left"):
-        train_adapter(
-            DataSpec(str(tiny_data["single"])),
-            TrainConfig(model=tiny_model("bert"), seed=1, **FAST_TRAIN),
-            out,
-            overwrite=True,
-            progress=False,
-        )
+        _train(tiny_model("bert"), tiny_data["single"], out, overwrite=True, seed=1)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter"]
 
@@ -211,13 +208,7 @@ def test_overwrite_replaces_the_adapter(tiny_model, tiny_data, trained_adapter, 
     out = tmp_path / "adapter"
     _train(tiny_model("bert"), tiny_data["single"], out, seed=0)
     (out / "stale.txt").write_text("left over")
-    train_adapter(
-        DataSpec(str(tiny_data["single"])),
-        TrainConfig(model=tiny_model("bert"), seed=1, **FAST_TRAIN),
-        out,
-        overwrite=True,
-        progress=False,
-    )
+    _train(tiny_model("bert"), tiny_data["single"], out, overwrite=True, seed=1)
     assert not (out / "stale.txt").exists()
     assert json.loads((out / RECORD_FILE).read_text())["train"]["seed"] == 1
     seed1 = _lora_tensors(trained_adapter("bert", seed=1))
@@ -350,9 +341,8 @@ def test_model_folder_without_weights(tiny_data, tmp_path):
 def test_gpu_training_gives_the_cpu_adapter_up_to_rounding(tiny_model, tiny_data, tmp_path):
     from repmatch.compare import compare_adapters
 
-    model, data = tiny_model("bert"), DataSpec(str(tiny_data["single"]))
-    config = TrainConfig(model=model, **FAST_TRAIN)
-    cpu = train_adapter(data, config, tmp_path / "cpu", progress=False, device="cpu")
-    gpu = train_adapter(data, config, tmp_path / "gpu", progress=False, device="cuda")
+    model, data = tiny_model("bert"), tiny_data["single"]
+    cpu = _train(model, data, tmp_path / "cpu", device="cpu")
+    gpu = _train(model, data, tmp_path / "gpu", device="cuda")
     assert json.loads((gpu / RECORD_FILE).read_text())["device"].startswith("cuda")
     assert compare_adapters(cpu, gpu).score > 0.98  # loaded on the CPU, compared there
