@@ -4,8 +4,9 @@ Both score the same SST-2 instances against the same reference adapter (LoRA on 
 like the reference script, rank 1, alpha 4, one AdamW step at lr 1e-3). The literal loop uses the
 reference script's own settings: model and optimizer reloaded from a checkpoint on disk and the
 seed reset before every instance, batch size 1, inputs padded to 512 tokens, a full SVD of every
-ΔW and the Grassmann grid filled by a Python double loop. Dropout is off in both, so the scores
-can be compared (the reference script leaves it on, which makes its scores irreproducible).
+ΔW and the Grassmann grid filled by a Python double loop, all in float32 like the script. Dropout
+is off in both, so the scores can be compared (the reference script leaves it on, which makes its
+scores irreproducible).
 
 Each side runs in a fresh process of its own. Throughput counts the per-instance work only;
 one-time set-up (loading the model, drawing the LoRA init) is timed and printed separately. Prints
@@ -61,6 +62,7 @@ def time_literal(reference, instances, config: ScoreConfig, args, device: str) -
         pad_to=512,
         checkpoint_dir=Path(args.work) / "literal-checkpoint",
         device=device,
+        dtype=torch.float32,  # the reference script's: float32 LoRA weights, float32 SVD
     )
     setup = time.perf_counter() - started
     started = time.perf_counter()
@@ -157,6 +159,7 @@ def main() -> None:
             "lr": 1e-3,
             "steps": 1,
             "literal_pad_to": 512,
+            "literal_dtype": "float32",
             "model": "random BERT-base" if model else "bundled",
             "targets": args.targets,
             "engine_batch_size": args.batch_size,

@@ -4,8 +4,9 @@ This is the paper's reference procedure written as plainly as possible, with no 
 closed forms, so that the batched engine of :mod:`repmatch.scoring` can be checked against it. For
 every instance: a fresh copy of the base model (with the reference adapter's head), the LoRA init
 drawn from the same seed, ``steps`` AdamW steps with batch size 1 on that instance alone (padded
-to a fixed length), the dense ΔW = s·B·A in float64, a full SVD, and the Grassmann grid filled by a
-Python double loop. Dropout is off (eval mode), as in the engine.
+to a fixed length), the dense ΔW = s·B·A, a full SVD, and the Grassmann grid filled by a Python
+double loop, in float64 (or, with ``dtype=torch.float32``, in the authors' script's precision).
+Dropout is off (eval mode), as in the engine.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from repmatch.data import Examples
 from repmatch.models import load_classifier, load_tokenizer
 
 
-def _singular_vectors(delta_w: torch.Tensor, rank: int, side: str) -> torch.Tensor:
+def _singular_vectors(
+    delta_w: torch.Tensor, rank: int, side: str, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """First ``rank`` left (columns of U) or right (columns of V) singular vectors, full SVD."""
-    u, _, vh = torch.linalg.svd(delta_w.double())
+    u, _, vh = torch.linalg.svd(delta_w.to(dtype))
     return u[:, :rank] if side == "left" else vh[:rank, :].T
 
 
@@ -63,6 +66,7 @@ class LiteralLoop:
         pad_to: int = 64,
         checkpoint_dir: Path | None = None,
         device: str = "cpu",
+        dtype: torch.dtype = torch.float64,
     ) -> None:
         adapter = load_adapter(reference)
         record = adapter.record
@@ -78,9 +82,10 @@ class LiteralLoop:
         self.base.to(self.device)  # PEFT still draws the LoRA init on the CPU
         self.tokenizer = load_tokenizer(record["model"])
         self.names = targets or list(adapter.layers)
+        self.dtype = dtype
         self.reference_vectors = {
             name: _singular_vectors(
-                adapter.layers[name].delta_weight(), adapter.layers[name].rank, side
+                adapter.layers[name].delta_weight(), adapter.layers[name].rank, side, dtype
             ).to(self.device)
             for name in self.names
         }
@@ -142,10 +147,10 @@ class LiteralLoop:
                 optimizer.step()
             for k, name in enumerate(self.names):
                 layer = peft_model.base_model.model.get_submodule(name)
-                B = layer.lora_B["default"].weight.detach().double()
-                A = layer.lora_A["default"].weight.detach().double()
+                B = layer.lora_B["default"].weight.detach().to(self.dtype)
+                A = layer.lora_A["default"].weight.detach().to(self.dtype)
                 delta_w = (B @ A) * (self.alpha / self.rank)
-                vectors = _singular_vectors(delta_w, self.rank, self.side)
+                vectors = _singular_vectors(delta_w, self.rank, self.side, self.dtype)
                 scores[n, k] = _best_phi(vectors, self.reference_vectors[name])
         return scores
 

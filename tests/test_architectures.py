@@ -1,4 +1,4 @@
-"""Each supported architecture end to end on a tiny model: targets, training, PEFT, scores."""
+"""Each supported architecture end to end on a tiny model: targets, training, PEFT, scoring."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ from peft import PeftModel
 
 import repmatch.training as training
 from conftest import ARCHITECTURES, FAST_TRAIN, VALUE_LEAF
+from oracle import literal_scores
 from repmatch.adapters import load_adapter
 from repmatch.compare import compare_adapters
-from repmatch.data import DataSpec
-from repmatch.models import find_target_modules, load_classifier, load_tokenizer
+from repmatch.data import DataSpec, load_examples
+from repmatch.models import (
+    find_target_modules,
+    first_position_block,
+    first_position_only,
+    load_classifier,
+    load_tokenizer,
+)
+from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
 
 TEXTS = ["a good movie with a great cast", "the food was awful", "quite dull really"]
@@ -91,3 +99,41 @@ def test_train_load_with_peft_and_compare(
     assert comparison.score == pytest.approx(sum(comparison.layers.values()) / 2)
     itself = compare_adapters(out, out)
     assert itself.score == pytest.approx(1.0, abs=1e-5)
+
+
+FIRST_POSITION_HEADS = {"bert", "roberta", "electra"}
+"""Architectures whose classification head reads the last layer at position 0 ([CLS]) only."""
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_last_layer_cut_to_first_position_only_where_the_head_reads_it(arch, tiny_model):
+    model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
+    block = first_position_block(model)
+    assert (block is not None) == (arch in FIRST_POSITION_HEADS)
+    inputs = _inputs(tiny_model(arch))
+    seen = []
+    with torch.no_grad():
+        full = model(**inputs).logits
+        with first_position_only(block):
+            if block is not None:
+                block.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+            cut = model(**inputs).logits
+    torch.testing.assert_close(cut, full, rtol=1e-4, atol=1e-5)
+    if block is not None:
+        assert seen and seen[0][1] == 1  # the block computed one position per sequence
+
+
+def test_no_cut_when_the_head_reads_every_position(tiny_model):
+    model = load_classifier(tiny_model("bert"), num_labels=2, head_seed=42)
+    pooler = model.bert.pooler
+    pooler.forward = lambda hidden: pooler.activation(pooler.dense(hidden.mean(dim=1)))
+    assert first_position_block(model) is None
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_instance_scores_match_the_literal_loop(arch, trained_adapter, tiny_data):
+    reference = trained_adapter(arch)
+    examples = load_examples(DataSpec(str(tiny_data["single"]), limit=5))
+    engine = score_instances(examples, reference, ScoreConfig(rank=1, batch_size=3), progress=False)
+    literal = literal_scores(reference, examples, rank=1, pad_to=32)
+    assert abs(engine["score"].to_numpy() - literal).max() <= 1e-4

@@ -578,4 +578,3 @@ def test_engine_on_gpu_matches_literal_loop_on_gpu(reference, examples):
     frame = score_instances(subset, reference, ScoreConfig(rank=1), progress=False, device="cuda")
     expected, _ = literal_layer_scores(reference, subset, rank=1, pad_to=64, device="cuda")
     assert np.abs(frame[_layer_columns(frame)].to_numpy() - expected).max() <= TOLERANCE
-

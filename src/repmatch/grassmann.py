@@ -80,10 +80,11 @@ def _broadcast_batch(name1: str, t1: Tensor, name2: str, t2: Tensor) -> None:
 def lowrank_singular_vectors(B: Tensor, A: Tensor, side: Side = "left") -> tuple[Tensor, Tensor]:
     r"""Singular vectors and values of :math:`\Delta W = BA` without forming :math:`\Delta W`.
 
-    Computes the QR decomposition :math:`B = QR_B`, the SVD of the small matrix
-    :math:`R_B A = U_s S V^\top`, and returns the left singular vectors :math:`QU_s` or the right
-    singular vectors :math:`V`. Cost is :math:`O((d_{out} + d_{in})\,r^2)`, never
-    :math:`O(d^3)`. The QR and SVD run in float64 for accuracy.
+    Computes the QR decompositions :math:`B = Q_B R_B` and :math:`A^\top = Q_A R_A`, the SVD of
+    the small core :math:`R_B R_A^\top = U_s S V_s^\top`, and returns the left singular vectors
+    :math:`Q_B U_s` or the right singular vectors :math:`Q_A V_s`. Cost is
+    :math:`O((d_{out} + d_{in})\,r^2)`, never :math:`O(d^3)`; an ``A`` without batch dims (shared
+    by a batch of ``B``) is factorised once. The QR and SVD run in float64 for accuracy.
 
     Args:
         B: (..., d_out, r) LoRA ``B`` (include the scale ``s`` here or not: the singular vectors
@@ -116,12 +117,13 @@ def lowrank_singular_vectors(B: Tensor, A: Tensor, side: Side = "left") -> tuple
     _broadcast_batch("B", B, "A", A)
     out_dtype = _result_dtype(B, A)
 
-    q, r_b = torch.linalg.qr(B.to(torch.float64), mode="reduced")  # (..., d_out, m), (..., m, r)
-    u_s, s, vh = torch.linalg.svd(r_b @ A.to(torch.float64), full_matrices=False)
+    q_b, r_b = torch.linalg.qr(B.to(torch.float64))  # (..., d_out, m), (..., m, r)
+    q_a, r_a = torch.linalg.qr(A.to(torch.float64).mT)  # (..., d_in, p), (..., p, r)
+    u_s, s, vh_s = torch.linalg.svd(r_b @ r_a.mT, full_matrices=False)  # core (..., m, p)
     if side == "left":
-        u = q @ u_s  # (..., d_out, k)
+        u = q_b @ u_s  # (..., d_out, k)
     else:
-        u = vh.mT  # (..., d_in, k)
+        u = q_a @ vh_s.mT  # (..., d_in, k)
     return u.to(out_dtype), s.to(out_dtype)
 
 

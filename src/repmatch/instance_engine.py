@@ -14,15 +14,16 @@ One step has a closed form. PEFT starts from B = 0, so A gets no gradient and Ad
     B_1 = -lr \, g / (|g| + \epsilon),   A_1 = A_0 (1 - lr \, wd),
     g = \partial L(x) / \partial B = s \sum_t \delta_t (A_0 h_t)^T,
 
-so one forward/backward per batch gives every instance's update. Because B = 0 leaves the forward
-pass unchanged, several LoRA seeds can share that pass: their A_0 are stacked along the rank axis
-and the columns of g split back per seed.
+with h_t the layer's input and \delta_t the loss gradient at its output for token t. B = 0 leaves
+the forward pass unchanged, so no LoRA factors are attached at all: hooks record A_0 h_t and the
+layer outputs, one backward gives every \delta, and several LoRA seeds share the pass (their A_0
+stacked along the rank axis, the columns of g split back per seed).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -61,6 +62,26 @@ def fresh_lora_init(
     return initial
 
 
+@contextmanager
+def _forward_hooks(
+    layers: dict[str, nn.Module], make_hook: Callable[[str], Callable]
+) -> Iterator[None]:
+    """``make_hook(name)`` registered as a forward hook on every layer, removed on exit."""
+    handles = [layer.register_forward_hook(make_hook(name)) for name, layer in layers.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def summed_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor, *, regression: bool
+) -> torch.Tensor:
+    """Loss summed over instances (not averaged): each instance's factors get their own gradient."""
+    return task_loss(model(**batch).logits, labels, regression=regression, reduction="sum")
+
+
 class StackedLora:
     """Per-instance LoRA factors attached to a frozen model's Linear layers by forward hooks."""
 
@@ -71,16 +92,10 @@ class StackedLora:
         self.A: dict[str, torch.Tensor] = {}
         self.B: dict[str, torch.Tensor] = {}
 
-    def start(self, initial: dict[str, torch.Tensor], n: int, *, train_a: bool) -> None:
-        """Fresh factors for ``n`` instances: A_n = A_0 (name -> (r, d_in)), B_n = 0.
-
-        Without ``train_a`` the A_n share A_0's memory (B = 0 gives A no gradient anyway).
-        """
+    def start(self, initial: dict[str, torch.Tensor], n: int) -> None:
+        """Fresh trainable factors for ``n`` instances: A_n = A_0 (name -> (r, d_in)), B_n = 0."""
         self.A = {
-            name: a0.unsqueeze(0).repeat(n, 1, 1).requires_grad_()
-            if train_a
-            else a0.unsqueeze(0).expand(n, -1, -1)
-            for name, a0 in initial.items()
+            name: a0.unsqueeze(0).repeat(n, 1, 1).requires_grad_() for name, a0 in initial.items()
         }
         self.B = {
             name: torch.zeros(
@@ -96,14 +111,8 @@ class StackedLora:
     @contextmanager
     def attached(self) -> Iterator[StackedLora]:
         """Hooks are live only inside this block."""
-        handles = [
-            layer.register_forward_hook(self._hook(name)) for name, layer in self.layers.items()
-        ]
-        try:
+        with _forward_hooks(self.layers, self._hook):
             yield self
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def _hook(self, name: str):
         def add_update(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
@@ -113,21 +122,46 @@ class StackedLora:
 
         return add_update
 
-    def summed_loss(
-        self, batch: dict[str, torch.Tensor], labels: torch.Tensor, *, regression: bool
-    ) -> torch.Tensor:
-        """Loss summed over instances (not averaged), so each B_n gets instance n's gradient."""
-        logits = self.model(**batch).logits
-        return task_loss(logits, labels, regression=regression, reduction="sum")
+
+class _LayerTaps:
+    """Forward hooks on frozen Linear layers recording A_0 h (N, T, R) and the output (N, T, d_out).
+
+    Outputs that do not depend on anything requiring grad (the first layer's) are made leaves
+    that do, so the loss can be differentiated with respect to every recorded output.
+    """
+
+    def __init__(self, model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
+        self.layers = {name: model.get_submodule(name) for name in initial}
+        self.initial = initial
+        self.projected: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+
+    @contextmanager
+    def attached(self) -> Iterator[_LayerTaps]:
+        """Hooks are live only inside this block."""
+        with _forward_hooks(self.layers, self._hook):
+            yield self
+
+    def _hook(self, name: str):
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+            with torch.no_grad():
+                self.projected[name] = inputs[0] @ self.initial[name].mT  # (N, T, R)
+            if not output.requires_grad:
+                output = output.detach().requires_grad_()
+            self.outputs[name] = output
+            return output
+
+        return record
 
 
 def one_step_updates(
-    lora: StackedLora,
+    model: nn.Module,
     batch: dict[str, torch.Tensor],
     labels: torch.Tensor,
     initial: dict[str, torch.Tensor],
     adamw: AdamWSettings,
     *,
+    scaling: float,
     regression: bool,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Closed-form first AdamW step from B = 0 for every instance of the batch.
@@ -135,15 +169,16 @@ def one_step_updates(
     ``initial``: name -> A_0, (R, d_in) (R may stack several seeds' ranks).
     Returns name -> (B_1 (N, d_out, R), A_1 (R, d_in)).
     """
-    lora.start(initial, labels.shape[0], train_a=False)
-    with lora.attached():
-        loss = lora.summed_loss(batch, labels, regression=regression)
-        grads = torch.autograd.grad(loss, list(lora.B.values()))
+    taps = _LayerTaps(model, initial)
+    with taps.attached():
+        loss = summed_loss(model, batch, labels, regression=regression)
+        deltas = torch.autograd.grad(loss, [taps.outputs[name] for name in initial])
     decay = 1.0 - adamw.lr * adamw.weight_decay
-    return {
-        name: (-adamw.lr * g / (g.abs() + adamw.eps), initial[name] * decay)
-        for name, g in zip(lora.B, grads, strict=True)
-    }
+    updates = {}
+    for (name, a0), delta in zip(initial.items(), deltas, strict=True):
+        g = scaling * delta.mT @ taps.projected[name]  # (N, d_out, R)
+        updates[name] = (-adamw.lr * g / (g.abs() + adamw.eps), a0 * decay)
+    return updates
 
 
 def multi_step_updates(
@@ -160,7 +195,7 @@ def multi_step_updates(
 
     ``initial``: name -> A_0, (r, d_in). Returns name -> (B (N, d_out, r), A (N, r, d_in)).
     """
-    lora.start(initial, labels.shape[0], train_a=True)
+    lora.start(initial, labels.shape[0])
     optimizer = torch.optim.AdamW(
         [*lora.A.values(), *lora.B.values()],
         lr=adamw.lr,
@@ -171,6 +206,6 @@ def multi_step_updates(
     with lora.attached():
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            lora.summed_loss(batch, labels, regression=regression).backward()
+            summed_loss(lora.model, batch, labels, regression=regression).backward()
             optimizer.step()
     return {name: (lora.B[name].detach(), lora.A[name].detach()) for name in lora.layers}

@@ -7,12 +7,15 @@ attribute paths such as ``.bert.encoder.layer[i]``:
   portable name so adapters stay valid on another machine;
 - the classification head: which top-level modules form it, and its seeded initialisation;
 - LoRA targets: ``value`` / ``query`` / ``key`` roles mapped to each architecture's module names;
+- where the logits read the last layer (the first position only, for BERT-style encoders);
 - the device the model runs on.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -197,3 +200,58 @@ def task_loss(
     if regression:
         return nn.functional.mse_loss(logits.squeeze(-1), labels.float(), reduction=reduction)
     return nn.functional.cross_entropy(logits, labels, reduction=reduction)
+
+
+def first_position_block(model: PreTrainedModel) -> nn.Module | None:
+    """The last layer's post-attention block, if the logits read that layer at position 0 only.
+
+    BERT-style encoders (BERT, RoBERTa, ELECTRA, MiniLM) classify from the first ([CLS]) position
+    of the last layer, so that layer's attention output projection and feed-forward block are
+    needed at position 0 only: about 9/12 of its matmuls, forward and backward, can be skipped
+    (see :func:`first_position_only`). The block is found by name (``encoder.layer[-1]
+    .attention.output``) and the claim is checked on a random probe batch: the logits must not
+    change. Any other model gives None (nothing skipped).
+    """
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        return None
+    block = getattr(getattr(layers[-1], "attention", None), "output", None)
+    if not isinstance(block, nn.Module):
+        return None
+    generator = torch.Generator().manual_seed(0)
+    vocab = min(int(getattr(model.config, "vocab_size", 1000)), 1000)
+    device = next(model.parameters()).device
+    input_ids = torch.randint(5, vocab, (2, 7), generator=generator).to(device)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0
+    try:
+        with torch.no_grad():
+            full = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            with first_position_only(block):
+                pruned = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        return None
+    if pruned.shape != full.shape or not torch.allclose(pruned, full, rtol=1e-4, atol=1e-5):
+        return None
+    return block
+
+
+@contextmanager
+def first_position_only(block: nn.Module | None) -> Iterator[None]:
+    """Inside: ``block`` (from :func:`first_position_block`) sees position 0 only.
+
+    Its (N, T, H) inputs are cut to (N, 1, H), so it and every later layer work on one position.
+    ``None`` changes nothing.
+    """
+    if block is None:
+        yield
+        return
+
+    def cut(module: nn.Module, args: tuple) -> tuple:
+        return tuple(a[:, :1] if isinstance(a, torch.Tensor) and a.ndim == 3 else a for a in args)
+
+    handle = block.register_forward_pre_hook(cut)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -51,6 +51,8 @@ from repmatch.instance_engine import (
     one_step_updates,
 )
 from repmatch.models import (
+    first_position_block,
+    first_position_only,
     load_classifier,
     load_tokenizer,
     portable_model_name,
@@ -169,6 +171,8 @@ class InstanceScorer:
         }
         self.model.to(self.device)
         self.lora = StackedLora(self.model, self.targets, scaling=config.alpha / config.rank)
+        # BERT-style heads read the last layer at [CLS] only: skip its other positions there.
+        self.readout_block = first_position_block(self.model)
 
     @staticmethod
     def _targets(reference: Adapter, config: ScoreConfig) -> list[str]:
@@ -193,35 +197,42 @@ class InstanceScorer:
         config = self.config
         batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
         labels = labels.to(self.device)
-        if config.steps == 1:
-            stacked = {
-                name: torch.cat([self.initial[s][name] for s in config.seeds])
-                for name in self.targets
-            }
-            updates = one_step_updates(
-                self.lora, batch, labels, stacked, config.adamw, regression=self.regression
-            )
-            r = config.rank
-            per_seed = {
-                seed: {
-                    name: (B[..., k * r : (k + 1) * r], A[k * r : (k + 1) * r])
-                    for name, (B, A) in updates.items()
+        with first_position_only(self.readout_block):
+            if config.steps == 1:
+                stacked = {
+                    name: torch.cat([self.initial[s][name] for s in config.seeds])
+                    for name in self.targets
                 }
-                for k, seed in enumerate(config.seeds)
-            }
-        else:
-            per_seed = {
-                seed: multi_step_updates(
-                    self.lora,
+                updates = one_step_updates(
+                    self.model,
                     batch,
                     labels,
-                    self.initial[seed],
+                    stacked,
                     config.adamw,
-                    steps=config.steps,
+                    scaling=self.lora.scaling,
                     regression=self.regression,
                 )
-                for seed in config.seeds
-            }
+                r = config.rank
+                per_seed = {
+                    seed: {
+                        name: (B[..., k * r : (k + 1) * r], A[k * r : (k + 1) * r])
+                        for name, (B, A) in updates.items()
+                    }
+                    for k, seed in enumerate(config.seeds)
+                }
+            else:
+                per_seed = {
+                    seed: multi_step_updates(
+                        self.lora,
+                        batch,
+                        labels,
+                        self.initial[seed],
+                        config.adamw,
+                        steps=config.steps,
+                        regression=self.regression,
+                    )
+                    for seed in config.seeds
+                }
         return {
             seed: {
                 name: lowrank_singular_vectors(B, A, config.side)[0]
