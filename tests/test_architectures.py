@@ -18,6 +18,7 @@ from repmatch.models import (
     first_position_only,
     load_classifier,
     load_tokenizer,
+    packed_position_offset,
 )
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
@@ -128,6 +129,18 @@ def test_no_cut_when_the_head_reads_every_position(tiny_model):
     pooler = model.bert.pooler
     pooler.forward = lambda hidden: pooler.activation(pooler.dense(hidden.mean(dim=1)))
     assert first_position_block(model) is None
+
+
+PACKED_POSITION_OFFSET = {"bert": 0, "electra": 0, "roberta": 1, "distilbert": None, "llama": None}
+"""First position id when sequences are packed into rows (RoBERTa: pad_token_id + 1); None: no
+packing."""
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_packing_only_where_it_reproduces_padded_logits(arch, tiny_model):
+    model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
+    block = first_position_block(model)
+    assert packed_position_offset(model, block) == PACKED_POSITION_OFFSET[arch]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -1,13 +1,17 @@
-"""Cutting examples into batches: every position once, little padding, deterministic orders."""
+"""Cutting examples into batches: every position once, little padding, deterministic orders;
+packing sequences into rows."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repmatch.batching import length_grouped_batches, padding_aware_batches
+from repmatch.batching import EncodedExamples, length_grouped_batches, padding_aware_batches
 
 
 def _cost(batches: list[np.ndarray], lengths: np.ndarray, overhead: int) -> int:
@@ -75,3 +79,60 @@ def test_length_grouped_batches_with_rng_cover_everything(seed):
     _check_partition(batches, 300, 8)
     again = length_grouped_batches(lengths, 8, np.random.default_rng(seed))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+class _CountingTokenizer:
+    """Token ids 100, 101, ... per text (no model needed); segment 1 from the 3rd token on."""
+
+    pad_token_id = 0
+
+    def __call__(self, texts, pairs, **_):
+        ids = [[100 + k for k in range(int(text))] for text in texts]
+        types = [[int(k >= 2) for k in range(len(row))] for row in ids]
+        return {"input_ids": ids, "token_type_ids": types}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=10),
+    extra_width=st.integers(0, 15),
+    offset=st.sampled_from([0, 2]),
+)
+def test_packed_rows_hold_every_sequence_once_and_see_only_themselves(lengths, extra_width, offset):
+    examples = SimpleNamespace(texts=[str(n) for n in lengths], text_pairs=None)
+    encoded = EncodedExamples(_CountingTokenizer(), examples, max_length=512)
+    positions = list(range(len(lengths)))[::-1]
+    width = max(lengths) + extra_width
+    packed = encoded.packed(positions, width, position_offset=offset)
+
+    assert sorted(packed.order.tolist()) == sorted(positions)
+    ids, segments = packed.inputs["input_ids"], packed.segments
+    assert ids.shape == segments.shape and ids.shape[1] <= width
+    assert packed.inputs["attention_mask"].shape == (ids.shape[0], 1, ids.shape[1], ids.shape[1])
+    rows, columns = packed.starts
+    for n, position in enumerate(packed.order):
+        row, start, length = int(rows[n]), int(columns[n]), lengths[position]
+        assert (segments[row] == n).sum() == length  # contiguous from its start, nowhere else
+        assert (segments == n).sum() == length
+        span = slice(start, start + length)
+        assert (segments[row, span] == n).all()
+        assert ids[row, span].tolist() == encoded.features["input_ids"][position]
+        assert packed.inputs["token_type_ids"][row, span].tolist() == [
+            int(k >= 2) for k in range(length)
+        ]
+        assert packed.inputs["position_ids"][row, span].tolist() == [
+            k + offset for k in range(length)
+        ]
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] >= 0)
+    expected = same | torch.eye(ids.shape[1], dtype=torch.bool)
+    assert torch.equal(packed.inputs["attention_mask"][:, 0], expected)
+    assert (ids[segments < 0] == 0).all()  # padding is the pad id
+
+
+def test_packing_fills_rows_first_fit_longest_first():
+    examples = SimpleNamespace(texts=["6", "3", "3", "2", "5"], text_pairs=None)
+    packed = EncodedExamples(_CountingTokenizer(), examples, max_length=512).packed(range(5), 8)
+    assert packed.inputs["input_ids"].shape == (3, 8)  # 19 tokens: [6, 2], [5, 3], [3]
+    assert packed.order.tolist() == [0, 3, 4, 1, 2]
+    with pytest.raises(ValueError, match="does not fit"):
+        EncodedExamples(_CountingTokenizer(), examples, max_length=512).packed(range(5), 5)

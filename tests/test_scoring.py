@@ -28,7 +28,7 @@ from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
 from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
-from repmatch.scoring import ScoreConfig, score_instances
+from repmatch.scoring import InstanceScorer, ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
 
 TOLERANCE = 1e-4  # engine vs literal loop
@@ -280,6 +280,23 @@ def test_batch_and_chunk_sizes_do_not_matter(case, reference, examples):
         assert list(frame["id"]) == list(frames[0]["id"])
         difference = np.abs(frame[columns].to_numpy() - frames[0][columns].to_numpy()).max()
         assert difference <= SAME
+
+
+# (rank 4 on layer 0 only: see the tiny_model fixture)
+@pytest.mark.parametrize(
+    "settings",
+    [{"rank": 1}, {"rank": 4, "seeds": (0, 1), "targets": ("0.attention.self.value",)}],
+)
+def test_packed_rows_score_like_padded_batches(settings, pair_reference, data_dir):
+    pairs = load_examples(DataSpec(str(data_dir / "pairs.csv")))  # two segments per input
+    config = ScoreConfig(batch_size=8, **settings)
+    scorer = InstanceScorer(load_adapter(pair_reference), config, device="cpu")
+    assert scorer.position_offset == 0  # BERT: one-step scores pack sequences into rows
+    packed = scorer.score(pairs)
+    scorer.position_offset = None
+    padded = scorer.score(pairs)
+    assert (packed - padded).abs().max() <= SAME
+    assert packed.std() > 1e-3  # the instances differ
 
 
 # --------------------------------------------------------------------------------------------

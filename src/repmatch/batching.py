@@ -2,11 +2,14 @@
 
 Shared by training and instance scoring: inputs are padded only to the longest sequence of their
 batch (never to a fixed 512), and batches group sequences of similar length so little is padded.
+Scoring can also pack several sequences into one row (:class:`PackedBatch`), each attending only
+to itself, so that almost nothing is padded at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +17,23 @@ import torch
 from repmatch.data import Examples
 
 _MEGABATCH_FACTOR = 32
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Sequences packed into rows; R rows of W tokens, N sequences.
+
+    ``inputs``: model inputs (R, W) with ``position_ids`` restarting at every sequence and a
+    block-diagonal boolean ``attention_mask`` (R, 1, W, W): a token sees only its own sequence (a
+    padding token only itself). ``order``: the packed examples' positions, (N,), in sequence-index
+    order. ``segments``: (R, W) sequence index of every token, -1 for padding. ``starts``: row and
+    column of every sequence's first token, two (N,) tensors.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    order: np.ndarray
+    segments: torch.Tensor
+    starts: tuple[torch.Tensor, torch.Tensor]
 
 
 class EncodedExamples:
@@ -53,6 +73,63 @@ class EncodedExamples:
         for row, position in enumerate(positions):
             out["attention_mask"][row, : self.lengths[position]] = 1
         return {key: tensor.to(device) for key, tensor in out.items()}
+
+    def packed(
+        self,
+        positions: Sequence[int],
+        width: int,
+        *,
+        position_offset: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> PackedBatch:
+        """The given examples packed into rows of at most ``width`` tokens (first fit, longest
+        first). ``position_offset``: the model's first position id (RoBERTa counts from
+        ``pad_token_id + 1``)."""
+        rows: list[list[int]] = []
+        used: list[int] = []
+        for position in sorted(positions, key=lambda p: (-self.lengths[p], p)):
+            length = int(self.lengths[position])
+            if length > width:
+                raise ValueError(f"a sequence of {length} tokens does not fit rows of {width}")
+            row = next((k for k, total in enumerate(used) if total + length <= width), None)
+            if row is None:
+                rows.append([])
+                used.append(0)
+                row = len(rows) - 1
+            rows[row].append(position)
+            used[row] += length
+        shape = (len(rows), max(used))
+        segments = torch.full(shape, -1, dtype=torch.long)
+        position_ids = torch.zeros(shape, dtype=torch.long)
+        features = {
+            key: torch.full(shape, self.pad_id if key == "input_ids" else 0, dtype=torch.long)
+            for key in self.features
+        }
+        order, start_rows, start_columns = [], [], []
+        for row, members in enumerate(rows):
+            column = 0
+            for position in members:
+                end = column + int(self.lengths[position])
+                for key, values in self.features.items():
+                    features[key][row, column:end] = torch.as_tensor(values[position])
+                position_ids[row, column:end] = torch.arange(end - column) + position_offset
+                segments[row, column:end] = len(order)
+                order.append(position)
+                start_rows.append(row)
+                start_columns.append(column)
+                column = end
+        same = segments[:, :, None] == segments[:, None, :]
+        mask = (same & (segments[:, :, None] >= 0)) | torch.eye(shape[1], dtype=torch.bool)
+        inputs = features | {"position_ids": position_ids, "attention_mask": mask[:, None]}
+        return PackedBatch(
+            inputs={key: tensor.to(device) for key, tensor in inputs.items()},
+            order=np.asarray(order, dtype=np.int64),
+            segments=segments.to(device),
+            starts=(
+                torch.tensor(start_rows, device=device),
+                torch.tensor(start_columns, device=device),
+            ),
+        )
 
 
 def length_grouped_batches(

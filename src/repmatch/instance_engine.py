@@ -163,11 +163,13 @@ def one_step_updates(
     *,
     scaling: float,
     regression: bool,
+    segments: torch.Tensor | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Closed-form first AdamW step from B = 0 for every instance of the batch.
 
-    ``initial``: name -> A_0, (R, d_in) (R may stack several seeds' ranks).
-    Returns name -> (B_1 (N, d_out, R), A_1 (R, d_in)).
+    ``initial``: name -> A_0, (R, d_in) (R may stack several seeds' ranks). ``segments``: for
+    sequences packed into rows, (rows, T) the instance index of every token (-1: padding); None
+    when every row is one instance. Returns name -> (B_1 (N, d_out, R), A_1 (R, d_in)).
     """
     taps = _LayerTaps(model, initial)
     with taps.attached():
@@ -176,9 +178,26 @@ def one_step_updates(
     decay = 1.0 - adamw.lr * adamw.weight_decay
     updates = {}
     for (name, a0), delta in zip(initial.items(), deltas, strict=True):
-        g = scaling * delta.mT @ taps.projected[name]  # (N, d_out, R)
+        g = scaling * _per_instance_sum(delta, taps.projected[name], segments, labels.shape[0])
         updates[name] = (-adamw.lr * g / (g.abs() + adamw.eps), a0 * decay)
     return updates
+
+
+def _per_instance_sum(
+    delta: torch.Tensor, projected: torch.Tensor, segments: torch.Tensor | None, n: int
+) -> torch.Tensor:
+    """sum_t delta_t (A_0 h_t)^T over each instance's tokens: (N, d_out, R).
+
+    delta: (rows, T, d_out); projected: (rows, T, R); segments: (rows, T) or None (row = instance).
+    """
+    if segments is None:
+        return delta.mT @ projected
+    tokens, rank = segments.numel(), projected.shape[-1]
+    member = nn.functional.one_hot(segments.reshape(-1).clamp(min=0), n)  # (T', N)
+    member = member * (segments.reshape(-1, 1) >= 0)  # padding belongs to nobody
+    weights = member[:, :, None] * projected.reshape(tokens, 1, rank)  # (T', N, R)
+    summed = delta.reshape(tokens, -1).mT @ weights.reshape(tokens, n * rank)  # (d_out, N * R)
+    return summed.reshape(-1, n, rank).permute(1, 0, 2)
 
 
 def multi_step_updates(

@@ -236,19 +236,69 @@ def first_position_block(model: PreTrainedModel) -> nn.Module | None:
     return block
 
 
-@contextmanager
-def first_position_only(block: nn.Module | None) -> Iterator[None]:
-    """Inside: ``block`` (from :func:`first_position_block`) sees position 0 only.
+def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> int | None:
+    """The first position id, if sequences packed into rows give this model's padded logits.
 
-    Its (N, T, H) inputs are cut to (N, 1, H), so it and every later layer work on one position.
-    ``None`` changes nothing.
+    Packing (see :class:`repmatch.batching.PackedBatch`) passes explicit position ids restarting
+    at every sequence and a block-diagonal attention mask, and reads each sequence's first token
+    through ``block`` (:func:`first_position_block`). Position ids count from 0 (BERT, ELECTRA)
+    or from ``pad_token_id + 1`` (RoBERTa); both are tried on a random probe of two sequences,
+    packed and padded. None: packing does not reproduce the padded logits (or no ``block``).
+    """
+    if block is None:
+        return None
+    generator = torch.Generator().manual_seed(1)
+    vocab = min(int(getattr(model.config, "vocab_size", 1000)), 1000)
+    device = next(model.parameters()).device
+    lengths = (5, 3)
+    ids = torch.randint(5, vocab, (sum(lengths),), generator=generator).to(device)
+    padded = torch.zeros(2, max(lengths), dtype=torch.long, device=device)
+    padded_mask = torch.zeros_like(padded)
+    for row, (start, length) in enumerate(zip((0, lengths[0]), lengths, strict=True)):
+        padded[row, :length] = ids[start : start + length]
+        padded_mask[row, :length] = 1
+    segment = torch.tensor([0] * lengths[0] + [1] * lengths[1], device=device)
+    packed_mask = (segment[:, None] == segment[None, :])[None, None]  # (1, 1, T, T)
+    starts = (torch.zeros(2, dtype=torch.long, device=device), torch.tensor([0, lengths[0]]))
+    pad_id = model.config.pad_token_id or 0
+    try:
+        with torch.no_grad(), first_position_only(block):
+            expected = model(input_ids=padded, attention_mask=padded_mask).logits
+        for offset in dict.fromkeys((0, pad_id + 1)):
+            positions = torch.cat([torch.arange(n) for n in lengths]).to(device) + offset
+            with torch.no_grad(), first_position_only(block, (starts[0], starts[1].to(device))):
+                logits = model(
+                    input_ids=ids[None], attention_mask=packed_mask, position_ids=positions[None]
+                ).logits
+            if logits.shape == expected.shape and torch.allclose(
+                logits, expected, rtol=1e-4, atol=1e-5
+            ):
+                return offset
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        return None
+    return None
+
+
+@contextmanager
+def first_position_only(
+    block: nn.Module | None, at: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> Iterator[None]:
+    """Inside: ``block`` (from :func:`first_position_block`) sees one position per sequence.
+
+    Its (R, T, H) inputs are cut to (N, 1, H): position 0 of every row, or with ``at`` (two (N,)
+    tensors: rows and columns) the first tokens of sequences packed into rows. Every later layer
+    then works on those positions only, and the logits come out one row per sequence, in the
+    order of ``at``. ``None`` changes nothing.
     """
     if block is None:
         yield
         return
 
+    def first(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[:, :1] if at is None else tensor[at[0], at[1]].unsqueeze(1)
+
     def cut(module: nn.Module, args: tuple) -> tuple:
-        return tuple(a[:, :1] if isinstance(a, torch.Tensor) and a.ndim == 3 else a for a in args)
+        return tuple(first(a) if isinstance(a, torch.Tensor) and a.ndim == 3 else a for a in args)
 
     handle = block.register_forward_pre_hook(cut)
     try:

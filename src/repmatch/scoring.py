@@ -30,6 +30,7 @@ from repmatch import __version__
 from repmatch.adapters import Adapter, load_adapter
 from repmatch.batching import (
     EncodedExamples,
+    PackedBatch,
     length_grouped_batches,
     padding_aware_batches,
 )
@@ -55,6 +56,7 @@ from repmatch.models import (
     first_position_only,
     load_classifier,
     load_tokenizer,
+    packed_position_offset,
     portable_model_name,
     resolve_device,
 )
@@ -64,6 +66,9 @@ from repmatch.training import check_labels
 logger = logging.getLogger(__name__)
 
 _RUN_FILE = "run.json"
+
+_PACK_WIDTH = 32
+"""Tokens per row when short sequences are packed (rows widen to fit the longest sequence)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,13 @@ class InstanceScorer:
         self.lora = StackedLora(self.model, self.targets, scaling=config.alpha / config.rank)
         # BERT-style heads read the last layer at [CLS] only: skip its other positions there.
         self.readout_block = first_position_block(self.model)
+        # One-step scores on the CPU pack short sequences into rows where that is exact: no
+        # padding and few, large batches (None: padded batches).
+        self.position_offset = (
+            packed_position_offset(self.model, self.readout_block)
+            if self.device.type == "cpu" and config.steps == 1
+            else None
+        )
 
     @staticmethod
     def _targets(reference: Adapter, config: ScoreConfig) -> list[str]:
@@ -191,13 +203,21 @@ class InstanceScorer:
         return chosen
 
     def instance_subspaces(
-        self, batch: dict[str, torch.Tensor], labels: torch.Tensor
+        self,
+        batch: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        packed: PackedBatch | None = None,
     ) -> dict[int, dict[str, torch.Tensor]]:
-        """Singular vectors of every instance's ΔW: seed -> layer -> (N, d, r), on ``device``."""
+        """Singular vectors of every instance's ΔW: seed -> layer -> (N, d, r), on ``device``.
+
+        ``batch``: padded model inputs, one instance per row, or ``packed.inputs`` with ``packed``
+        (one-step scores only); ``labels``: (N,) in row or packed order.
+        """
         config = self.config
         batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
         labels = labels.to(self.device)
-        with first_position_only(self.readout_block):
+        at = packed.starts if packed is not None else None
+        with first_position_only(self.readout_block, at):
             if config.steps == 1:
                 stacked = {
                     name: torch.cat([self.initial[s][name] for s in config.seeds])
@@ -211,6 +231,7 @@ class InstanceScorer:
                     config.adamw,
                     scaling=self.lora.scaling,
                     regression=self.regression,
+                    segments=packed.segments if packed is not None else None,
                 )
                 r = config.rank
                 per_seed = {
@@ -247,6 +268,16 @@ class InstanceScorer:
         encoded = EncodedExamples(self.tokenizer, examples, max_length=config.max_length)
         labels = torch.as_tensor(examples.labels)
         scores = torch.empty(len(config.seeds), len(examples), len(self.targets))
+        if self.position_offset is not None:  # batches of similar lengths, packed into rows
+            for positions in length_grouped_batches(encoded.lengths, config.batch_size):
+                width = max(_PACK_WIDTH, int(encoded.lengths[positions].max()))
+                packed = encoded.packed(
+                    positions, width, position_offset=self.position_offset, device=self.device
+                )
+                scores[:, packed.order] = self.score_batch(
+                    packed.inputs, labels[packed.order], packed
+                ).cpu()
+            return scores
         if self.device.type == "cpu":  # compute is the cost: spend as little on padding as pays
             batches = padding_aware_batches(encoded.lengths, config.batch_size)
         else:  # on an accelerator a batch's fixed cost dominates: fill every batch
@@ -256,9 +287,14 @@ class InstanceScorer:
             scores[:, positions] = self.score_batch(batch, labels[positions]).cpu()
         return scores
 
-    def score_batch(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def score_batch(
+        self,
+        batch: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        packed: PackedBatch | None = None,
+    ) -> torch.Tensor:
         """Per-seed, per-layer RepMatch against the reference: (S, N, L), on ``device``."""
-        subspaces = self.instance_subspaces(batch, labels)
+        subspaces = self.instance_subspaces(batch, labels, packed)
         return torch.stack(
             [
                 torch.stack(
