@@ -17,7 +17,8 @@ One step has a closed form. PEFT starts from B = 0, so A gets no gradient and Ad
 with h_t the layer's input and \delta_t the loss gradient at its output for token t. B = 0 leaves
 the forward pass unchanged, so no LoRA factors are attached at all: hooks record A_0 h_t and the
 layer outputs, one backward gives every \delta, and several LoRA seeds share the pass (their A_0
-stacked along the rank axis, the columns of g split back per seed).
+stacked along the rank axis, the columns of g split back per seed). With sequences packed into
+rows the sum over t runs over each instance's own tokens.
 """
 
 from __future__ import annotations
