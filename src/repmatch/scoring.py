@@ -214,6 +214,8 @@ class InstanceScorer:
         (one-step scores only); ``labels``: (N,) in row or packed order.
         """
         config = self.config
+        if packed is not None and config.steps != 1:
+            raise ValueError("packed rows are for one-step scores only (steps == 1)")
         batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
         labels = labels.to(self.device)
         at = packed.starts if packed is not None else None
