@@ -218,10 +218,7 @@ def first_position_block(model: PreTrainedModel) -> nn.Module | None:
     block = getattr(getattr(layers[-1], "attention", None), "output", None)
     if not isinstance(block, nn.Module):
         return None
-    generator = torch.Generator().manual_seed(0)
-    vocab = min(int(getattr(model.config, "vocab_size", 1000)), 1000)
-    device = next(model.parameters()).device
-    input_ids = torch.randint(5, vocab, (2, 7), generator=generator).to(device)
+    input_ids = _probe_ids(model, (2, 7), seed=0)
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 5:] = 0
     try:
@@ -231,9 +228,7 @@ def first_position_block(model: PreTrainedModel) -> nn.Module | None:
                 pruned = model(input_ids=input_ids, attention_mask=attention_mask).logits
     except (RuntimeError, ValueError, IndexError, TypeError):
         return None
-    if pruned.shape != full.shape or not torch.allclose(pruned, full, rtol=1e-4, atol=1e-5):
-        return None
-    return block
+    return block if _same_logits(pruned, full) else None
 
 
 def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> int | None:
@@ -247,11 +242,9 @@ def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> i
     """
     if block is None:
         return None
-    generator = torch.Generator().manual_seed(1)
-    vocab = min(int(getattr(model.config, "vocab_size", 1000)), 1000)
-    device = next(model.parameters()).device
     lengths = (5, 3)
-    ids = torch.randint(5, vocab, (sum(lengths),), generator=generator).to(device)
+    ids = _probe_ids(model, (sum(lengths),), seed=1)
+    device = ids.device
     padded = torch.zeros(2, max(lengths), dtype=torch.long, device=device)
     padded_mask = torch.zeros_like(padded)
     for row, (start, length) in enumerate(zip((0, lengths[0]), lengths, strict=True)):
@@ -259,24 +252,33 @@ def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> i
         padded_mask[row, :length] = 1
     segment = torch.tensor([0] * lengths[0] + [1] * lengths[1], device=device)
     packed_mask = (segment[:, None] == segment[None, :])[None, None]  # (1, 1, T, T)
-    starts = (torch.zeros(2, dtype=torch.long, device=device), torch.tensor([0, lengths[0]]))
+    starts = (torch.tensor([0, 0], device=device), torch.tensor([0, lengths[0]], device=device))
     pad_id = model.config.pad_token_id or 0
     try:
         with torch.no_grad(), first_position_only(block):
             expected = model(input_ids=padded, attention_mask=padded_mask).logits
         for offset in dict.fromkeys((0, pad_id + 1)):
             positions = torch.cat([torch.arange(n) for n in lengths]).to(device) + offset
-            with torch.no_grad(), first_position_only(block, (starts[0], starts[1].to(device))):
+            with torch.no_grad(), first_position_only(block, starts):
                 logits = model(
                     input_ids=ids[None], attention_mask=packed_mask, position_ids=positions[None]
                 ).logits
-            if logits.shape == expected.shape and torch.allclose(
-                logits, expected, rtol=1e-4, atol=1e-5
-            ):
+            if _same_logits(logits, expected):
                 return offset
     except (RuntimeError, ValueError, IndexError, TypeError):
         return None
     return None
+
+
+def _probe_ids(model: PreTrainedModel, shape: tuple[int, ...], *, seed: int) -> torch.Tensor:
+    """Random token ids (no special ones) on the model's device, for start-up probes."""
+    vocab = min(int(getattr(model.config, "vocab_size", 1000)), 1000)
+    ids = torch.randint(5, vocab, shape, generator=torch.Generator().manual_seed(seed))
+    return ids.to(next(model.parameters()).device)
+
+
+def _same_logits(logits: torch.Tensor, expected: torch.Tensor) -> bool:
+    return logits.shape == expected.shape and torch.allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
 @contextmanager
