@@ -9,3 +9,10 @@ traceback.
 
 class RepmatchError(Exception):
     """A problem with the user's input, explained in one line."""
+
+
+def first_line(exc: BaseException, width: int = 200) -> str:
+    """The first line of an exception's message, shortened to ``width`` characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,144 @@
+"""Which columns hold the text(s), label and id, and reading text columns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from repmatch.data.readers import Table
+from repmatch.data.spec import FLAGS, DataSpec
+from repmatch.errors import RepmatchError
+
+TEXT_PAIR_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("premise", "hypothesis"),
+    ("sentence1", "sentence2"),
+    ("question1", "question2"),
+)
+TEXT_COLUMNS: tuple[str, ...] = ("text", "sentence", "review", "content", "document")
+LABEL_COLUMNS: tuple[str, ...] = ("label", "labels", "gold_label", "score")
+ID_COLUMNS: tuple[str, ...] = ("id", "idx")
+
+
+def preview(names: Sequence[object], limit: int = 30) -> str:
+    """Comma-separated names, shortened when there are many."""
+    shown = ", ".join(str(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _explicit(table: Table, column: str, field: str) -> str:
+    """Check that a column the user named exists."""
+    if column not in table.columns:
+        raise RepmatchError(
+            f"column {column!r} not found in {table.where}; available columns: "
+            f"{preview(table.columns)}; pass {FLAGS[field]}"
+        )
+    return column
+
+
+def _auto(
+    table: Table, candidates: Sequence[str], exclude: Sequence[str | None] = ()
+) -> str | None:
+    """The first candidate column present (exact name first, then ignoring case)."""
+    by_lower: dict[str, str] = {}
+    for column in table.columns:
+        if column not in exclude:
+            by_lower.setdefault(column.lower(), column)
+    for candidate in candidates:
+        if candidate in table.columns and candidate not in exclude:
+            return candidate
+    for candidate in candidates:
+        if candidate.lower() in by_lower:
+            return by_lower[candidate.lower()]
+    return None
+
+
+def choose_columns(spec: DataSpec, table: Table) -> dict[str, str | None]:
+    """The text, text_pair, label and id columns to use (``None`` where absent)."""
+    text: str | None = None
+    pair: str | None = None
+    if spec.text_column is not None:
+        text = _explicit(table, spec.text_column, "text_column")
+        if spec.text_pair_column is not None:
+            pair = _explicit(table, spec.text_pair_column, "text_pair_column")
+    elif spec.text_pair_column is not None:
+        pair = _explicit(table, spec.text_pair_column, "text_pair_column")
+        firsts = [a for a, b in TEXT_PAIR_COLUMNS if b == pair.lower()]
+        text = _auto(table, firsts + [a for a, _ in TEXT_PAIR_COLUMNS] + list(TEXT_COLUMNS), [pair])
+    else:
+        for first, second in TEXT_PAIR_COLUMNS:
+            a, b = _auto(table, [first]), _auto(table, [second])
+            if a is not None and b is not None:
+                text, pair = a, b
+                break
+        else:
+            text = _auto(table, TEXT_COLUMNS)
+    if text is None:
+        raise RepmatchError(
+            f"no text column found in {table.where} (columns: {preview(table.columns)}); "
+            "pass --text-column"
+        )
+    if spec.label_column is not None:
+        label = _explicit(table, spec.label_column, "label_column")
+    else:
+        label = _auto(table, LABEL_COLUMNS, [text, pair])
+        if label is None:
+            raise RepmatchError(
+                f"no label column found in {table.where} (columns: {preview(table.columns)}); "
+                "pass --label-column"
+            )
+    if spec.id_column is not None:
+        id_column: str | None = _explicit(table, spec.id_column, "id_column")
+    else:
+        id_column = _auto(table, ID_COLUMNS, [text, pair, label])
+    used = [c for c in (text, pair, label, id_column) if c is not None]
+    if len(set(used)) != len(used):
+        raise RepmatchError(
+            f"the same column is used twice in {table.where} (text={text!r}, text_pair={pair!r}, "
+            f"label={label!r}, id={id_column!r}); pass distinct columns"
+        )
+    return {"text": text, "text_pair": pair, "label": label, "id": id_column}
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+
+
+def is_missing(value: object) -> bool:
+    """True for None, NA, NaT and NaN."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    return False
+
+
+def read_texts(table: Table, column: str) -> list[str]:
+    """A text column as strings; missing or non-string values are an error."""
+    values = table.get(column)
+    if all(type(v) is str for v in values):
+        return values
+    out: list[str] = []
+    for row, value in enumerate(values):
+        if isinstance(value, str):
+            out.append(str(value))
+            continue
+        if is_missing(value):
+            count = sum(1 for v in values if is_missing(v))
+            raise RepmatchError(
+                f"text column {column!r} in {table.where} is missing in {count} rows "
+                f"(first: row {row}, counting from 0); fill or drop those rows"
+            )
+        raise RepmatchError(
+            f"text column {column!r} in {table.where} holds {short_repr(value)} "
+            f"({type(value).__name__}) in row {row}, not a string; pass the right --text-column"
+        )
+    return out
+
+
+def short_repr(value: object, width: int = 40) -> str:
+    """``repr(value)`` shortened to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

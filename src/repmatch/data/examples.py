@@ -1,0 +1,113 @@
+"""What was loaded: :class:`Examples`, texts, labels and stable ids of (a subset of) a split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from repmatch.data.spec import DataSpec, TaskKind
+
+_FINGERPRINT_VERSION = "repmatch-examples-v1"
+
+
+@dataclass(eq=False)
+class Examples:
+    """A loaded (subset of a) dataset.
+
+    Positions run 0..n-1; ``ids`` are the stable instance ids (the row index in the split, or the
+    values of the id column). ``labels`` are int64 class indices for classification kinds and
+    float32 for regression. ``num_labels`` counts the classes of the full split, so a subset
+    missing a class still has the full count. ``label_names`` gives the class names when labels
+    were strings (mapped in sorted order) or the Hub dataset names its classes, else ``None``.
+    ``columns`` records the columns used under the keys text, text_pair, label and id.
+    """
+
+    name: str
+    task: TaskKind
+    texts: list[str]
+    text_pairs: list[str] | None
+    labels: np.ndarray
+    ids: list[int] | list[str]
+    num_labels: int
+    label_names: list[str] | None
+    columns: dict[str, str | None]
+    spec: DataSpec | None = None  # what these were loaded from; None once re-selected
+
+    def __post_init__(self) -> None:
+        """Check that the per-instance fields have one entry per instance."""
+        n = len(self.texts)
+        sizes = [len(self.ids), len(self.labels)]
+        if self.text_pairs is not None:
+            sizes.append(len(self.text_pairs))
+        if any(size != n for size in sizes):
+            raise ValueError(f"Examples fields have different lengths: {n} texts vs {sizes}")
+
+    def __len__(self) -> int:
+        """Number of instances."""
+        return len(self.texts)
+
+    def __repr__(self) -> str:
+        """Short summary (the texts would be far too long to show)."""
+        return (
+            f"Examples(name={self.name!r}, task={self.task!r}, n={len(self)}, "
+            f"num_labels={self.num_labels}, columns={self.columns!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field, including label values and dtype, is equal."""
+        if not isinstance(other, Examples):
+            return NotImplemented
+        return (
+            self.name == other.name
+            and self.task == other.task
+            and self.texts == other.texts
+            and self.text_pairs == other.text_pairs
+            and self.labels.dtype == other.labels.dtype
+            and np.array_equal(self.labels, other.labels)
+            and self.ids == other.ids
+            and self.num_labels == other.num_labels
+            and self.label_names == other.label_names
+            and self.columns == other.columns
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def select(self, positions: Sequence[int] | np.ndarray) -> Examples:
+        """A new :class:`Examples` holding the instances at ``positions``, in that order."""
+        index = np.asarray(positions)
+        if index.size == 0:
+            index = index.astype(np.int64)
+        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+            raise TypeError(f"positions must be a 1-d sequence of ints, got dtype {index.dtype}")
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(
+                f"positions must lie in 0..{len(self) - 1}, got {int(index.min())}.."
+                f"{int(index.max())}"
+            )
+        picks = index.tolist()
+        return Examples(
+            name=self.name,
+            task=self.task,
+            texts=[self.texts[i] for i in picks],
+            text_pairs=None if self.text_pairs is None else [self.text_pairs[i] for i in picks],
+            labels=self.labels[index].copy(),
+            ids=[self.ids[i] for i in picks],
+            num_labels=self.num_labels,
+            label_names=None if self.label_names is None else list(self.label_names),
+            columns=dict(self.columns),
+        )
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest over task, ids, texts, text pairs and labels.
+
+        Stable across runs and machines; any change to a text, label or id (including an id's
+        type, ``5`` vs ``"5"``) changes it. Names, columns and label names are not included.
+        """
+        labels = self.labels.tolist()
+        payload = [_FINGERPRINT_VERSION, self.task, self.ids, self.texts, self.text_pairs, labels]
+        data = json.dumps(payload, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
+        return hashlib.sha256(data.encode("ascii")).hexdigest()

@@ -1,0 +1,180 @@
+"""Labels, ids and the task kind: interpreting the label and id columns of a full split."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from repmatch.data.columns import is_missing, short_repr
+from repmatch.data.readers import Table
+from repmatch.data.spec import DataSpec, is_int
+from repmatch.errors import RepmatchError
+
+_INT_TEXT = re.compile(r"[+-]?\d+")
+_CANONICAL_INT = re.compile(r"-?(0|[1-9]\d*)")
+
+
+def _numbers_from_text(values: list[Any]) -> list[Any]:
+    """Turn csv/tsv cell strings into ints or floats when every non-empty cell is one."""
+    present = [v for v in values if isinstance(v, str) and v.strip()]
+    if not present:
+        return values
+    if all(_INT_TEXT.fullmatch(v.strip()) for v in present):
+        return [int(v) if isinstance(v, str) and v.strip() else v for v in values]
+    try:
+        floats = [float(v) for v in present]
+    except ValueError:
+        return values
+    if any(math.isnan(f) for f in floats):  # "nan" as a label is not a number to convert
+        return values
+    return [float(v) if isinstance(v, str) and v.strip() else v for v in values]
+
+
+@dataclass
+class Labels:
+    """Label column of the full split, interpreted."""
+
+    column: str
+    kind: Literal["int", "float", "str"]
+    raw: np.ndarray  # int64 class values (may be negative) / float64 / int64 string indices
+    names: list[str] | None  # class names for "str" (sorted) or from the Hub
+
+
+def read_labels(table: Table, column: str) -> Labels:
+    """Interpret the label column of the full split (ints, fractional floats or strings)."""
+    values = table.get(column)
+    if table.untyped:
+        values = _numbers_from_text(values)
+    missing = [
+        row
+        for row, v in enumerate(values)
+        if is_missing(v) or (isinstance(v, str) and not v.strip())
+    ]
+    if missing:
+        raise RepmatchError(
+            f"label column {column!r} in {table.where} is missing in {len(missing)} rows "
+            f"(first: row {missing[0]}, counting from 0); fill or drop those rows"
+        )
+    kinds: dict[str, int] = {}
+    for row, value in enumerate(values):
+        if isinstance(value, (bool, np.bool_, str)):
+            kind = "str"
+        elif isinstance(value, (int, np.integer)):
+            kind = "int"
+        elif isinstance(value, (float, np.floating)):
+            kind = "float"
+        else:
+            raise RepmatchError(
+                f"label column {column!r} in {table.where} holds a {type(value).__name__} "
+                f"({short_repr(value)}) in row {row}; labels must be numbers or strings, "
+                "pass the right --label-column"
+            )
+        kinds.setdefault(kind, row)
+    if "str" in kinds and len(kinds) > 1:
+        number_row = min(row for kind, row in kinds.items() if kind != "str")
+        raise RepmatchError(
+            f"label column {column!r} in {table.where} mixes strings (row {kinds['str']}) and "
+            f"numbers (row {number_row}); make the labels all one type"
+        )
+    if "str" in kinds:
+        strings = [str(v) for v in values]
+        names = sorted(set(strings))
+        index = {name: i for i, name in enumerate(names)}
+        return Labels(column, "str", np.array([index[s] for s in strings], dtype=np.int64), names)
+    raw = np.asarray(values, dtype=np.float64) if "float" in kinds else None
+    if raw is not None:
+        bad = np.flatnonzero(~np.isfinite(raw))
+        if bad.size:
+            raise RepmatchError(
+                f"label column {column!r} in {table.where} holds {values[bad[0]]} in row "
+                f"{bad[0]}; labels must be finite numbers"
+            )
+        if not np.all(raw == np.round(raw)):
+            return Labels(column, "float", raw, None)
+    ints = np.asarray(values if raw is None else raw, dtype=np.int64)
+    return Labels(column, "int", ints, table.class_names.get(column))
+
+
+def read_ids(table: Table, column: str | None) -> list[int] | list[str]:
+    """Stable ids: the id column's values (unique ints or strings) or the row numbers."""
+    if column is None:
+        return list(range(table.num_rows))
+    values = table.get(column)
+    if table.untyped and all(_CANONICAL_INT.fullmatch(v) for v in values):
+        # Only canonical integers become ints, so ids such as "007" keep their spelling.
+        values = [int(v) for v in values]
+    out: list[Any] = []
+    seen_types: set[type] = set()
+    for row, value in enumerate(values):
+        if is_missing(value) or (isinstance(value, str) and not value.strip()):
+            raise RepmatchError(
+                f"id column {column!r} in {table.where} is missing in row {row}; "
+                "fill it or pass another --id-column"
+            )
+        if isinstance(value, str):
+            out.append(str(value))
+        elif is_int(value):
+            out.append(int(value))
+        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+            out.append(int(value))
+        else:
+            raise RepmatchError(
+                f"id column {column!r} in {table.where} holds a {type(value).__name__} "
+                f"({short_repr(value)}) in row {row}; ids must be whole numbers or strings"
+            )
+        seen_types.add(type(out[-1]))
+    if len(seen_types) > 1:
+        raise RepmatchError(
+            f"id column {column!r} in {table.where} mixes numbers and strings; "
+            "make the ids all one type or pass another --id-column"
+        )
+    first_row: dict[Any, int] = {}
+    for row, value in enumerate(out):
+        if value in first_row:
+            raise RepmatchError(
+                f"id column {column!r} in {table.where} repeats id {value!r} "
+                f"(rows {first_row[value]} and {row}); ids must be unique, pass another --id-column"
+            )
+        first_row[value] = row
+    return out
+
+
+def detect_task(spec: DataSpec, labels: Labels, columns: dict[str, str | None], where: str) -> str:
+    """The task kind: explicit, else from the labels and text columns; checks they agree."""
+    label_column = columns["label"] or ""
+    if spec.task is not None:
+        task: str = spec.task
+    elif labels.kind == "float" or label_column.lower() == "score":
+        task = "regression"
+    elif columns["text_pair"] is not None:
+        task = "pair-classification"
+    else:
+        task = "classification"
+    if task == "regression" and labels.kind == "str":
+        raise RepmatchError(
+            f"task 'regression' needs numeric labels, but {label_column!r} in {where} holds "
+            f"strings (e.g. {labels.names[0]!r}); pass --task classification or another "
+            "--label-column"
+        )
+    if task != "regression" and labels.kind == "float":
+        example = next(v for v in labels.raw if v != round(v))
+        raise RepmatchError(
+            f"task {task!r} needs whole-number or string labels, but {label_column!r} in {where} "
+            f"holds {example:g}; pass --task regression"
+        )
+    if task == "pair-classification" and columns["text_pair"] is None:
+        raise RepmatchError(
+            f"task 'pair-classification' needs a second text column, but none was found in "
+            f"{where}; pass --text-pair-column"
+        )
+    if task == "classification" and columns["text_pair"] is not None:
+        raise RepmatchError(
+            f"task 'classification' takes one text column, but {where} has the pair "
+            f"{columns['text']!r}/{columns['text_pair']!r}; pass --task pair-classification, "
+            "or --text-column alone to use one text"
+        )
+    return task

@@ -1,0 +1,161 @@
+"""What to load: :class:`DataSpec`, the source and the subset of it, validated field by field."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from repmatch.errors import RepmatchError
+
+TaskKind = Literal["classification", "pair-classification", "regression"]
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
+
+FLAGS = {
+    "source": "the data source",
+    "split": "--split",
+    "hub_config": "--hub-config",
+    "text_column": "--text-column",
+    "text_pair_column": "--text-pair-column",
+    "label_column": "--label-column",
+    "id_column": "--id-column",
+    "task": "--task",
+    "limit": "--limit",
+    "sample": "--sample",
+    "seed": "--sample-seed",
+    "indices_file": "--indices-file",
+    "labels": "--labels",
+}
+"""The command-line flag of each spec field, for messages."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data is and which part of it to use.
+
+    Saved as JSON next to outputs, so every field is JSON-serialisable (see :meth:`to_dict`).
+    ``split`` applies to folders and Hub names (default ``'train'``; a folder without a train split
+    but with a single file uses that file). Column names and ``task`` are detected when ``None``.
+    The subset is cut in this order: ``labels`` filter, ``indices_file``, then ``limit`` (first N)
+    or ``sample`` (N at random with ``seed``, kept in data order).
+    """
+
+    source: str
+    split: str | None = None
+    hub_config: str | None = None
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    id_column: str | None = None
+    task: TaskKind | None = None
+    limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    indices_file: str | None = None
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Check every field, normalising paths to ``str`` and ``labels`` to a tuple of ``str``."""
+        for field in ("source", "indices_file"):
+            value = getattr(self, field)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, field, os.fspath(value))
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise RepmatchError(
+                f"data source must be a file, folder or Hugging Face Hub name, got {self.source!r}"
+            )
+        for field in (
+            "split",
+            "hub_config",
+            "text_column",
+            "text_pair_column",
+            "label_column",
+            "id_column",
+            "indices_file",
+        ):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise RepmatchError(
+                    f"{field} must be a non-empty string, got {value!r}; fix {FLAGS[field]}"
+                )
+        if self.task is not None and self.task not in TASK_KINDS:
+            raise RepmatchError(
+                f"task {self.task!r} is not one of {', '.join(TASK_KINDS)}; "
+                "pass one of them to --task or leave it out to detect it"
+            )
+        for field in ("limit", "sample"):
+            value = getattr(self, field)
+            if value is not None and (not is_int(value) or value < 1):
+                raise RepmatchError(
+                    f"{field} must be a positive whole number, got {value!r}; "
+                    f"pass {FLAGS[field]} N with N >= 1"
+                )
+        if self.limit is not None and self.sample is not None:
+            raise RepmatchError(
+                f"limit={self.limit} and sample={self.sample} cannot be used together; "
+                "pass either --limit or --sample"
+            )
+        if not is_int(self.seed) or self.seed < 0:
+            raise RepmatchError(
+                f"seed must be a whole number >= 0, got {self.seed!r}; fix --sample-seed"
+            )
+        if self.labels is not None:
+            object.__setattr__(self, "labels", _normalise_label_filter(self.labels))
+        named = [
+            (field, getattr(self, field))
+            for field in ("text_column", "text_pair_column", "label_column", "id_column")
+            if getattr(self, field) is not None
+        ]
+        for i, (field, value) in enumerate(named):
+            for other, other_value in named[i + 1 :]:
+                if value == other_value:
+                    raise RepmatchError(
+                        f"{field} and {other} are both {value!r}; "
+                        f"pass different columns to {FLAGS[field]} and {FLAGS[other]}"
+                    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-serialisable dict (``labels`` as a list)."""
+        out = dataclasses.asdict(self)
+        out["labels"] = list(self.labels) if self.labels is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataSpec:
+        """Rebuild a spec from :meth:`to_dict` output; unknown keys are an error."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            raise RepmatchError(
+                f"unknown data spec field {unknown[0]!r}; known fields: {', '.join(known)}"
+            )
+        return cls(**dict(data))
+
+
+def is_int(value: object) -> bool:
+    """True for a whole number that is not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _normalise_label_filter(labels: object) -> tuple[str, ...]:
+    """The ``labels`` filter as a tuple of strings; a single value becomes a 1-tuple."""
+    if isinstance(labels, (str, int)):
+        labels = (labels,)
+    if not isinstance(labels, Sequence) or isinstance(labels, bytes):
+        raise RepmatchError(
+            f"labels must be a list of label values or names, got {labels!r}; fix --labels"
+        )
+    out = []
+    for label in labels:
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise RepmatchError(
+                f"labels must be strings (label values or names), got {label!r}; fix --labels"
+            )
+        out.append(str(label).strip() if isinstance(label, str) else str(label))
+    if not out:
+        raise RepmatchError("labels filter is empty; pass at least one label to --labels")
+    return tuple(out)

@@ -1,0 +1,170 @@
+"""Cutting the subset of a split: label filter, indices file, then limit or random sample."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repmatch.data.columns import preview
+from repmatch.data.labels import Labels
+from repmatch.data.readers import Table, decode, read_bytes
+from repmatch.data.spec import DataSpec
+from repmatch.errors import RepmatchError
+
+logger = logging.getLogger(__name__)
+
+
+def _read_indices_file(path_text: str) -> list[str]:
+    """Ids listed in an indices file (one per line, or a JSON list), as strings."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise RepmatchError(f"indices file not found: {path_text!r}; fix --indices-file")
+    where = path.name
+    text = decode(read_bytes(path, path.name.lower().endswith(".gz")), where)
+    if path.name.lower().removesuffix(".gz").endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RepmatchError(
+                f"indices file {where} is not valid JSON ({exc.msg}); it must be a JSON list of ids"
+            ) from exc
+        if not isinstance(data, list) or not all(
+            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in data
+        ):
+            raise RepmatchError(
+                f"indices file {where} must hold a JSON list of ids (strings or whole numbers)"
+            )
+        ids = [str(v) for v in data]
+    else:
+        ids = [line.strip() for line in text.split("\n") if line.strip()]
+    seen: set[str] = set()
+    for value in ids:
+        if value in seen:
+            raise RepmatchError(
+                f"indices file {where} lists id {value!r} more than once; list each id once"
+            )
+        seen.add(value)
+    return ids
+
+
+def _empty(name: str, step: str, hint: str) -> RepmatchError:
+    """The error for a subset that some step left empty."""
+    return RepmatchError(f"the subset of {name} is empty after {step}; {hint}")
+
+
+def cut_subset(
+    spec: DataSpec,
+    table: Table,
+    task: str,
+    labels: Labels,
+    ids: list[int] | list[str],
+    id_column: str | None,
+) -> np.ndarray:
+    """Positions (into the full split) of the instances to keep, in order."""
+    positions = np.arange(table.num_rows, dtype=np.int64)
+    classification = task != "regression"
+    if spec.labels is not None:
+        if not classification:
+            raise RepmatchError(
+                f"--labels filters classes, but {table.name} is a regression task; "
+                "leave --labels out"
+            )
+        values, inverse = np.unique(labels.raw, return_inverse=True)
+        present: list[str] = []
+        wanted = set(spec.labels)
+        matched: set[str] = set()
+        keep_value = np.zeros(len(values), dtype=bool)
+        for i, value in enumerate(values.tolist()):
+            keys = _names_for(labels, value)
+            present.append(keys[-1] if len(keys) == 1 else f"{keys[0]} ({keys[1]})")
+            hits = wanted.intersection(keys)
+            if hits:
+                keep_value[i] = True
+                matched.update(hits)
+        if not keep_value.any():
+            raise _empty(
+                table.name,
+                f"the label filter --labels {' '.join(spec.labels)}",
+                f"labels in this split: {preview(present)}; fix --labels",
+            )
+        unmatched = [label for label in spec.labels if label not in matched]
+        if unmatched:
+            logger.warning(
+                "--labels %s match no instance of %s (labels present: %s)",
+                " ".join(unmatched),
+                table.name,
+                preview(present),
+            )
+        positions = positions[keep_value[inverse]]
+    if classification and labels.kind == "int":
+        negative = positions[labels.raw[positions] < 0]
+        if negative.size:
+            valid = " ".join(str(v) for v in sorted({v for v in labels.raw.tolist() if v >= 0}))
+            raise RepmatchError(
+                f"label column {labels.column!r} in {table.name} holds negative label "
+                f"{labels.raw[negative[0]]} in {negative.size} rows (first: row {negative[0]}); "
+                f"negative labels usually mark unlabelled rows, keep real ones with "
+                f"--labels {valid or '0'}"
+            )
+    if spec.indices_file is not None:
+        wanted_ids = _read_indices_file(spec.indices_file)
+        where = Path(spec.indices_file).name
+        if not wanted_ids:
+            raise _empty(table.name, f"the indices file {where}", "it lists no ids; add ids to it")
+        lookup = {str(value): row for row, value in enumerate(ids)}
+        missing = [value for value in wanted_ids if value not in lookup]
+        if missing:
+            kind = f"values of column {id_column!r}" if id_column else "row numbers (from 0)"
+            raise RepmatchError(
+                f"indices file {where} lists {len(missing)} ids not in {table.name} "
+                f"(first: {missing[0]!r}); ids must be {kind} of this split"
+            )
+        kept = np.zeros(table.num_rows, dtype=bool)
+        kept[positions] = True
+        rows = [lookup[value] for value in wanted_ids]
+        positions = np.asarray([row for row in rows if kept[row]], dtype=np.int64)
+        if positions.size == 0:
+            raise _empty(
+                table.name,
+                f"the indices file {where}",
+                "none of its ids passed the label filter; check --labels and --indices-file",
+            )
+        if positions.size < len(rows):
+            logger.info(
+                "%d ids of %s were dropped by the label filter", len(rows) - positions.size, where
+            )
+    if spec.limit is not None:
+        if spec.limit > positions.size:
+            logger.info(
+                "--limit %d is more than the %d instances available in %s; using all",
+                spec.limit,
+                positions.size,
+                table.name,
+            )
+        positions = positions[: spec.limit]
+    elif spec.sample is not None:
+        if spec.sample > positions.size:
+            raise RepmatchError(
+                f"cannot sample {spec.sample} from {positions.size} instances of {table.name}; "
+                "lower --sample"
+            )
+        chosen = np.random.default_rng(spec.seed).choice(
+            positions.size, size=spec.sample, replace=False
+        )
+        positions = positions[np.sort(chosen)]
+    return positions
+
+
+def _names_for(labels: Labels, value: Any) -> list[str]:
+    """The strings that name one raw label value: its value, then its class name if known."""
+    if labels.kind == "str":
+        assert labels.names is not None
+        return [labels.names[int(value)]]
+    keys = [str(int(value))]
+    if labels.names is not None and 0 <= int(value) < len(labels.names):
+        keys.append(labels.names[int(value)])
+    return keys
