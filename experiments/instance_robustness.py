@@ -21,8 +21,9 @@ from scipy.stats import spearmanr
 
 from repmatch.adapters import load_adapter
 from repmatch.batching import EncodedExamples
+from repmatch.compare import layer_scores
 from repmatch.data import DataSpec, Examples, load_examples
-from repmatch.grassmann import grassmann_grid, layer_similarity
+from repmatch.grassmann import repmatch_score
 from repmatch.pairwise import ensure_adapter
 from repmatch.scoring import InstanceScorer, ScoreConfig
 from repmatch.training import TrainConfig
@@ -30,8 +31,7 @@ from repmatch.training import TrainConfig
 
 def pairwise_repmatch(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]):
     """RepMatch between matching instances of two subspace sets: layer -> (N, d, r) -> (N,)."""
-    layers = [layer_similarity(grassmann_grid(first[name], second[name])) for name in first]
-    return torch.stack(layers, dim=-1).mean(dim=-1)
+    return repmatch_score(layer_scores(first, second, list(first)))
 
 
 def figure2(scorer: InstanceScorer, examples, seeds: list[int], rng: np.random.Generator) -> dict:

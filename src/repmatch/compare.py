@@ -76,13 +76,29 @@ def layer_subspaces(adapter: Adapter, side: Side = "left") -> dict[str, torch.Te
     }
 
 
+def layer_scores(
+    first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], layers: list[str]
+) -> torch.Tensor:
+    """Every layer's score (the maximum of its Grassmann grid), layers last: (..., L).
+
+    ``first[name]``: (..., d, r1) and ``second[name]``: (..., d, r2) singular vectors; batch dims
+    broadcast, so one call scores a whole batch of instances against a reference. The RepMatch
+    score is :func:`~repmatch.grassmann.repmatch_score` of the result (the mean over layers).
+    """
+    return torch.stack(
+        [layer_similarity(grassmann_grid(first[name], second[name])) for name in layers], dim=-1
+    )
+
+
 def score_subspaces(
     first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]
 ) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
     """RepMatch of two sets of per-layer subspaces with the same keys: (score, layers, grids)."""
-    grids = {name: grassmann_grid(first[name], second[name]) for name in first}
-    layers = {name: float(layer_similarity(grid)) for name, grid in grids.items()}
-    score = float(repmatch_score(torch.tensor(list(layers.values()))))
+    names = list(first)
+    grids = {name: grassmann_grid(first[name], second[name]) for name in names}
+    per_layer = torch.stack([layer_similarity(grid) for grid in grids.values()])
+    layers = {name: float(value) for name, value in zip(names, per_layer, strict=True)}
+    score = float(repmatch_score(per_layer))
     return score, layers, {name: grid.double().numpy() for name, grid in grids.items()}
 
 

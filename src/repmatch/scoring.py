@@ -34,16 +34,10 @@ from repmatch.batching import (
     length_grouped_batches,
     padding_aware_batches,
 )
-from repmatch.compare import layer_subspaces, short_layer_name
+from repmatch.compare import layer_scores, layer_subspaces, short_layer_name
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
-from repmatch.grassmann import (
-    Side,
-    grassmann_grid,
-    layer_similarity,
-    lowrank_singular_vectors,
-    repmatch_score,
-)
+from repmatch.grassmann import Side, lowrank_singular_vectors, repmatch_score
 from repmatch.instance_engine import (
     AdamWSettings,
     StackedLora,
@@ -299,15 +293,7 @@ class InstanceScorer:
         subspaces = self.instance_subspaces(batch, labels, packed)
         return torch.stack(
             [
-                torch.stack(
-                    [
-                        layer_similarity(
-                            grassmann_grid(by_layer[name], self.reference_subspaces[name])
-                        )
-                        for name in self.targets
-                    ],
-                    dim=-1,
-                )
+                layer_scores(by_layer, self.reference_subspaces, self.targets)
                 for by_layer in subspaces.values()
             ]
         )
