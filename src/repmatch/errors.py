@@ -8,7 +8,15 @@ traceback.
 
 
 class RepmatchError(Exception):
-    """A problem with the user's input, explained in one line."""
+    """A problem with the user's input, explained in one line.
+
+    ``field``: the configuration field at fault, when one is (e.g. ``"rank"``), so that the
+    command line can name its flag.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def first_line(exc: BaseException, width: int = 200) -> str:
