@@ -8,6 +8,7 @@ was trained. Folders from elsewhere work too, as long as they hold LoRA factors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -59,6 +60,16 @@ class Adapter:
     @property
     def ranks(self) -> dict[str, int]:
         return {name: f.rank for name, f in self.layers.items()}
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the base model, every factor and head weight: changes with any of them."""
+        digest = hashlib.sha256(self.base_model.encode())
+        tensors = {f"{name}.A": f.A for name, f in self.layers.items()}
+        tensors |= {f"{name}.B": f.B for name, f in self.layers.items()} | self.head
+        for key in sorted(tensors):
+            digest.update(key.encode())
+            digest.update(tensors[key].detach().cpu().contiguous().float().numpy().tobytes())
+        return digest.hexdigest()
 
 
 def load_adapter(path: str | Path) -> Adapter:
