@@ -23,7 +23,6 @@ import argparse
 import json
 import multiprocessing
 import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -32,14 +31,12 @@ import torch
 from transformers import BertConfig, BertModel
 
 from repmatch.adapters import load_adapter
+from repmatch.config import BUNDLED_MODEL
 from repmatch.data import DataSpec, load_examples
-from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
-from repmatch.pairwise import ensure_adapter
+from repmatch.literal_loop import LiteralLoop
+from repmatch.models import load_tokenizer, resolve_device
 from repmatch.scoring import InstanceScorer, ScoreConfig
-from repmatch.training import TrainConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from oracle import LiteralLoop  # noqa: E402  (the literal loop the equivalence tests use)
+from repmatch.training import TrainConfig, train_or_reuse
 
 
 def random_bert_base(folder: Path) -> str:
@@ -120,7 +117,7 @@ def main() -> None:
         random_bert_base(Path(args.work) / "bert-base-random") if args.random_bert_base else None
     )
     train = TrainConfig(targets=tuple(args.targets), **({"model": model} if model else {}))
-    reference = ensure_adapter(
+    reference = train_or_reuse(
         reference_data,
         train,
         Path(args.work)

@@ -8,12 +8,12 @@ from peft import PeftModel
 
 import repmatch.training as training
 from conftest import ARCHITECTURES, FAST_TRAIN, VALUE_LEAF
-from oracle import literal_scores
 from repmatch.adapters import load_adapter
 from repmatch.compare import compare_adapters
 from repmatch.data import DataSpec, load_examples
+from repmatch.literal_loop import literal_scores
+from repmatch.lora import find_target_modules
 from repmatch.models import (
-    find_target_modules,
     first_position_block,
     first_position_only,
     load_classifier,

@@ -22,11 +22,11 @@ from scipy.stats import spearmanr
 from transformers import BertConfig, BertModel
 
 import repmatch.scoring
-from oracle import literal_layer_scores
 from repmatch.adapters import load_adapter
 from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
+from repmatch.literal_loop import literal_layer_scores
 from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
 from repmatch.scoring import InstanceScorer, ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter

@@ -1,12 +1,15 @@
-"""Test oracle: instance-level RepMatch computed by the literal per-instance loop.
+"""The paper's reset-and-train loop for instance-level RepMatch: slow, and obviously correct.
 
-This is the paper's reference procedure written as plainly as possible, with no batching and no
-closed forms, so that the batched engine of :mod:`repmatch.scoring` can be checked against it. For
-every instance: a fresh copy of the base model (with the reference adapter's head), the LoRA init
-drawn from the same seed, ``steps`` AdamW steps with batch size 1 on that instance alone (padded
-to a fixed length), the dense ΔW = s·B·A, a full SVD, and the Grassmann grid filled by a Python
-double loop, in float64 (or, with ``dtype=torch.float32``, in the authors' script's precision).
-Dropout is off (eval mode), as in the engine.
+This is the authors' procedure written as plainly as possible, for the tests (the batched engine of
+:mod:`repmatch.scoring` must give the same scores) and for the benchmark that times the engine
+against it (``benchmarks/bench_instance_scoring.py``). It is not meant for scoring real data.
+
+For every instance: a fresh copy of the base model with the reference adapter's head, the LoRA
+init drawn from the same seed, ``steps`` AdamW steps with batch size 1 on that instance alone
+(truncated at ``max_length`` tokens if given, then padded to a fixed ``pad_to``), the dense
+ΔW = s·B·A, a full SVD, and the Grassmann grid of eq. 1 filled by a Python double loop, in float64
+(or, with ``dtype=torch.float32``, in the authors' script's precision). Nothing is batched and no
+closed form is used; dropout is off (eval mode), as in the engine.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from peft import LoraConfig, get_peft_model
 from repmatch.adapters import load_adapter
 from repmatch.data import Examples
 from repmatch.models import load_classifier, load_tokenizer
+
+__all__ = ["LiteralLoop", "literal_layer_scores", "literal_scores"]
 
 
 def _singular_vectors(
@@ -45,7 +50,8 @@ def _best_phi(u1: torch.Tensor, u2: torch.Tensor) -> float:
 class LiteralLoop:
     """The reset-and-train loop, set up once for a reference adapter and scoring settings.
 
-    With ``checkpoint_dir`` it resets the way the authors' script does: the LoRA model and its
+    ``targets``: full names of the reference layers to score (default: all of them). With
+    ``checkpoint_dir`` it resets the way the authors' script does: the LoRA model and its
     optimizer are saved once and reloaded from disk (seed reset) before every instance; without
     it, every instance gets a deep copy of the base model and a fresh PEFT wrapper.
     """
@@ -57,12 +63,14 @@ class LiteralLoop:
         rank: int,
         alpha: float = 4.0,
         lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.01,
         eps: float = 1e-8,
         steps: int = 1,
         seed: int = 0,
         side: str = "left",
         targets: list[str] | None = None,
+        max_length: int | None = None,
         pad_to: int = 64,
         checkpoint_dir: Path | None = None,
         device: str = "cpu",
@@ -90,8 +98,13 @@ class LiteralLoop:
             for name in self.names
         }
         self.rank, self.alpha, self.steps, self.seed = rank, alpha, steps, seed
-        self.side, self.pad_to = side, pad_to
-        self.optimizer_settings = {"lr": lr, "weight_decay": weight_decay, "eps": eps}
+        self.side, self.max_length, self.pad_to = side, max_length, pad_to
+        self.optimizer_settings = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "weight_decay": weight_decay,
+            "eps": eps,
+        }
         self.checkpoint = None
         if checkpoint_dir is not None:
             model, optimizer = self._fresh(copy.deepcopy(self.base))
@@ -121,35 +134,54 @@ class LiteralLoop:
         torch.manual_seed(self.seed)
         return self._model, self._optimizer
 
+    def _inputs(self, examples: Examples, n: int) -> dict[str, torch.Tensor]:
+        """Instance ``n`` alone, truncated at ``max_length`` and right-padded to ``pad_to``."""
+        pair = examples.text_pairs[n] if examples.text_pairs is not None else None
+        encoded = self.tokenizer(
+            examples.texts[n],
+            pair,
+            truncation=self.max_length is not None,
+            max_length=self.max_length,
+        )
+        length = len(encoded["input_ids"])
+        if length > self.pad_to:
+            raise ValueError(f"instance {n} has {length} tokens, more than pad_to={self.pad_to}")
+        inputs = {"attention_mask": torch.zeros(1, self.pad_to, dtype=torch.long)}
+        inputs["attention_mask"][0, :length] = 1
+        for key in ("input_ids", "token_type_ids"):
+            if key in encoded:
+                fill = self.tokenizer.pad_token_id if key == "input_ids" else 0
+                inputs[key] = torch.full((1, self.pad_to), fill, dtype=torch.long)
+                inputs[key][0, :length] = torch.as_tensor(encoded[key])
+        return {key: tensor.to(self.device) for key, tensor in inputs.items()}
+
+    def delta_weights(self, examples: Examples, n: int) -> dict[str, torch.Tensor]:
+        """ΔW = s·B·A of every scored layer after training on instance ``n`` alone, in ``dtype``."""
+        peft_model, optimizer = self._reset()
+        inputs = self._inputs(examples, n)
+        label = torch.as_tensor(examples.labels[n : n + 1], device=self.device)
+        for _ in range(self.steps):
+            optimizer.zero_grad()
+            logits = peft_model(**inputs).logits
+            if self.regression:
+                loss = torch.nn.functional.mse_loss(logits.squeeze(-1), label.float())
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, label)
+            loss.backward()
+            optimizer.step()
+        updates = {}
+        for name in self.names:
+            layer = peft_model.base_model.model.get_submodule(name)
+            B = layer.lora_B["default"].weight.detach().to(self.dtype)
+            A = layer.lora_A["default"].weight.detach().to(self.dtype)
+            updates[name] = (B @ A) * (self.alpha / self.rank)
+        return updates
+
     def layer_scores(self, examples: Examples) -> np.ndarray:
         """Per-instance, per-layer scores, (N, L) in the order of ``self.names``."""
         scores = np.zeros((len(examples), len(self.names)))
         for n in range(len(examples)):
-            peft_model, optimizer = self._reset()
-            inputs = self.tokenizer(
-                examples.texts[n],
-                examples.text_pairs[n] if examples.text_pairs is not None else None,
-                padding="max_length",
-                max_length=self.pad_to,
-                truncation=False,
-                return_tensors="pt",
-            ).to(self.device)
-            assert inputs["input_ids"].shape[1] == self.pad_to, "an instance is longer than pad_to"
-            label = torch.as_tensor(examples.labels[n : n + 1], device=self.device)
-            for _ in range(self.steps):
-                optimizer.zero_grad()
-                logits = peft_model(**inputs).logits
-                if self.regression:
-                    loss = torch.nn.functional.mse_loss(logits.squeeze(-1), label.float())
-                else:
-                    loss = torch.nn.functional.cross_entropy(logits, label)
-                loss.backward()
-                optimizer.step()
-            for k, name in enumerate(self.names):
-                layer = peft_model.base_model.model.get_submodule(name)
-                B = layer.lora_B["default"].weight.detach().to(self.dtype)
-                A = layer.lora_A["default"].weight.detach().to(self.dtype)
-                delta_w = (B @ A) * (self.alpha / self.rank)
+            for k, (name, delta_w) in enumerate(self.delta_weights(examples, n).items()):
                 vectors = _singular_vectors(delta_w, self.rank, self.side, self.dtype)
                 scores[n, k] = _best_phi(vectors, self.reference_vectors[name])
         return scores
