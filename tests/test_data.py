@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repmatch.data import DataSpec, Examples, list_splits, load_examples
+from repmatch.data import FLAGS, DataSpec, Examples, as_examples, list_splits, load_examples
 from repmatch.errors import RepmatchError
 
 # --------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def _load(source: Path | str, **kwargs: object) -> Examples:
 
 SMALL = pd.DataFrame(
     {
-        "text": ['a "quoted" word, and a comma', "NA", "null", "", "crème brûlée ☃", "last one"],
+        "text": ['a "quoted" word, and a comma', "NA", "null", "nan", "crème brûlée ☃", "last one"],
         "label": [0, 2, 1, 0, 2, 1],
     }
 )
@@ -186,8 +186,11 @@ def test_unknown_split_lists_available_splits(shared_data: Path) -> None:
 
 
 def test_folder_without_train_needs_a_split(shared_data: Path) -> None:
-    with pytest.raises(RepmatchError, match=r"validation, validation_mismatched.*--split"):
+    with pytest.raises(
+        RepmatchError, match=r"validation, validation_mismatched; set split to one of them"
+    ) as info:
         _load(shared_data / "mnli")
+    assert info.value.field == "split"
 
 
 def test_list_splits(shared_data: Path) -> None:
@@ -223,9 +226,9 @@ def test_num_labels_counts_the_full_split(shared_data: Path) -> None:
 
 
 def test_squad_has_no_text_or_label_column(shared_data: Path) -> None:
-    with pytest.raises(RepmatchError, match=r"no text column.*question.*--text-column"):
+    with pytest.raises(RepmatchError, match=r"no text column.*question.*set text_column"):
         _load(shared_data / "squad", split="validation")
-    with pytest.raises(RepmatchError, match=r"no label column.*--label-column"):
+    with pytest.raises(RepmatchError, match=r"no label column.*set label_column"):
         _load(shared_data / "squad", split="validation", text_column="question")
 
 
@@ -324,7 +327,7 @@ def test_only_file_in_folder_is_the_default(tmp_path: Path) -> None:
 def test_split_with_a_single_file_is_an_error(tmp_path: Path) -> None:
     path = _write(SMALL, tmp_path / "train.csv")
     assert len(_load(path, split="train")) == len(SMALL)
-    with pytest.raises(RepmatchError, match=r"--split 'validation' .* single file"):
+    with pytest.raises(RepmatchError, match=r"split 'validation' .* single file; leave split"):
         _load(path, split="validation")
 
 
@@ -364,35 +367,28 @@ def test_explicit_columns_override_detection(tmp_path: Path) -> None:
     assert paired.text_pairs == ["o1", "o2"]
 
 
-@pytest.mark.parametrize(
-    ("field", "flag"),
-    [
-        ("text_column", "--text-column"),
-        ("text_pair_column", "--text-pair-column"),
-        ("label_column", "--label-column"),
-        ("id_column", "--id-column"),
-    ],
-)
-def test_unknown_explicit_column(small_file: Path, field: str, flag: str) -> None:
+@pytest.mark.parametrize("field", ["text_column", "text_pair_column", "label_column", "id_column"])
+def test_unknown_explicit_column(small_file: Path, field: str) -> None:
     with pytest.raises(
         RepmatchError,
         match=rf"column 'txt' not found in .*data.jsonl; available columns: text, label; "
-        rf"pass {flag}",
-    ):
+        rf"fix {field}$",
+    ) as info:
         _load(small_file, **{field: "txt"})
+    assert info.value.field == field
 
 
 def test_no_text_column(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "data.jsonl", [{"body": "x", "label": 0}])
     with pytest.raises(
-        RepmatchError, match=r"no text column .*columns: body, label.*--text-column"
+        RepmatchError, match=r"no text column .*columns: body, label.*set text_column"
     ):
         _load(path)
 
 
 def test_no_label_column(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "data.jsonl", [{"text": "x", "stars": 0}])
-    with pytest.raises(RepmatchError, match=r"no label column .*text, stars.*--label-column"):
+    with pytest.raises(RepmatchError, match=r"no label column .*text, stars.*set label_column"):
         _load(path)
 
 
@@ -447,7 +443,7 @@ def test_regression_needs_numeric_labels(tmp_path: Path) -> None:
 
 def test_classification_rejects_fractional_labels(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "data.jsonl", [{"text": "a", "label": 0.5}])
-    with pytest.raises(RepmatchError, match=r"holds 0.5; pass --task regression"):
+    with pytest.raises(RepmatchError, match=r"holds 0.5; set task to 'regression'"):
         _load(path, task="classification")
 
 
@@ -455,7 +451,7 @@ def test_task_and_text_columns_must_agree(tmp_path: Path) -> None:
     path = _write(PAIRS, tmp_path / "data.jsonl")
     with pytest.raises(RepmatchError, match=r"'classification' takes one text column.*sentence1"):
         _load(path, task="classification")
-    with pytest.raises(RepmatchError, match=r"needs a second text column.*--text-pair-column"):
+    with pytest.raises(RepmatchError, match=r"needs a second text column.*set text_pair_column"):
         _load(path, task="pair-classification", text_column="sentence1")
 
 
@@ -507,7 +503,8 @@ def test_negative_labels_unless_filtered_out(tmp_path: Path) -> None:
         tmp_path / "data.jsonl", [{"text": str(i), "label": y} for i, y in enumerate(labels)]
     )
     with pytest.raises(
-        RepmatchError, match=r"negative label -1 in 2 rows \(first: row 1\).*--labels 0 1 2"
+        RepmatchError,
+        match=r"negative label -1 in 2 rows \(first: row 1\).*labels=\['0', '1', '2'\]",
     ):
         _load(path)
     kept = _load(path, labels=("0", "1", "2"))
@@ -553,14 +550,15 @@ def test_label_filter_then_limit(small_file: Path) -> None:
 
 def test_label_filter_matching_nothing(small_file: Path) -> None:
     with pytest.raises(
-        RepmatchError, match=r"subset of data is empty after the label filter --labels 7.*0, 1, 2"
+        RepmatchError,
+        match=r"subset of data is empty after the label filter labels=\['7'\].*0, 1, 2; fix labels",
     ):
         _load(small_file, labels=("7",))
 
 
 def test_label_filter_on_regression_is_an_error(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "data.jsonl", [{"text": "a", "score": 0.5}])
-    with pytest.raises(RepmatchError, match=r"--labels filters classes.*regression"):
+    with pytest.raises(RepmatchError, match=r"labels filter picks classes.*regression"):
         _load(path, labels=("1",))
 
 
@@ -630,8 +628,11 @@ def test_fingerprint_is_stable(small_file: Path) -> None:
 
 
 def test_fingerprint_is_pinned() -> None:
-    # Outputs are keyed by this digest, so its encoding must not change silently.
-    assert SMALL_EXPECTED.fingerprint() == (
+    # Outputs are keyed by this digest, so its encoding must not change silently. (The texts are
+    # those SMALL had when it was pinned; empty texts are refused on loading since.)
+    pinned = SMALL_EXPECTED.select(range(6))
+    pinned.texts[3] = ""
+    assert pinned.fingerprint() == (
         "76a6a9e06bfffeca499e3badf9109f81afc03c89f456f469d4ab5ecb7af2bfb4"
     )
 
@@ -685,12 +686,12 @@ def test_spec_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"limit": 0}, r"limit must be a positive whole number, got 0; pass --limit"),
+        ({"limit": 0}, r"limit must be a positive whole number, got 0; set limit to N >= 1"),
         ({"sample": -3}, r"sample must be a positive whole number, got -3"),
         ({"limit": True}, r"limit must be a positive whole number, got True"),
         ({"limit": 10, "sample": 5}, r"limit=10 and sample=5 cannot be used together"),
         ({"task": "classify"}, r"task 'classify' is not one of classification"),
-        ({"seed": -1}, r"seed must be a whole number >= 0, got -1"),
+        ({"seed": -1}, r"seed must be a whole number >= 0, got -1; fix seed$"),
         ({"labels": ()}, r"labels filter is empty"),
         ({"text_column": ""}, r"text_column must be a non-empty string, got ''"),
         ({"text_column": "a", "label_column": "a"}, r"text_column and label_column are both 'a'"),
@@ -717,7 +718,7 @@ def test_missing_path(source: str) -> None:
 
 
 def test_hub_config_with_local_path(small_file: Path) -> None:
-    with pytest.raises(RepmatchError, match=r"--hub-config 'sst2' only applies"):
+    with pytest.raises(RepmatchError, match=r"hub_config 'sst2' only applies.*leave hub_config"):
         _load(small_file, hub_config="sst2")
 
 
@@ -740,3 +741,329 @@ def test_hub_name_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
         _load("repmatch-no-such-org/no-such-dataset", hub_config="default")
     assert "\n" not in str(info.value)
     assert time.monotonic() - start < 30
+
+
+# --------------------------------------------------------------------------------------------
+# Bad inputs: one line that names the problem
+
+
+def _one_line(error: pytest.ExceptionInfo[RepmatchError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("filename", ["data.csv", "data.tsv.gz", "data.jsonl", "data.json"])
+def test_non_utf8_file(tmp_path: Path, filename: str) -> None:
+    if filename.startswith("data.json"):
+        body = '{"text": "caf\xe9", "label": 0}\n'
+    else:
+        body = "text,label\ncaf\xe9,0\n".replace(",", "\t" if ".tsv" in filename else ",")
+    data = body.encode("latin-1")
+    path = tmp_path / filename
+    path.write_bytes(gzip.compress(data) if filename.endswith(".gz") else data)
+    with pytest.raises(RepmatchError, match=r"is not UTF-8 text \(bad byte at offset \d+\)") as e:
+        _load(path)
+    assert filename in _one_line(e)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t \n"])
+@pytest.mark.parametrize("filename", ["data.csv", "data.jsonl", "data.parquet"])
+def test_empty_or_blank_text_names_row_and_column(
+    tmp_path: Path, filename: str, blank: str
+) -> None:
+    frame = pd.DataFrame({"text": ["a", "b", blank, "d", blank], "label": [0, 1, 0, 1, 0]})
+    path = _write(frame, tmp_path / filename)
+    with pytest.raises(
+        RepmatchError,
+        match=r"text column 'text' in .* is empty or only whitespace in 2 rows "
+        r"\(first: row 2, counting from 0\); fill or drop those rows",
+    ) as e:
+        _load(path)
+    _one_line(e)
+
+
+def test_blank_second_text_names_its_column(tmp_path: Path) -> None:
+    frame = PAIRS.assign(sentence2=["uno", "dos", "  ", "cuatro"])
+    with pytest.raises(RepmatchError, match=r"text column 'sentence2' .* \(first: row 2"):
+        _load(_write(frame, tmp_path / "data.jsonl"))
+
+
+def _json_text(labels: list[str]) -> str:
+    """A JSON array of records whose labels are written as raw JSON tokens (NaN, Infinity)."""
+    rows = [f'{{"text": "t{i}", "label": {label}}}' for i, label in enumerate(labels)]
+    return "[" + ", ".join(rows) + "]"
+
+
+NON_FINITE = [
+    # file name, its text (or a frame for parquet), expected message
+    ("data.json", _json_text(["0", "NaN", "1"]), r"missing or NaN in 1 rows \(first: row 1"),
+    ("data.json", _json_text(["0", "Infinity", "1"]), r"holds inf in 1 rows \(first: row 1"),
+    ("data.jsonl", '{"text": "a", "label": 0.5}\n{"text": "b", "label": -Infinity}\n', "-inf"),
+    ("data.csv", "text,label\na,0\nb,nan\nc,1\n", r"missing or NaN in 1 rows \(first: row 1"),
+    ("data.csv", "text,label\na,NaN\nb,nan\n", r"missing or NaN in 2 rows \(first: row 0"),
+    ("data.csv", "text,label\na,0\nb,inf\nc,1\n", r"holds inf in 1 rows \(first: row 1"),
+    ("data.tsv", "text\tlabel\na\t1.5\nb\t-inf\n", r"holds -inf in 1 rows \(first: row 1"),
+    ("data.parquet", [0.0, float("nan"), 1.0], r"missing or NaN in 1 rows \(first: row 1"),
+    ("data.parquet", [0.0, 1.0, float("inf")], r"holds inf in 1 rows \(first: row 2"),
+]
+
+
+@pytest.mark.parametrize(("filename", "content", "message"), NON_FINITE)
+def test_nan_and_infinite_labels_are_refused(
+    tmp_path: Path, filename: str, content: str | list[float], message: str
+) -> None:
+    path = tmp_path / filename
+    if isinstance(content, list):
+        _write(pd.DataFrame({"text": ["a", "b", "c"], "label": content}), path)
+    else:
+        path.write_text(content)
+    with pytest.raises(RepmatchError, match=rf"label column 'label' in .*{message}") as e:
+        _load(path)
+    _one_line(e)
+
+
+def test_nan_label_in_a_dataframe() -> None:
+    frame = pd.DataFrame({"text": ["a", "b"], "label": [1.0, np.nan]})
+    with pytest.raises(RepmatchError, match=r"DataFrame 'dataframe' is missing or NaN in 1 rows"):
+        as_examples(frame)
+
+
+def test_nan_word_among_string_labels_is_a_class(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\na,pos\nb,nan\n")
+    assert _load(path).label_names == ["nan", "pos"]
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory data (notebooks)
+
+
+def test_dataframe_matches_its_csv_file(tiny_data: dict[str, Path]) -> None:
+    path = tiny_data["pair"]
+    from_file = _load(path, limit=30)
+    frame = pd.read_csv(path)
+    in_memory = as_examples(frame, name=from_file.name, limit=30)
+    assert in_memory == from_file
+    assert in_memory.fingerprint() == from_file.fingerprint()
+    assert in_memory.spec is None
+    assert from_file.spec is not None
+    assert as_examples(frame).name == "dataframe"
+
+
+def test_dataframe_string_labels_ids_and_subset() -> None:
+    frame = PAIRS.rename(columns={"uid": "id"})
+    examples = as_examples(frame, labels=["neutral"])
+    assert examples.task == "pair-classification"
+    assert examples.ids == ["007", "b2"]
+    assert examples.label_names == ["contradiction", "entailment", "neutral"]
+    assert examples.labels.tolist() == [2, 2]
+    assert examples.columns == {
+        "text": "sentence1",
+        "text_pair": "sentence2",
+        "label": "label",
+        "id": "id",
+    }
+
+
+def test_dataframe_rows_are_numbered_by_position_not_index() -> None:
+    frame = SMALL.iloc[[4, 1, 3]]
+    examples = as_examples(frame)
+    assert examples.ids == [0, 1, 2]
+    assert examples.texts == [SMALL["text"][4], SMALL["text"][1], SMALL["text"][3]]
+
+
+def test_dataframe_with_non_string_column_names() -> None:
+    frame = pd.DataFrame({0: ["a", "b"], 1: [1, 0]})
+    examples = as_examples(frame, text_column="0", label_column="1")
+    assert examples.texts == ["a", "b"]
+    assert examples.labels.tolist() == [1, 0]
+
+
+def test_dataframe_with_repeated_column_names() -> None:
+    frame = pd.DataFrame([["a", 0, 1]], columns=["text", "label", "label"])
+    with pytest.raises(RepmatchError, match=r"more than one column named 'label'"):
+        as_examples(frame)
+
+
+def test_dataset_uses_class_label_names() -> None:
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features(
+        {
+            "idx": datasets.Value("int64"),
+            "sentence": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["negative", "positive"]),
+        }
+    )
+    rows = {"idx": [7, 8, 9], "sentence": ["bad", "good", "fine"], "label": [0, 1, 1]}
+    dataset = datasets.Dataset.from_dict(rows, features=features)
+    examples = as_examples(dataset)
+    assert examples.name == "dataset"
+    assert examples.ids == [7, 8, 9]
+    assert examples.label_names == ["negative", "positive"]
+    assert examples.labels.tolist() == [0, 1, 1]
+    assert examples.num_labels == 2
+    assert examples.spec is None
+    # the label filter knows the class names
+    assert as_examples(dataset, labels=["positive"], name="sst").ids == [8, 9]
+    assert as_examples(dataset, name="sst").name == "sst"
+    # the same rows in a file, without the class names, give the same fingerprint
+    assert examples.fingerprint() == as_examples(pd.DataFrame(rows)).fingerprint()
+
+
+def test_dataset_dict_asks_for_a_split() -> None:
+    datasets = pytest.importorskip("datasets")
+    split = datasets.Dataset.from_dict({"text": ["a"], "label": [0]})
+    with pytest.raises(RepmatchError, match=r"DatasetDict with splits train, test; .*\['train'\]"):
+        as_examples(datasets.DatasetDict({"train": split, "test": split}))
+
+
+def test_as_examples_passes_examples_and_specs_through(small_file: Path) -> None:
+    spec = DataSpec(str(small_file), limit=5)
+    examples = as_examples(spec)
+    assert examples == load_examples(spec)
+    assert examples.spec == spec
+    assert as_examples(examples) is examples
+    by_path = as_examples(small_file, limit=5)
+    assert by_path == examples and by_path.spec == spec
+
+
+@pytest.mark.parametrize(
+    ("data", "options", "message"),
+    [
+        ("frame", {"split": "train"}, r"split says where to read data, but DataFrame 'dataframe'"),
+        ("frame", {"colour": "red"}, r"unknown data option 'colour'; options are .*text_column"),
+        ("frame", {"limit": 0}, r"limit must be a positive whole number"),
+        ("spec", {"limit": 3}, r"options \(limit\) apply to paths and in-memory tables"),
+        ("path", {"name": "x"}, r"name applies to in-memory tables"),
+        ([("a", 0)], {}, r"cannot read data from a list; pass a DataSpec, .*a pandas DataFrame"),
+    ],
+)
+def test_as_examples_problems(small_file: Path, data: object, options: dict, message: str) -> None:
+    given = {"frame": SMALL, "spec": DataSpec(str(small_file)), "path": small_file}
+    with pytest.raises(RepmatchError, match=message):
+        as_examples(given.get(data, data) if isinstance(data, str) else data, **options)
+
+
+def test_empty_dataframe() -> None:
+    with pytest.raises(RepmatchError, match=r"DataFrame 'dataframe' has no rows"):
+        as_examples(SMALL.iloc[:0])
+
+
+# --------------------------------------------------------------------------------------------
+# Label alignment to a reference's classes
+
+
+MNLI_NAMES = ["contradiction", "entailment", "neutral"]
+
+
+def _pairs_with_labels(labels: list[str], name: str = "mnli/validation") -> Examples:
+    n = len(labels)
+    frame = pd.DataFrame({"premise": ["p"] * n, "hypothesis": ["h"] * n, "label": labels})
+    return as_examples(frame, name=name)
+
+
+def test_subset_lacking_a_class_is_realigned() -> None:
+    subset = _pairs_with_labels(["neutral", "entailment", "neutral"])
+    # mapped per split in sorted order: entailment 0, neutral 1 (the defect)
+    assert subset.label_names == ["entailment", "neutral"]
+    assert subset.labels.tolist() == [1, 0, 1]
+    aligned = subset.aligned_to(MNLI_NAMES, 3)
+    assert aligned.labels.tolist() == [2, 1, 2]
+    assert aligned.label_names == MNLI_NAMES
+    assert aligned.num_labels == 3
+    assert aligned.texts == subset.texts and aligned.ids == subset.ids
+    assert subset.labels.tolist() == [1, 0, 1]  # the original is unchanged
+
+
+def test_alignment_to_its_own_classes_changes_nothing() -> None:
+    full = _pairs_with_labels(["neutral", "entailment", "contradiction"])
+    aligned = full.aligned_to(full.label_names, full.num_labels)
+    assert aligned == full
+    assert aligned.fingerprint() == full.fingerprint()
+
+
+def test_unseen_label_is_named() -> None:
+    data = _pairs_with_labels(["entailment", "neutral", "neutral"], name="mnli/validation_matched")
+    with pytest.raises(
+        RepmatchError,
+        match=r"^label 'neutral' of mnli/validation_matched \(2 instances, e.g. id 1\) is not "
+        r"one of the reference's classes: entailment, contradiction; keep only those classes",
+    ) as e:
+        data.aligned_to(["entailment", "contradiction"], 2)
+    assert e.value.field == "labels"
+    _one_line(e)
+
+
+def test_integer_labels_against_named_reference_keep_their_indices() -> None:
+    data = as_examples(pd.DataFrame({"text": ["a", "b"], "label": [1, 0]}))
+    aligned = data.aligned_to(["neg", "pos"], 2)
+    assert aligned.labels.tolist() == [1, 0]
+    assert aligned.label_names is None
+    with pytest.raises(
+        RepmatchError, match=r"label 1 of dataframe \(1 instance, e.g. id 0\) .* classes: neg;"
+    ):
+        data.aligned_to(["neg"], 1)
+
+
+def test_unnamed_reference_needs_labels_in_range() -> None:
+    data = as_examples(pd.DataFrame({"text": ["a", "b", "c"], "label": [0, 3, 1]}))
+    assert data.aligned_to(None, 4).labels.tolist() == [0, 3, 1]
+    with pytest.raises(
+        RepmatchError, match=r"label 3 of dataframe \(1 instance, e.g. id 1\).*classes: 0, 1, 2;"
+    ):
+        data.aligned_to(None, 3)
+    named = _pairs_with_labels(["neutral", "entailment"])
+    kept = named.aligned_to(None, 2)
+    assert kept.labels.tolist() == [1, 0] and kept.label_names == ["entailment", "neutral"]
+    with pytest.raises(RepmatchError, match=r"label 'neutral' of .*\(1 instance, .* classes: 0;"):
+        named.aligned_to(None, 1)
+
+
+def test_regression_alignment_is_a_no_op(tiny_data: dict[str, Path]) -> None:
+    examples = _load(tiny_data["regression"])
+    assert examples.aligned_to(None, 1) is examples
+
+
+def test_reference_with_more_names_than_outputs() -> None:
+    data = _pairs_with_labels(["neutral"])
+    with pytest.raises(RepmatchError, match=r"names 3 classes but has 2 outputs"):
+        data.aligned_to(MNLI_NAMES, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Library messages name the DataSpec field at fault, never a command-line flag
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"seed": -1}, "seed"),
+        ({"sample": 0}, "sample"),
+        ({"text_column": "nope"}, "text_column"),
+        ({"label_column": "nope"}, "label_column"),
+        ({"labels": ["9"]}, "labels"),
+        ({"sample": 1000}, "sample"),
+        ({"split": "dev"}, "split"),
+        ({"hub_config": "x"}, "hub_config"),
+        ({"task": "regression", "labels": ["1"]}, "labels"),
+        ({"indices_file": "/no/such/ids.txt"}, "indices_file"),
+    ],
+)
+def test_errors_name_the_field(small_file: Path, kwargs: dict, field: str) -> None:
+    with pytest.raises(RepmatchError) as e:
+        _load(small_file, **kwargs)
+    assert e.value.field == field
+    assert field in str(e.value)
+    assert "--" not in _one_line(e)
+    assert field in FLAGS
+
+
+def test_data_errors_without_a_single_field(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "data.jsonl", [{"text": "a", "label": 0}, {"text": "", "label": 1}])
+    with pytest.raises(RepmatchError) as e:
+        _load(path)
+    assert e.value.field is None
+    with pytest.raises(RepmatchError) as e:
+        DataSpec("x.csv", limit=1, sample=1)
+    assert e.value.field is None and "--" not in str(e.value)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from repmatch.data.readers import Table
-from repmatch.data.spec import FLAGS, DataSpec
+from repmatch.data.spec import DataSpec
 from repmatch.errors import RepmatchError
 
 TEXT_PAIR_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -33,7 +33,8 @@ def _explicit(table: Table, column: str, field: str) -> str:
     if column not in table.columns:
         raise RepmatchError(
             f"column {column!r} not found in {table.where}; available columns: "
-            f"{preview(table.columns)}; pass {FLAGS[field]}"
+            f"{preview(table.columns)}; fix {field}",
+            field=field,
         )
     return column
 
@@ -78,7 +79,8 @@ def choose_columns(spec: DataSpec, table: Table) -> dict[str, str | None]:
     if text is None:
         raise RepmatchError(
             f"no text column found in {table.where} (columns: {preview(table.columns)}); "
-            "pass --text-column"
+            "set text_column",
+            field="text_column",
         )
     if spec.label_column is not None:
         label = _explicit(table, spec.label_column, "label_column")
@@ -87,7 +89,8 @@ def choose_columns(spec: DataSpec, table: Table) -> dict[str, str | None]:
         if label is None:
             raise RepmatchError(
                 f"no label column found in {table.where} (columns: {preview(table.columns)}); "
-                "pass --label-column"
+                "set label_column",
+                field="label_column",
             )
     if spec.id_column is not None:
         id_column: str | None = _explicit(table, spec.id_column, "id_column")
@@ -115,25 +118,35 @@ def is_missing(value: object) -> bool:
     return False
 
 
-def read_texts(table: Table, column: str) -> list[str]:
-    """A text column as strings; missing or non-string values are an error."""
+def read_texts(table: Table, column: str, field: str) -> list[str]:
+    """A text column as strings; missing, empty, blank or non-string values are an error.
+
+    ``field``: the spec field that chose the column (``text_column`` or ``text_pair_column``).
+    """
     values = table.get(column)
-    if all(type(v) is str for v in values):
-        return values
-    out: list[str] = []
-    for row, value in enumerate(values):
-        if isinstance(value, str):
-            out.append(str(value))
-            continue
-        if is_missing(value):
-            count = sum(1 for v in values if is_missing(v))
+    out: list[str] = values
+    if not all(type(v) is str for v in values):
+        out = []
+        for row, value in enumerate(values):
+            if isinstance(value, str):
+                out.append(str(value))
+                continue
+            if is_missing(value):
+                count = sum(1 for v in values if is_missing(v))
+                raise RepmatchError(
+                    f"text column {column!r} in {table.where} is missing in {count} rows "
+                    f"(first: row {row}, counting from 0); fill or drop those rows"
+                )
             raise RepmatchError(
-                f"text column {column!r} in {table.where} is missing in {count} rows "
-                f"(first: row {row}, counting from 0); fill or drop those rows"
+                f"text column {column!r} in {table.where} holds {short_repr(value)} "
+                f"({type(value).__name__}) in row {row}, not a string; check the column",
+                field=field,
             )
+    blank = [row for row, text in enumerate(out) if not text or text.isspace()]
+    if blank:
         raise RepmatchError(
-            f"text column {column!r} in {table.where} holds {short_repr(value)} "
-            f"({type(value).__name__}) in row {row}, not a string; pass the right --text-column"
+            f"text column {column!r} in {table.where} is empty or only whitespace in "
+            f"{len(blank)} rows (first: row {blank[0]}, counting from 0); fill or drop those rows"
         )
     return out
 

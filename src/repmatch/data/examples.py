@@ -1,4 +1,5 @@
-"""What was loaded: :class:`Examples`, texts, labels and stable ids of (a subset of) a split."""
+"""What was loaded: :class:`Examples`, texts, labels and stable ids of (a subset of) a split,
+and its labels aligned to the classes of a reference (:meth:`Examples.aligned_to`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
-from repmatch.data.spec import DataSpec, TaskKind
+from repmatch.data.columns import preview
+from repmatch.data.spec import DataSpec, TaskKind, is_int
+from repmatch.errors import RepmatchError
 
 _FINGERPRINT_VERSION = "repmatch-examples-v1"
 
@@ -35,7 +39,7 @@ class Examples:
     num_labels: int
     label_names: list[str] | None
     columns: dict[str, str | None]
-    spec: DataSpec | None = None  # what these were loaded from; None once re-selected
+    spec: DataSpec | None = None  # what these were loaded from; None if in memory or re-selected
 
     def __post_init__(self) -> None:
         """Check that the per-instance fields have one entry per instance."""
@@ -99,6 +103,76 @@ class Examples:
             num_labels=self.num_labels,
             label_names=None if self.label_names is None else list(self.label_names),
             columns=dict(self.columns),
+        )
+
+    def aligned_to(self, label_names: Sequence[str] | None, num_labels: int) -> Examples:
+        """These examples with labels as class indices of a reference (an adapter's head).
+
+        String labels are mapped to classes in sorted order per split, so data whose label set
+        differs from the reference's (a subset lacking a class) would otherwise be misaligned:
+
+        - both have class names: labels are matched by name, and take the reference's names;
+        - only the reference has names: integer labels are kept, and must be its class indices;
+        - the reference has no names: class indices are kept, and must lie in [0, num_labels).
+
+        Only labels that occur here must be known to the reference. ``num_labels`` becomes the
+        reference's; regression examples are returned as they are. Raises a one-line
+        :class:`~repmatch.errors.RepmatchError` naming the first label the reference lacks.
+        """
+        if self.task == "regression":
+            return self
+        if not is_int(num_labels) or num_labels < 1:
+            raise RepmatchError(f"the reference's num_labels must be >= 1, got {num_labels!r}")
+        names = None if label_names is None else [str(name) for name in label_names]
+        if names is not None and len(names) > num_labels:
+            raise RepmatchError(
+                f"the reference names {len(names)} classes but has {num_labels} outputs"
+            )
+        present = np.unique(self.labels).tolist()
+        if names is not None and self.label_names is not None:
+            index = {name: i for i, name in enumerate(names)}
+            mapping = np.full(max(present) + 1 if present else 0, -1, dtype=np.int64)
+            for value in present:
+                own = self._label_text(value)
+                if own not in index:
+                    self._unknown_label(value, own, names)
+                mapping[value] = index[own]  # type: ignore[index]
+            labels = mapping[self.labels]
+        else:
+            for value in present:
+                if not 0 <= value < num_labels:
+                    own = self._label_text(value)
+                    self._unknown_label(value, own, names or [str(i) for i in range(num_labels)])
+            labels = self.labels.copy()
+            names = self.label_names if names is None else None
+        return Examples(
+            name=self.name,
+            task=self.task,
+            texts=list(self.texts),
+            text_pairs=None if self.text_pairs is None else list(self.text_pairs),
+            labels=labels,
+            ids=list(self.ids),
+            num_labels=num_labels,
+            label_names=None if names is None else list(names),
+            columns=dict(self.columns),
+            spec=self.spec,
+        )
+
+    def _label_text(self, value: int) -> str | int:
+        """A class index as its name when there is one, else the index."""
+        if self.label_names is not None and 0 <= value < len(self.label_names):
+            return self.label_names[value]
+        return value
+
+    def _unknown_label(self, value: int, label: str | int, classes: list[str]) -> NoReturn:
+        """Raise the error for a label (class index ``value`` here) the reference lacks."""
+        rows = np.flatnonzero(self.labels == value)
+        count = f"{rows.size} instance" + ("s" if rows.size != 1 else "")
+        raise RepmatchError(
+            f"label {label!r} of {self.name} ({count}, e.g. id {self.ids[rows[0]]!r}) is not "
+            f"one of the reference's classes: {preview(classes)}; "
+            "keep only those classes with the labels filter, or use a reference trained on them",
+            field="labels",
         )
 
     def fingerprint(self) -> str:

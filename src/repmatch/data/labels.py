@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,17 +18,20 @@ _CANONICAL_INT = re.compile(r"-?(0|[1-9]\d*)")
 
 
 def _numbers_from_text(values: list[Any]) -> list[Any]:
-    """Turn csv/tsv cell strings into ints or floats when every non-empty cell is one."""
+    """Turn csv/tsv cell strings into ints or floats when every non-empty cell is one.
+
+    "nan" and "inf" cells become floats too, so that they are refused as labels like NaN and
+    infinity in typed formats (not taken as class names).
+    """
     present = [v for v in values if isinstance(v, str) and v.strip()]
     if not present:
         return values
     if all(_INT_TEXT.fullmatch(v.strip()) for v in present):
         return [int(v) if isinstance(v, str) and v.strip() else v for v in values]
     try:
-        floats = [float(v) for v in present]
+        for v in present:
+            float(v)
     except ValueError:
-        return values
-    if any(math.isnan(f) for f in floats):  # "nan" as a label is not a number to convert
         return values
     return [float(v) if isinstance(v, str) and v.strip() else v for v in values]
 
@@ -56,7 +58,7 @@ def read_labels(table: Table, column: str) -> Labels:
     ]
     if missing:
         raise RepmatchError(
-            f"label column {column!r} in {table.where} is missing in {len(missing)} rows "
+            f"label column {column!r} in {table.where} is missing or NaN in {len(missing)} rows "
             f"(first: row {missing[0]}, counting from 0); fill or drop those rows"
         )
     kinds: dict[str, int] = {}
@@ -71,7 +73,8 @@ def read_labels(table: Table, column: str) -> Labels:
             raise RepmatchError(
                 f"label column {column!r} in {table.where} holds a {type(value).__name__} "
                 f"({short_repr(value)}) in row {row}; labels must be numbers or strings, "
-                "pass the right --label-column"
+                "check label_column",
+                field="label_column",
             )
         kinds.setdefault(kind, row)
     if "str" in kinds and len(kinds) > 1:
@@ -90,8 +93,9 @@ def read_labels(table: Table, column: str) -> Labels:
         bad = np.flatnonzero(~np.isfinite(raw))
         if bad.size:
             raise RepmatchError(
-                f"label column {column!r} in {table.where} holds {values[bad[0]]} in row "
-                f"{bad[0]}; labels must be finite numbers"
+                f"label column {column!r} in {table.where} holds {raw[bad[0]]} in {bad.size} "
+                f"rows (first: row {bad[0]}, counting from 0); labels must be finite numbers, "
+                "fix or drop those rows"
             )
         if not np.all(raw == np.round(raw)):
             return Labels(column, "float", raw, None)
@@ -113,7 +117,8 @@ def read_ids(table: Table, column: str | None) -> list[int] | list[str]:
         if is_missing(value) or (isinstance(value, str) and not value.strip()):
             raise RepmatchError(
                 f"id column {column!r} in {table.where} is missing in row {row}; "
-                "fill it or pass another --id-column"
+                "fill it or set id_column to another column",
+                field="id_column",
             )
         if isinstance(value, str):
             out.append(str(value))
@@ -124,20 +129,24 @@ def read_ids(table: Table, column: str | None) -> list[int] | list[str]:
         else:
             raise RepmatchError(
                 f"id column {column!r} in {table.where} holds a {type(value).__name__} "
-                f"({short_repr(value)}) in row {row}; ids must be whole numbers or strings"
+                f"({short_repr(value)}) in row {row}; ids must be whole numbers or strings",
+                field="id_column",
             )
         seen_types.add(type(out[-1]))
     if len(seen_types) > 1:
         raise RepmatchError(
             f"id column {column!r} in {table.where} mixes numbers and strings; "
-            "make the ids all one type or pass another --id-column"
+            "make the ids all one type or set id_column to another column",
+            field="id_column",
         )
     first_row: dict[Any, int] = {}
     for row, value in enumerate(out):
         if value in first_row:
             raise RepmatchError(
                 f"id column {column!r} in {table.where} repeats id {value!r} "
-                f"(rows {first_row[value]} and {row}); ids must be unique, pass another --id-column"
+                f"(rows {first_row[value]} and {row}); ids must be unique, set id_column to "
+                "another column",
+                field="id_column",
             )
         first_row[value] = row
     return out
@@ -157,24 +166,28 @@ def detect_task(spec: DataSpec, labels: Labels, columns: dict[str, str | None], 
     if task == "regression" and labels.kind == "str":
         raise RepmatchError(
             f"task 'regression' needs numeric labels, but {label_column!r} in {where} holds "
-            f"strings (e.g. {labels.names[0]!r}); pass --task classification or another "
-            "--label-column"
+            f"strings (e.g. {labels.names[0]!r}); set task to 'classification' or label_column "
+            "to another column",
+            field="task",
         )
     if task != "regression" and labels.kind == "float":
         example = next(v for v in labels.raw if v != round(v))
         raise RepmatchError(
             f"task {task!r} needs whole-number or string labels, but {label_column!r} in {where} "
-            f"holds {example:g}; pass --task regression"
+            f"holds {example:g}; set task to 'regression'",
+            field="task",
         )
     if task == "pair-classification" and columns["text_pair"] is None:
         raise RepmatchError(
             f"task 'pair-classification' needs a second text column, but none was found in "
-            f"{where}; pass --text-pair-column"
+            f"{where}; set text_pair_column",
+            field="text_pair_column",
         )
     if task == "classification" and columns["text_pair"] is not None:
         raise RepmatchError(
             f"task 'classification' takes one text column, but {where} has the pair "
-            f"{columns['text']!r}/{columns['text_pair']!r}; pass --task pair-classification, "
-            "or --text-column alone to use one text"
+            f"{columns['text']!r}/{columns['text_pair']!r}; set task to 'pair-classification', "
+            "or text_column alone to use one text",
+            field="task",
         )
     return task

@@ -1,5 +1,6 @@
 """Reading raw tables: local files (csv, tsv, json, jsonl, parquet, each optionally gzipped),
-folders of split files and Hugging Face Hub datasets.
+folders of split files, Hugging Face Hub datasets, and in-memory pandas DataFrames and
+``datasets.Dataset`` objects.
 
 ``.tsv`` files are read without quote handling (GLUE style: a ``"`` is an ordinary character, so
 fields cannot hold tabs or newlines); ``.csv`` files use standard quoting. In csv/tsv files every
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,14 +196,63 @@ def _read_json(text: str, name: str, where: str, lines: bool) -> Table:
 
 
 def _frame_table(frame: pd.DataFrame, name: str, where: str, untyped: bool = False) -> Table:
-    """A table over a pandas DataFrame."""
+    """A table over a pandas DataFrame; columns are named by ``str`` of their labels."""
+    names = [str(c) for c in frame.columns]
+    repeated = next((n for n in names if names.count(n) > 1), None)
+    if repeated is not None:
+        raise RepmatchError(
+            f"{where} has more than one column named {repeated!r}; give every column its own name"
+        )
+    by_name = dict(zip(names, frame.columns, strict=True))
     return Table(
         name=name,
         where=where,
-        columns=[str(c) for c in frame.columns],
+        columns=names,
         num_rows=len(frame),
-        get=lambda column: frame[column].tolist(),
+        get=lambda column: frame[by_name[column]].tolist(),
         untyped=untyped,
+    )
+
+
+def _dataset_table(dataset: Any, name: str, where: str) -> Table:
+    """A table over a ``datasets.Dataset``; class names come from its ClassLabel features."""
+    import datasets
+
+    table = _frame_table(dataset.to_pandas(), name, where)
+    for column, feature in dataset.features.items():
+        if isinstance(feature, datasets.ClassLabel) and feature.names:
+            table.class_names[str(column)] = [str(n) for n in feature.names]
+    return table
+
+
+def _is_instance(data: object, module: str, kind: str) -> bool:
+    """``isinstance(data, module.kind)`` without importing ``module`` (unused when not loaded)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(data, getattr(loaded, kind))
+
+
+def in_memory_table(data: object, name: str | None = None) -> Table:
+    """A table over a pandas DataFrame or a ``datasets.Dataset`` (one split).
+
+    ``name`` labels the data in messages and records; by default a Dataset is named
+    ``<dataset>/<split>`` when it knows both, else the data is called ``dataframe``/``dataset``.
+    """
+    if isinstance(data, pd.DataFrame):
+        name = name or "dataframe"
+        return _frame_table(data, name, f"DataFrame {name!r}")
+    if _is_instance(data, "datasets", "Dataset"):
+        if name is None:
+            parts = [data.info.dataset_name, str(data.split) if data.split else None]
+            name = "/".join(p for p in parts if p) or "dataset"
+        return _dataset_table(data, name, f"Dataset {name!r}")
+    if _is_instance(data, "datasets", "DatasetDict"):
+        raise RepmatchError(
+            f"got a DatasetDict with splits {', '.join(data)}; pass one split, "
+            f"e.g. data[{next(iter(data), 'train')!r}]"
+        )
+    raise RepmatchError(
+        f"cannot read data from a {type(data).__name__}; pass a DataSpec, a file or folder path, "
+        "a pandas DataFrame, a datasets.Dataset or Examples"
     )
 
 
@@ -253,19 +304,13 @@ def _read_hub(spec: DataSpec) -> Table:
         import datasets
 
         dataset = datasets.load_dataset(spec.source, spec.hub_config, split=split)
-        frame = dataset.to_pandas()
-        features = dataset.features
     except Exception as exc:
         raise RepmatchError(
             f"could not load {spec.source!r} from the Hugging Face Hub ({first_line(exc)}); "
-            "pass a local file or folder, or check the name and your connection"
+            "pass a local file or folder, or check the name and your connection",
+            field="source",
         ) from exc
-    table = _frame_table(frame, name, f"{label} split {split}")
-    for column, feature in features.items():
-        names = getattr(feature, "names", None)
-        if isinstance(feature, datasets.ClassLabel) and names:
-            table.class_names[column] = [str(n) for n in names]
-    return table
+    return _dataset_table(dataset, name, f"{label} split {split}")
 
 
 def open_source(spec: DataSpec) -> Table:
@@ -274,22 +319,28 @@ def open_source(spec: DataSpec) -> Table:
     if path.exists():
         if spec.hub_config is not None:
             raise RepmatchError(
-                f"--hub-config {spec.hub_config!r} only applies to Hugging Face Hub names, "
-                f"but {spec.source!r} is a local path; leave --hub-config out"
+                f"hub_config {spec.hub_config!r} only applies to Hugging Face Hub names, "
+                f"but {spec.source!r} is a local path; leave hub_config unset",
+                field="hub_config",
             )
         if path.is_dir():
             return _read_folder(path, spec.split)
         parsed = _parse_filename(path)
         if parsed is None:
-            raise RepmatchError(f"unsupported file type: {path.name!r}; {_FORMATS_HINT}")
+            raise RepmatchError(
+                f"unsupported file type: {path.name!r}; {_FORMATS_HINT}", field="source"
+            )
         if spec.split is not None and spec.split != parsed[0]:
             raise RepmatchError(
-                f"--split {spec.split!r} applies to folders and Hub names, but {spec.source!r} "
-                "is a single file; leave --split out or pass the folder"
+                f"split {spec.split!r} applies to folders and Hub names, but {spec.source!r} "
+                "is a single file; leave split unset or pass the folder",
+                field="split",
             )
         return _read_file(path, _file_name(path, parsed[0]))
     if _looks_like_path(spec.source):
-        raise RepmatchError(f"no such file or folder: {spec.source!r}; check the path")
+        raise RepmatchError(
+            f"no such file or folder: {spec.source!r}; check the path", field="source"
+        )
     return _read_hub(spec)
 
 
@@ -307,7 +358,9 @@ def _read_folder(folder: Path, split: str | None) -> Table:
     splits = _split_files(folder)
     if not splits:
         raise RepmatchError(
-            f"no data files in {str(folder)!r}; expected files named <split>.<ext>: {_FORMATS_HINT}"
+            f"no data files in {str(folder)!r}; expected files named <split>.<ext>: "
+            f"{_FORMATS_HINT}",
+            field="source",
         )
     available = ", ".join(sorted(splits))
     if split is None:
@@ -318,12 +371,14 @@ def _read_folder(folder: Path, split: str | None) -> Table:
         else:
             raise RepmatchError(
                 f"{folder_name} has no 'train' split; available splits: {available}; "
-                "pass --split with one of them"
+                "set split to one of them",
+                field="split",
             )
     elif split not in splits:
         raise RepmatchError(
             f"split {split!r} not found in {folder_name}; available splits: {available}; "
-            "pass --split with one of them"
+            "set split to one of them",
+            field="split",
         )
     files = splits[split]
     if len(files) > 1:

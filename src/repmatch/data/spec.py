@@ -30,7 +30,8 @@ FLAGS = {
     "indices_file": "--indices-file",
     "labels": "--labels",
 }
-"""The command-line flag of each spec field, for messages."""
+"""The command-line flag of each spec field. Library messages name the field (and set
+:attr:`RepmatchError.field <repmatch.errors.RepmatchError.field>`); the CLI maps it to the flag."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class DataSpec:
                 object.__setattr__(self, field, os.fspath(value))
         if not isinstance(self.source, str) or not self.source.strip():
             raise RepmatchError(
-                f"data source must be a file, folder or Hugging Face Hub name, got {self.source!r}"
+                f"data source must be a file, folder or Hugging Face Hub name, got {self.source!r}",
+                field="source",
             )
         for field in (
             "split",
@@ -80,28 +82,30 @@ class DataSpec:
             value = getattr(self, field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise RepmatchError(
-                    f"{field} must be a non-empty string, got {value!r}; fix {FLAGS[field]}"
+                    f"{field} must be a non-empty string, got {value!r}; fix {field}", field=field
                 )
         if self.task is not None and self.task not in TASK_KINDS:
             raise RepmatchError(
                 f"task {self.task!r} is not one of {', '.join(TASK_KINDS)}; "
-                "pass one of them to --task or leave it out to detect it"
+                "set task to one of them or leave it unset to detect it",
+                field="task",
             )
         for field in ("limit", "sample"):
             value = getattr(self, field)
             if value is not None and (not is_int(value) or value < 1):
                 raise RepmatchError(
                     f"{field} must be a positive whole number, got {value!r}; "
-                    f"pass {FLAGS[field]} N with N >= 1"
+                    f"set {field} to N >= 1",
+                    field=field,
                 )
         if self.limit is not None and self.sample is not None:
             raise RepmatchError(
                 f"limit={self.limit} and sample={self.sample} cannot be used together; "
-                "pass either --limit or --sample"
+                "set either limit or sample"
             )
         if not is_int(self.seed) or self.seed < 0:
             raise RepmatchError(
-                f"seed must be a whole number >= 0, got {self.seed!r}; fix --sample-seed"
+                f"seed must be a whole number >= 0, got {self.seed!r}; fix seed", field="seed"
             )
         if self.labels is not None:
             object.__setattr__(self, "labels", _normalise_label_filter(self.labels))
@@ -115,7 +119,7 @@ class DataSpec:
                 if value == other_value:
                     raise RepmatchError(
                         f"{field} and {other} are both {value!r}; "
-                        f"pass different columns to {FLAGS[field]} and {FLAGS[other]}"
+                        f"set {field} and {other} to different columns"
                     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,15 +151,20 @@ def _normalise_label_filter(labels: object) -> tuple[str, ...]:
         labels = (labels,)
     if not isinstance(labels, Sequence) or isinstance(labels, bytes):
         raise RepmatchError(
-            f"labels must be a list of label values or names, got {labels!r}; fix --labels"
+            f"labels must be a list of label values or names, got {labels!r}; fix labels",
+            field="labels",
         )
     out = []
     for label in labels:
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise RepmatchError(
-                f"labels must be strings (label values or names), got {label!r}; fix --labels"
+                f"labels must be strings (label values or names), got {label!r}; fix labels",
+                field="labels",
             )
         out.append(str(label).strip() if isinstance(label, str) else str(label))
     if not out:
-        raise RepmatchError("labels filter is empty; pass at least one label to --labels")
+        raise RepmatchError(
+            "labels filter is empty; give labels at least one label, or leave it unset",
+            field="labels",
+        )
     return tuple(out)

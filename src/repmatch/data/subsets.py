@@ -22,7 +22,9 @@ def _read_indices_file(path_text: str) -> list[str]:
     """Ids listed in an indices file (one per line, or a JSON list), as strings."""
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise RepmatchError(f"indices file not found: {path_text!r}; fix --indices-file")
+        raise RepmatchError(
+            f"indices file not found: {path_text!r}; fix indices_file", field="indices_file"
+        )
     where = path.name
     text = decode(read_bytes(path, path.name.lower().endswith(".gz")), where)
     if path.name.lower().removesuffix(".gz").endswith(".json"):
@@ -30,13 +32,16 @@ def _read_indices_file(path_text: str) -> list[str]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RepmatchError(
-                f"indices file {where} is not valid JSON ({exc.msg}); it must be a JSON list of ids"
+                f"indices file {where} is not valid JSON ({exc.msg}); it must be a JSON list of "
+                "ids",
+                field="indices_file",
             ) from exc
         if not isinstance(data, list) or not all(
             isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in data
         ):
             raise RepmatchError(
-                f"indices file {where} must hold a JSON list of ids (strings or whole numbers)"
+                f"indices file {where} must hold a JSON list of ids (strings or whole numbers)",
+                field="indices_file",
             )
         ids = [str(v) for v in data]
     else:
@@ -45,15 +50,16 @@ def _read_indices_file(path_text: str) -> list[str]:
     for value in ids:
         if value in seen:
             raise RepmatchError(
-                f"indices file {where} lists id {value!r} more than once; list each id once"
+                f"indices file {where} lists id {value!r} more than once; list each id once",
+                field="indices_file",
             )
         seen.add(value)
     return ids
 
 
-def _empty(name: str, step: str, hint: str) -> RepmatchError:
-    """The error for a subset that some step left empty."""
-    return RepmatchError(f"the subset of {name} is empty after {step}; {hint}")
+def _empty(name: str, step: str, hint: str, field: str | None) -> RepmatchError:
+    """The error for a subset that some step left empty (``field``: the one to fix, if one)."""
+    return RepmatchError(f"the subset of {name} is empty after {step}; {hint}", field=field)
 
 
 def cut_subset(
@@ -70,8 +76,9 @@ def cut_subset(
     if spec.labels is not None:
         if not classification:
             raise RepmatchError(
-                f"--labels filters classes, but {table.name} is a regression task; "
-                "leave --labels out"
+                f"the labels filter picks classes, but {table.name} is a regression task; "
+                "leave labels unset",
+                field="labels",
             )
         values, inverse = np.unique(labels.raw, return_inverse=True)
         present: list[str] = []
@@ -88,14 +95,15 @@ def cut_subset(
         if not keep_value.any():
             raise _empty(
                 table.name,
-                f"the label filter --labels {' '.join(spec.labels)}",
-                f"labels in this split: {preview(present)}; fix --labels",
+                f"the label filter labels={list(spec.labels)}",
+                f"labels in this split: {preview(present)}; fix labels",
+                "labels",
             )
         unmatched = [label for label in spec.labels if label not in matched]
         if unmatched:
             logger.warning(
-                "--labels %s match no instance of %s (labels present: %s)",
-                " ".join(unmatched),
+                "labels filter values %s match no instance of %s (labels present: %s)",
+                ", ".join(unmatched),
                 table.name,
                 preview(present),
             )
@@ -103,25 +111,32 @@ def cut_subset(
     if classification and labels.kind == "int":
         negative = positions[labels.raw[positions] < 0]
         if negative.size:
-            valid = " ".join(str(v) for v in sorted({v for v in labels.raw.tolist() if v >= 0}))
+            valid = [str(v) for v in sorted({v for v in labels.raw.tolist() if v >= 0})]
             raise RepmatchError(
                 f"label column {labels.column!r} in {table.name} holds negative label "
                 f"{labels.raw[negative[0]]} in {negative.size} rows (first: row {negative[0]}); "
                 f"negative labels usually mark unlabelled rows, keep real ones with "
-                f"--labels {valid or '0'}"
+                f"labels={valid or ['0']}",
+                field="labels",
             )
     if spec.indices_file is not None:
         wanted_ids = _read_indices_file(spec.indices_file)
         where = Path(spec.indices_file).name
         if not wanted_ids:
-            raise _empty(table.name, f"the indices file {where}", "it lists no ids; add ids to it")
+            raise _empty(
+                table.name,
+                f"the indices file {where}",
+                "it lists no ids; add ids to it",
+                "indices_file",
+            )
         lookup = {str(value): row for row, value in enumerate(ids)}
         missing = [value for value in wanted_ids if value not in lookup]
         if missing:
             kind = f"values of column {id_column!r}" if id_column else "row numbers (from 0)"
             raise RepmatchError(
                 f"indices file {where} lists {len(missing)} ids not in {table.name} "
-                f"(first: {missing[0]!r}); ids must be {kind} of this split"
+                f"(first: {missing[0]!r}); ids must be {kind} of this split",
+                field="indices_file",
             )
         kept = np.zeros(table.num_rows, dtype=bool)
         kept[positions] = True
@@ -131,7 +146,8 @@ def cut_subset(
             raise _empty(
                 table.name,
                 f"the indices file {where}",
-                "none of its ids passed the label filter; check --labels and --indices-file",
+                "none of its ids passed the label filter; check labels and indices_file",
+                None,
             )
         if positions.size < len(rows):
             logger.info(
@@ -140,7 +156,7 @@ def cut_subset(
     if spec.limit is not None:
         if spec.limit > positions.size:
             logger.info(
-                "--limit %d is more than the %d instances available in %s; using all",
+                "limit %d is more than the %d instances available in %s; using all",
                 spec.limit,
                 positions.size,
                 table.name,
@@ -150,7 +166,8 @@ def cut_subset(
         if spec.sample > positions.size:
             raise RepmatchError(
                 f"cannot sample {spec.sample} from {positions.size} instances of {table.name}; "
-                "lower --sample"
+                "lower sample",
+                field="sample",
             )
         chosen = np.random.default_rng(spec.seed).choice(
             positions.size, size=spec.sample, replace=False
