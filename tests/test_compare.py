@@ -1,33 +1,19 @@
-"""compare_adapters on adapter folders: round trips, invariances, foreign adapters, mismatches."""
+"""compare_adapters on adapter folders: round trips, invariances, foreign adapters, mismatches.
+
+Reading adapter folders (and broken ones) is tested in test_adapters.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
-from safetensors.torch import load_file, save_file
 
-from repmatch.adapters import load_adapter
-from repmatch.compare import RIGHT_SIDE_NOTE, compare_adapters, layer_subspaces
+from repmatch.adapters import RECORD_FILE, load_adapter
+from repmatch.compare import RIGHT_SIDE_NOTE, compare_adapters, layer_subspaces, score_subspaces
 from repmatch.errors import RepmatchError
 from repmatch.grassmann import full_singular_vectors
-from repmatch.models import BUNDLED_MODEL, load_classifier, resolve_model_path
-
-
-def _copy(folder: str | Path, to: Path) -> Path:
-    shutil.copytree(folder, to)
-    return to
-
-
-def _rewrite_weights(folder: Path, change) -> None:
-    """Apply ``change(key, tensor) -> tensor`` to every tensor of the adapter in ``folder``."""
-    file = folder / "adapter_model.safetensors"
-    tensors = load_file(str(file))
-    save_file({key: change(key, value).contiguous() for key, value in tensors.items()}, str(file))
+from test_adapters import copy_adapter, plain_peft_adapter, rewrite_weights
 
 
 def test_adapter_against_itself_scores_one(trained_adapter):
@@ -113,10 +99,8 @@ def test_shuffled_baseline_is_lower(trained_adapter):
 @pytest.mark.parametrize("factor", ["B", "A"])
 def test_invariant_to_scaling_a_factor(factor, trained_adapter, tmp_path):
     first, second = trained_adapter("bert", seed=0), trained_adapter("bert", seed=1)
-    scaled = _copy(second, tmp_path / "scaled")
-    _rewrite_weights(
-        scaled, lambda key, value: value * -7.5 if f".lora_{factor}." in key else value
-    )
+    scaled = copy_adapter(second, tmp_path / "scaled")
+    rewrite_weights(scaled, lambda key, value: value * -7.5 if f".lora_{factor}." in key else value)
     name = next(iter(load_adapter(second).layers))
     torch.testing.assert_close(
         getattr(load_adapter(scaled).layers[name], factor),
@@ -132,7 +116,7 @@ def test_invariant_to_scaling_a_factor(factor, trained_adapter, tmp_path):
 def test_invariant_to_reparametrisation(trained_adapter, tmp_path):
     """(B R)(R^-1 A) is the same update, so the same score."""
     first, second = trained_adapter("bert", seed=0), trained_adapter("bert", seed=1)
-    moved = _copy(second, tmp_path / "moved")
+    moved = copy_adapter(second, tmp_path / "moved")
     generator = torch.Generator().manual_seed(3)
     mixing = torch.randn(2, 2, generator=generator, dtype=torch.float64) + 2 * torch.eye(2)
     inverse = torch.linalg.inv(mixing)
@@ -144,29 +128,15 @@ def test_invariant_to_reparametrisation(trained_adapter, tmp_path):
             return (inverse @ value.double()).float()
         return value
 
-    _rewrite_weights(moved, change)
+    rewrite_weights(moved, change)
     assert compare_adapters(first, moved).score == pytest.approx(
         compare_adapters(first, second).score, abs=1e-5
     )
 
 
 def test_plain_peft_adapter_can_be_compared(tiny_model, trained_adapter, tmp_path):
-    model_path = tiny_model("bert")
-    model = load_classifier(model_path, num_labels=2, head_seed=42)
-    config = LoraConfig(r=3, lora_alpha=6, target_modules=["value"], init_lora_weights=False)
-    torch.manual_seed(0)
-    peft_model = get_peft_model(model, config)
-    folder = tmp_path / "plain"
-    peft_model.save_pretrained(str(folder))
-    assert not (folder / "repmatch.json").exists()
-
-    adapter = load_adapter(folder)
-    assert adapter.record is None
-    assert adapter.ranks == {
-        "bert.encoder.layer.0.attention.self.value": 3,
-        "bert.encoder.layer.1.attention.self.value": 3,
-    }
-    assert all(f.scaling == pytest.approx(2.0) for f in adapter.layers.values())
+    folder = plain_peft_adapter(tiny_model("bert"), "value", tmp_path / "plain", r=3)
+    assert load_adapter(folder).record is None
     assert compare_adapters(folder, folder).score == pytest.approx(1.0, abs=1e-6)
 
     # PEFT records the folder it loaded from; repmatch the resolved path: the same model
@@ -176,32 +146,43 @@ def test_plain_peft_adapter_can_be_compared(tiny_model, trained_adapter, tmp_pat
     assert 0.0 < result.score < 1.0
 
 
-def test_plain_peft_adapter_on_the_bundled_model_install_path(trained_adapter, tmp_path):
-    """An adapter whose config names the bundled model's install folder is on the bundled model."""
-    folder = _copy(trained_adapter("bert"), tmp_path / "bundled")
-    (folder / "repmatch.json").unlink()
-    config_file = folder / "adapter_config.json"
-    config = json.loads(config_file.read_text())
-    config["base_model_name_or_path"] = resolve_model_path(BUNDLED_MODEL)
-    config_file.write_text(json.dumps(config))
-    assert load_adapter(folder).base_model == BUNDLED_MODEL
-    config["base_model_name_or_path"] = "some-org/some-model"
-    config_file.write_text(json.dumps(config))
-    assert load_adapter(folder).base_model == "some-org/some-model"
-
-
 def test_different_base_models(trained_adapter):
     with pytest.raises(RepmatchError, match="different base models"):
         compare_adapters(trained_adapter("bert"), trained_adapter("electra"))
 
 
-def test_different_layers(trained_adapter):
-    with pytest.raises(RepmatchError, match=r"different layers.*--targets"):
+def test_different_target_sets_compare_the_shared_layers(trained_adapter):
+    both = trained_adapter("bert", seed=0, targets=("query", "value"))
+    value = trained_adapter("bert", seed=1)
+    result = compare_adapters(both, value)
+    value_layers = [f"bert.encoder.layer.{i}.attention.self.value" for i in range(2)]
+    assert list(result.layers) == list(result.grids) == value_layers
+    assert result.notes == [
+        f"compared the 2 layers both adapters adapt; left out 2 layers only in {both} "
+        "(layer 0 query, layer 1 query)"
+    ]
+    # the score is that of the value layers alone
+    a, b = layer_subspaces(load_adapter(both)), layer_subspaces(load_adapter(value))
+    expected, _, _ = score_subspaces(
+        {name: a[name] for name in value_layers}, {name: b[name] for name in value_layers}
+    )
+    assert result.score == pytest.approx(expected, abs=1e-9)
+    flipped = compare_adapters(value, both, shuffled_baseline=True)
+    assert flipped.score == pytest.approx(result.score, abs=1e-6)
+    assert flipped.notes[0].endswith(f"2 layers only in {both} (layer 0 query, layer 1 query)")
+    assert list(flipped.baseline.layers) == value_layers
+    # the same targets: nothing left out, no note
+    assert compare_adapters(value, trained_adapter("bert", seed=2)).notes == []
+
+
+def test_no_shared_layers(trained_adapter):
+    with pytest.raises(RepmatchError, match=r"share no adapted layer .*targets in common") as e:
         compare_adapters(trained_adapter("bert"), trained_adapter("bert", targets=("query",)))
+    assert "\n" not in str(e.value)
 
 
 def test_different_shapes(trained_adapter, tmp_path):
-    wide = _copy(trained_adapter("bert", seed=1), tmp_path / "wide")
+    wide = copy_adapter(trained_adapter("bert", seed=1), tmp_path / "wide")
     generator = torch.Generator().manual_seed(0)
 
     def widen(key, value):
@@ -211,46 +192,9 @@ def test_different_shapes(trained_adapter, tmp_path):
             return torch.randn(value.shape[0], 48, generator=generator)
         return value
 
-    _rewrite_weights(wide, widen)
+    rewrite_weights(wide, widen)
     with pytest.raises(RepmatchError, match=r"shape \(32, 32\).*\(48, 48\)"):
         compare_adapters(trained_adapter("bert"), wide)
-
-
-def test_folder_without_adapter_config(trained_adapter, tmp_path):
-    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
-    (broken / "adapter_config.json").unlink()
-    with pytest.raises(RepmatchError, match="no adapter_config.json"):
-        compare_adapters(trained_adapter("bert"), broken)
-
-
-def test_unreadable_adapter_config(trained_adapter, tmp_path):
-    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
-    (broken / "adapter_config.json").write_text('{"r": 2,')
-    with pytest.raises(RepmatchError, match="cannot read .*adapter_config.json"):
-        compare_adapters(trained_adapter("bert"), broken)
-
-
-def test_missing_folder(trained_adapter, tmp_path):
-    with pytest.raises(RepmatchError, match="adapter folder not found"):
-        compare_adapters(trained_adapter("bert"), tmp_path / "nowhere")
-
-
-def test_truncated_weights(trained_adapter, tmp_path):
-    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
-    weights = broken / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(RepmatchError, match="cannot read adapter weights") as info:
-        compare_adapters(trained_adapter("bert"), broken)
-    assert "\n" not in str(info.value)
-
-
-def test_weights_without_lora_factors(trained_adapter, tmp_path):
-    broken = _copy(trained_adapter("bert"), tmp_path / "broken")
-    file = broken / "adapter_model.safetensors"
-    tensors = load_file(str(file))
-    save_file({k: v for k, v in tensors.items() if ".lora_" not in k}, str(file))
-    with pytest.raises(RepmatchError, match="no LoRA factors"):
-        compare_adapters(trained_adapter("bert"), broken)
 
 
 def test_unknown_side(trained_adapter):
@@ -275,6 +219,17 @@ def test_right_side_note_for_a_shared_seed(trained_adapter):
     assert other_seed.score != pytest.approx(left.score, abs=1e-3)
     # with a shared seed A barely moves, so the right side looks alike regardless of the data
     assert same_seed.score > 0.9
+
+
+def test_no_right_side_note_without_records(trained_adapter, tmp_path):
+    """Regression: adapters without records (seeds unknown) were noted as sharing a seed."""
+    first = copy_adapter(trained_adapter("bert", seed=0), tmp_path / "first")
+    second = copy_adapter(trained_adapter("bert", seed=0, lr=5e-3), tmp_path / "second")
+    assert compare_adapters(first, second, side="right").notes == [RIGHT_SIDE_NOTE]
+    (second / RECORD_FILE).unlink()
+    assert compare_adapters(first, second, side="right").notes == []
+    (first / RECORD_FILE).unlink()
+    assert compare_adapters(first, second, side="right").notes == []
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

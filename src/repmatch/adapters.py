@@ -3,7 +3,9 @@
 An adapter folder is a standard PEFT one (``adapter_config.json`` + ``adapter_model.safetensors``,
 loadable with ``PeftModel.from_pretrained``). Folders written by repmatch also hold the
 classification head (as PEFT ``modules_to_save``) and ``repmatch.json``, the full record of how it
-was trained. Folders from elsewhere work too, as long as they hold LoRA factors.
+was trained. Folders from elsewhere work too, as long as they hold LoRA factors; plain PEFT saves
+the head of a ``task_type="SEQ_CLS"`` adapter as well (keys ``base_model.model.classifier.weight``
+and the like, which fit the base model's state dict once the prefix is dropped).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from repmatch.errors import RepmatchError
+from repmatch.errors import RepmatchError, first_line
 from repmatch.models import portable_model_name
 
 RECORD_FILE = "repmatch.json"
@@ -49,7 +51,11 @@ class LoraFactors:
 
 @dataclass(frozen=True)
 class Adapter:
-    """A LoRA adapter read from disk: its base model and factors per adapted module."""
+    """A LoRA adapter read from disk: its base model and factors per adapted module.
+
+    ``head``: the saved classification head, keyed like the base model's state dict (empty when
+    none was saved); ``record``: ``repmatch.json`` (``None`` for adapters made elsewhere).
+    """
 
     path: Path
     base_model: str
@@ -60,6 +66,48 @@ class Adapter:
     @property
     def ranks(self) -> dict[str, int]:
         return {name: f.rank for name, f in self.layers.items()}
+
+    @property
+    def num_labels(self) -> int | None:
+        """Outputs of the head: rows of its output layer's weight (``None`` without a head).
+
+        The output layer is the one whose outputs no other head layer reads; when that is
+        ambiguous (an output as wide as the hidden size), the recorded ``num_labels``.
+        """
+        outputs = _head_outputs(self.head)
+        if outputs is None and self.head and self.record is not None:
+            recorded = self.record.get("num_labels")
+            return int(recorded) if isinstance(recorded, int) else None
+        return outputs
+
+    @property
+    def task(self) -> str | None:
+        """The recorded task kind (``regression``, ``classification``, ...), else ``None``."""
+        task = (self.record or {}).get("task")
+        return task if isinstance(task, str) else None
+
+    @property
+    def label_names(self) -> list[str] | None:
+        """The recorded class names of the training data (``None`` when unnamed or unrecorded)."""
+        names = (self.record or {}).get("label_names")
+        return [str(name) for name in names] if isinstance(names, list) else None
+
+    @property
+    def head_seed(self) -> int | None:
+        """The recorded seed of the head's init (``None`` when unrecorded)."""
+        train = (self.record or {}).get("train")
+        seed = train.get("head_seed") if isinstance(train, dict) else None
+        return seed if isinstance(seed, int) else None
+
+
+def _head_outputs(head: dict[str, torch.Tensor]) -> int | None:
+    """Rows of the head's output layer: the 2-d weight whose outputs no other one reads."""
+    weights = [value for key, value in head.items() if key.endswith(".weight") and value.ndim == 2]
+    if len(weights) == 1:
+        return weights[0].shape[0]
+    inputs = {weight.shape[1] for weight in weights}
+    outputs = {weight.shape[0] for weight in weights if weight.shape[0] not in inputs}
+    return outputs.pop() if len(outputs) == 1 else None
 
     def fingerprint(self) -> str:
         """SHA-256 over the base model, every factor and head weight: changes with any of them."""
@@ -84,8 +132,12 @@ def load_adapter(path: str | Path) -> Adapter:
             "pass a folder written by `repmatch train` or `PeftModel.save_pretrained`"
         )
     config = _read_json(config_file)
-    if config.get("peft_type", "LORA") != "LORA":
-        raise RepmatchError(f"{folder} holds a {config.get('peft_type')} adapter, not LoRA")
+    peft_type = config.get("peft_type", "LORA")
+    if peft_type != "LORA":
+        raise RepmatchError(
+            f"{folder} holds a PEFT adapter of type {peft_type!r} (adapter_config.json), not "
+            "LoRA; RepMatch compares LoRA adapters only"
+        )
     weights = _load_weights(folder)
     layers = _collect_factors(weights, config, folder)
     head = {
@@ -108,9 +160,14 @@ def load_adapter(path: str | Path) -> Adapter:
 
 def _read_json(file: Path) -> dict:
     try:
-        data = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RepmatchError(f"cannot read {file}: {err}") from None
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RepmatchError(
+            f"cannot read {file}: not valid JSON ({err.msg} at line {err.lineno}); "
+            "fix it or save the adapter again"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RepmatchError(f"cannot read {file}: {first_line(err)}") from None
     if not isinstance(data, dict):
         raise RepmatchError(f"cannot read {file}: expected a JSON object")
     return data
@@ -125,7 +182,10 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
         if bin_file.is_file():
             return torch.load(bin_file, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which one
-        raise RepmatchError(f"cannot read adapter weights in {folder}: {err}") from None
+        raise RepmatchError(
+            f"cannot read adapter weights in {folder} ({first_line(err)}); the file is truncated "
+            "or corrupted, save the adapter again"
+        ) from None
     raise RepmatchError(f"{folder} has no adapter_model.safetensors or adapter_model.bin")
 
 
@@ -143,7 +203,11 @@ def _collect_factors(
     layers = {}
     for name, pair in halves.items():
         if set(pair) != {"A", "B"}:
-            raise RepmatchError(f"{folder}: module {name} has lora_A or lora_B but not both")
+            have, lacking = ("A", "B") if "A" in pair else ("B", "A")
+            raise RepmatchError(
+                f"{folder}: module {name} has lora_{have} but no lora_{lacking} weight; the "
+                "weights file is incomplete, save the adapter again"
+            )
         A, B = pair["A"], pair["B"]
         if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[1]:
             raise RepmatchError(
@@ -164,25 +228,29 @@ def _scaling(name: str, rank: int, config: dict) -> float:
 
 def check_compatible(
     first: Adapter, second: Adapter, *, allow_different_base: bool = False
-) -> None:
-    """Raise a clear error unless the two adapters adapt the same layers of the same base model."""
+) -> list[str]:
+    """The layers both adapters adapt (in ``first``'s order), checked to be comparable.
+
+    Raises a clear error when the adapters come from different base models (unless allowed),
+    share no adapted layer, or a shared layer has different shapes.
+    """
     if not allow_different_base and first.base_model != second.base_model:
         raise RepmatchError(
             f"adapters come from different base models: {first.path} from "
             f"'{first.base_model}', {second.path} from '{second.base_model}'"
         )
-    only_first = sorted(set(first.layers) - set(second.layers))
-    only_second = sorted(set(second.layers) - set(first.layers))
-    if only_first or only_second:
-        missing = only_first[:1] or only_second[:1]
+    shared = [name for name in first.layers if name in second.layers]
+    if not shared:
         raise RepmatchError(
-            f"adapters adapt different layers ({len(only_first)} only in {first.path}, "
-            f"{len(only_second)} only in {second.path}, e.g. {missing[0]}); train both with "
-            "the same --targets"
+            f"adapters share no adapted layer ({first.path} adapts e.g. {next(iter(first.layers))}"
+            f", {second.path} e.g. {next(iter(second.layers))}); train both with targets in "
+            "common"
         )
-    for name, factors in first.layers.items():
+    for name in shared:
+        factors = first.layers[name]
         if factors.shape != second.layers[name].shape:
             raise RepmatchError(
                 f"layer {name} has shape {factors.shape} in {first.path} but "
                 f"{second.layers[name].shape} in {second.path}: not the same base model"
             )
+    return shared

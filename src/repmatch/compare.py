@@ -1,9 +1,10 @@
 """RepMatch between two LoRA adapters: per-layer Grassmann grids, layer scores and their mean.
 
 Reads adapter folders (:mod:`repmatch.adapters`), takes the singular vectors of every ΔW from its
-low-rank factors and scores them with :mod:`repmatch.grassmann`. The shuffled baseline (paper,
-Fig. 1b) compares against a ΔW whose entries were permuted at random: a full-rank matrix, the one
-place where a full SVD is needed.
+low-rank factors and scores them with :mod:`repmatch.grassmann`; adapters with different target
+sets are compared on the layers both adapt. The shuffled baseline (paper, Fig. 1b) compares
+against a ΔW whose entries were permuted at random: a full-rank matrix, the one place where a full
+SVD is needed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from repmatch.adapters import Adapter, check_compatible, load_adapter
+from repmatch.data.columns import preview
 from repmatch.errors import RepmatchError
 from repmatch.grassmann import (
     Side,
@@ -111,23 +113,28 @@ def compare_adapters(
     baseline_seed: int = 0,
     allow_different_base: bool = False,
 ) -> Comparison:
-    """RepMatch between two adapter folders (any PEFT LoRA adapters, ranks may differ)."""
+    """RepMatch between two adapter folders (any PEFT LoRA adapters, ranks may differ).
+
+    Compares the layers both adapters adapt; when their target sets differ, ``notes`` says which
+    layers were left out (an error only when they share none).
+    """
     if side not in ("left", "right"):
         raise RepmatchError(f"side must be 'left' or 'right', got {side!r}")
     a = first if isinstance(first, Adapter) else load_adapter(first)
     b = second if isinstance(second, Adapter) else load_adapter(second)
-    check_compatible(a, b, allow_different_base=allow_different_base)
+    shared = check_compatible(a, b, allow_different_base=allow_different_base)
     notes = []
-    if side == "right":
-        seeds = {(adapter.record or {}).get("train", {}).get("seed") for adapter in (a, b)}
-        if len(seeds) == 1:
-            notes.append(RIGHT_SIDE_NOTE)
-            logger.warning(RIGHT_SIDE_NOTE)
-    subspaces_a = layer_subspaces(a, side)
-    score, layers, grids = score_subspaces(subspaces_a, layer_subspaces(b, side))
+    if len(shared) < max(len(a.layers), len(b.layers)):
+        notes.append(_left_out_note(a, b, shared))
+        logger.info(notes[-1])
+    if side == "right" and _same_lora_seed(a, b):
+        notes.append(RIGHT_SIDE_NOTE)
+        logger.warning(RIGHT_SIDE_NOTE)
+    subspaces_a = _select(layer_subspaces(a, side), shared)
+    score, layers, grids = score_subspaces(subspaces_a, _select(layer_subspaces(b, side), shared))
     baseline = None
     if shuffled_baseline:
-        shuffled = _shuffled_subspaces(b, side, baseline_seed)
+        shuffled = _shuffled_subspaces(b, side, baseline_seed, shared)
         base_score, base_layers, base_grids = score_subspaces(subspaces_a, shuffled)
         baseline = Comparison(
             base_score, base_layers, base_grids, side, str(a.path), f"shuffled {b.path}"
@@ -135,14 +142,51 @@ def compare_adapters(
     return Comparison(score, layers, grids, side, str(a.path), str(b.path), baseline, notes)
 
 
-def _shuffled_subspaces(adapter: Adapter, side: Side, seed: int) -> dict[str, torch.Tensor]:
-    """Top-r singular vectors of each ΔW with its entries randomly permuted (full SVD)."""
+def _select(subspaces: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
+    """The subspaces of ``names``, in that order."""
+    return {name: subspaces[name] for name in names}
+
+
+def _same_lora_seed(first: Adapter, second: Adapter) -> bool:
+    """Whether both adapters have a record and the records give the same LoRA seed."""
+    seeds = []
+    for adapter in (first, second):
+        train = (adapter.record or {}).get("train")
+        seeds.append(train.get("seed") if isinstance(train, dict) else None)
+    return seeds[0] is not None and seeds[0] == seeds[1]
+
+
+def _left_out_note(first: Adapter, second: Adapter, shared: list[str]) -> str:
+    """The note naming the layers only one of the adapters adapts."""
+    parts = []
+    for adapter, other in ((first, second), (second, first)):
+        only = [name for name in adapter.layers if name not in other.layers]
+        if only:
+            shown = preview([short_layer_name(name) for name in only], limit=4)
+            parts.append(f"{_count(len(only), 'layer')} only in {adapter.path} ({shown})")
+    return (
+        f"compared the {_count(len(shared), 'layer')} both adapters adapt; left out "
+        + " and ".join(parts)
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _shuffled_subspaces(
+    adapter: Adapter, side: Side, seed: int, names: list[str]
+) -> dict[str, torch.Tensor]:
+    """Top-r singular vectors of the ΔW of layers ``names`` with entries randomly permuted (full
+    SVD)."""
     generator = torch.Generator().manual_seed(seed)
     return {
         name: full_singular_vectors(
-            shuffle_entries(factors.delta_weight(), generator), factors.rank, side
+            shuffle_entries(adapter.layers[name].delta_weight(), generator),
+            adapter.layers[name].rank,
+            side,
         )[0]
-        for name, factors in adapter.layers.items()
+        for name in names
     }
 
 
