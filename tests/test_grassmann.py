@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repmatch.grassmann import (
+    _unclamped_grid,
     full_singular_vectors,
     grassmann_grid,
     layer_similarity,
@@ -138,8 +139,7 @@ def test_rank_deficient_B_gives_finite_orthonormal_vectors(side: str) -> None:
         U, S = lowrank_singular_vectors(B, A, side=side)
         assert torch.isfinite(U).all() and torch.isfinite(S).all()
         torch.testing.assert_close(U.T @ U, torch.eye(4, dtype=F64))
-        grid = grassmann_grid(U, U)
-        assert torch.isfinite(grid).all()
+        torch.testing.assert_close(grassmann_grid(U, U), torch.ones(4, 4, dtype=F64))
     assert (S == 0).all()  # the all-zero B
     _, S = lowrank_singular_vectors(B_zero_col, A, side=side)
     assert S[-1].abs() < 1e-12 and (S[:-1] > 1e-3).all()
@@ -195,15 +195,44 @@ def test_grid_matches_double_loop_oracle(args: tuple[int, int, int, int]) -> Non
 
 
 @PROPERTY
+@given(shapes, st.sampled_from([torch.float32, F64]), st.booleans())
+def test_unclamped_grid_in_unit_interval_up_to_rounding(
+    args: tuple[int, int, int, int], dtype: torch.dtype, same: bool
+) -> None:
+    """The clamp in grassmann_grid only removes rounding noise: before it, values of orthonormal
+    inputs (random, or identical, where phi = 1 exactly) lie within a few ulps of [0, 1]."""
+    seed, d, r1, r2 = args
+    gen = _gen(seed)
+    U1 = _orthonormal(d, r1, gen).to(dtype)
+    U2 = U1 if same else _orthonormal(d, r2, gen).to(dtype)
+    raw = _unclamped_grid(U1, U2)
+    noise = 8 * torch.finfo(dtype).eps  # 1e-6 in float32, 2e-15 in float64
+    assert raw.min() >= -noise and raw.max() <= 1 + noise
+    grid = grassmann_grid(U1, U2)
+    assert ((grid >= 0) & (grid <= 1)).all()
+    torch.testing.assert_close(grid, raw, atol=noise, rtol=0)
+
+
+def test_clamp_does_not_detect_non_orthonormal_inputs() -> None:
+    """As documented: columns of norm 2 give phi = 4 before the clamp, 1 after it."""
+    U = _orthonormal(10, 2, _gen(16))
+    torch.testing.assert_close(_unclamped_grid(2 * U, U), torch.full((2, 2), 2.0**2, dtype=F64))
+    torch.testing.assert_close(grassmann_grid(2 * U, U), torch.ones(2, 2, dtype=F64))
+
+
+@PROPERTY
 @given(shapes)
-def test_grid_in_unit_interval_and_symmetric(args: tuple[int, int, int, int]) -> None:
+def test_grid_is_symmetric_and_ignores_column_signs(args: tuple[int, int, int, int]) -> None:
     seed, d, r1, r2 = args
     gen = _gen(seed)
     U1, U2 = _orthonormal(d, r1, gen), _orthonormal(d, r2, gen)
     grid = grassmann_grid(U1, U2)
     assert grid.shape == (r1, r2)
-    assert ((grid >= 0) & (grid <= 1)).all()
     torch.testing.assert_close(grassmann_grid(U2, U1), grid.T, atol=1e-12, rtol=0)
+    # flip the sign of the first column (always) and of each other one at random
+    signs = torch.where(torch.rand(r1, generator=gen) < 0.5, -1.0, 1.0).to(F64)
+    signs[0] = -1.0
+    torch.testing.assert_close(grassmann_grid(U1 * signs, U2), grid, atol=1e-12, rtol=0)
 
 
 @PROPERTY
@@ -212,13 +241,11 @@ def test_identical_subspaces_score_one(args: tuple[int, int, int, int]) -> None:
     seed, d, r, _ = args
     gen = _gen(seed)
     U = _orthonormal(d, r, gen)
-    grid = grassmann_grid(U, U)
-    torch.testing.assert_close(grid.diagonal(), torch.ones(r, dtype=F64), atol=1e-12, rtol=0)
-    assert grid.max() <= 1.0
-    torch.testing.assert_close(layer_similarity(grid), torch.tensor(1.0, dtype=F64))
-    # a sign flip per column changes nothing
-    signs = torch.where(torch.rand(r, generator=gen) < 0.5, -1.0, 1.0).to(F64)
-    torch.testing.assert_close(grassmann_grid(U * signs, U), grid)
+    # U[:, :i] and U[:, :j] share min(i, j) dimensions: phi = 1 everywhere
+    torch.testing.assert_close(
+        _unclamped_grid(U, U), torch.ones(r, r, dtype=F64), atol=1e-12, rtol=0
+    )
+    torch.testing.assert_close(layer_similarity(grassmann_grid(U, U)), torch.tensor(1.0, dtype=F64))
 
 
 @PROPERTY
