@@ -252,3 +252,11 @@ def test_weights_without_lora_factors(trained_adapter, tmp_path):
     broken = copy_adapter(trained_adapter("bert"), tmp_path / "broken")
     rewrite_weights(broken, lambda key, value: None if ".lora_" in key else value)
     _error(broken, "no LoRA factors")
+
+
+def test_fingerprint_follows_the_weights(trained_adapter, tmp_path):
+    folder = trained_adapter("bert")
+    assert load_adapter(folder).fingerprint() == load_adapter(folder).fingerprint()
+    changed = copy_adapter(folder, tmp_path / "changed")
+    rewrite_weights(changed, lambda key, value: value * 2 if ".lora_B." in key else value)
+    assert load_adapter(changed).fingerprint() != load_adapter(folder).fingerprint()

@@ -99,16 +99,6 @@ class Adapter:
         seed = train.get("head_seed") if isinstance(train, dict) else None
         return seed if isinstance(seed, int) else None
 
-
-def _head_outputs(head: dict[str, torch.Tensor]) -> int | None:
-    """Rows of the head's output layer: the 2-d weight whose outputs no other one reads."""
-    weights = [value for key, value in head.items() if key.endswith(".weight") and value.ndim == 2]
-    if len(weights) == 1:
-        return weights[0].shape[0]
-    inputs = {weight.shape[1] for weight in weights}
-    outputs = {weight.shape[0] for weight in weights if weight.shape[0] not in inputs}
-    return outputs.pop() if len(outputs) == 1 else None
-
     def fingerprint(self) -> str:
         """SHA-256 over the base model, every factor and head weight: changes with any of them."""
         digest = hashlib.sha256(self.base_model.encode())
@@ -118,6 +108,16 @@ def _head_outputs(head: dict[str, torch.Tensor]) -> int | None:
             digest.update(key.encode())
             digest.update(tensors[key].detach().cpu().contiguous().float().numpy().tobytes())
         return digest.hexdigest()
+
+
+def _head_outputs(head: dict[str, torch.Tensor]) -> int | None:
+    """Rows of the head's output layer: the 2-d weight whose outputs no other one reads."""
+    weights = [value for key, value in head.items() if key.endswith(".weight") and value.ndim == 2]
+    if len(weights) == 1:
+        return weights[0].shape[0]
+    inputs = {weight.shape[1] for weight in weights}
+    outputs = {weight.shape[0] for weight in weights if weight.shape[0] not in inputs}
+    return outputs.pop() if len(outputs) == 1 else None
 
 
 def load_adapter(path: str | Path) -> Adapter:
