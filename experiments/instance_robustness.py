@@ -24,9 +24,8 @@ from repmatch.batching import EncodedExamples
 from repmatch.compare import layer_scores
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.grassmann import repmatch_score
-from repmatch.pairwise import ensure_adapter
 from repmatch.scoring import InstanceScorer, ScoreConfig
-from repmatch.training import TrainConfig
+from repmatch.training import TrainConfig, train_or_reuse
 
 
 def pairwise_repmatch(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]):
@@ -107,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
 
     reference_data = load_examples(DataSpec(args.data, sample=args.reference_size))
-    reference = ensure_adapter(reference_data, TrainConfig(), Path(args.work) / "reference")
+    reference = train_or_reuse(reference_data, TrainConfig(), Path(args.work) / "reference")
     scored = scored_instances(args.data, args.scored_split, args.instances, reference_data.ids)
     seeds = list(range(args.seeds))
     report: dict = {"args": vars(args), "reference": str(reference)}

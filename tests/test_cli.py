@@ -167,7 +167,7 @@ def test_datasets_writes_the_matrix(tiny_model, tiny_data, tmp_path, capsys):
         (["--text-column", "nope"], ["nope", "--text-column"]),
         (["--labels", "9"], ["empty", "--labels"]),
         (["--num-labels", "1"], ["outside the head's 1 classes"]),
-        (["--rank", str(HIDDEN + 1)], ["rank 33", "layer bert.encoder.layer.0", "--rank <= 32"]),
+        (["--rank", str(HIDDEN + 1)], ["rank 33", "layer bert.encoder", "rank <= 32", "[--rank]"]),
         (["--rank", "0"], ["rank must be positive"]),
         (["--targets", "nope"], ["LoRA target 'nope'"]),
         (["--limit", "0"], ["--limit"]),
@@ -229,7 +229,7 @@ def test_compare_different_base_models(trained_adapter, capsys):
     _assert_user_error(rc, capsys.readouterr().err, "different base models")
     # the flag lets it through: both tiny models have 2 value layers of 32x32 (different names)
     rc = main(["compare", bert, electra, "--allow-different-base"])
-    _assert_user_error(rc, capsys.readouterr().err, "different layers")
+    _assert_user_error(rc, capsys.readouterr().err, "share no adapted layer")
 
 
 def test_datasets_needs_two(tiny_model, tiny_data, tmp_path, capsys):
@@ -287,3 +287,24 @@ def test_demo(tmp_path, capsys):
     assert "-> found" in printed
     assert (out / "similarity" / "matrix.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "instance-scores.csv").is_file()
+
+
+def test_help_imports_nothing_heavy():
+    """`repmatch --help` must be instant: the parser is built without torch or transformers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from repmatch.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_datasets_refuses_seed_with_seeds(capsys):
+    """Regression: `datasets` accepted --seed and --seeds together."""
+    with pytest.raises(SystemExit) as caught:
+        main(["datasets", "a.csv", "b.csv", "--out", "x", "--seed", "1", "--seeds", "0", "1"])
+    assert caught.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -8,7 +8,7 @@ to itself, so that almost nothing is padded at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +17,9 @@ import torch
 from repmatch.data import Examples
 
 _MEGABATCH_FACTOR = 32
+
+PACK_WIDTH = 32
+"""Tokens per row when short sequences are packed (rows widen to fit the longest sequence)."""
 
 
 @dataclass(frozen=True)
@@ -181,3 +184,43 @@ def padding_aware_batches(
         batches.append(order[start[end] : end])
         end = start[end]
     return batches[::-1]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a plan: model ``inputs`` holding the examples at ``positions`` (N,), in that
+    order; ``packed`` describes the rows when sequences are packed (else None: a row each)."""
+
+    positions: np.ndarray
+    inputs: dict[str, torch.Tensor]
+    packed: PackedBatch | None = None
+
+
+def plan_batches(
+    encoded: EncodedExamples,
+    batch_size: int,
+    device: torch.device,
+    *,
+    position_offset: int | None = None,
+) -> Iterator[Batch]:
+    """Every example once, in the cheapest batches for ``device``, deterministically.
+
+    - ``position_offset`` given (a model where packing is exact, see
+      :func:`repmatch.models.packed_position_offset`): groups of similar length packed into rows;
+    - on the CPU, where compute is the cost: :func:`padding_aware_batches`;
+    - on an accelerator, where a batch's fixed cost dominates: full length-grouped batches.
+    """
+    if position_offset is not None:
+        for positions in length_grouped_batches(encoded.lengths, batch_size):
+            width = max(PACK_WIDTH, int(encoded.lengths[positions].max()))
+            packed = encoded.packed(
+                positions, width, position_offset=position_offset, device=device
+            )
+            yield Batch(packed.order, packed.inputs, packed)
+        return
+    if device.type == "cpu":
+        batches = padding_aware_batches(encoded.lengths, batch_size)
+    else:
+        batches = length_grouped_batches(encoded.lengths, batch_size)
+    for positions in batches:
+        yield Batch(positions, encoded.batch(positions, device))

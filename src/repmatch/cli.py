@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from repmatch.config import ScoreConfig, TrainConfig, help_text
 from repmatch.errors import RepmatchError
 
 TRAIN_DEFAULTS_NOTE = (
@@ -56,29 +57,24 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, many: bool = False) 
     group.add_argument("--labels", nargs="+", metavar="LABEL", help="keep only these labels")
 
 
+def _option(group: argparse._ActionsContainer, config, name: str, **kwargs) -> None:
+    """Flag ``--name`` for field ``name`` of ``config``: its help text, default and type."""
+    default = getattr(config, name)
+    kwargs.setdefault("type", type(default) if isinstance(default, (int, float, str)) else None)
+    if kwargs["type"] is None:
+        del kwargs["type"]
+    group.add_argument(
+        "--" + name.replace("_", "-"),
+        default=default,
+        help=f"{help_text(type(config), name)} (default {default})",
+        **kwargs,
+    )
+
+
 def _add_shared_arguments(group: argparse._ArgumentGroup, d) -> None:
     """Flags that training and scoring share, with the defaults of config ``d``."""
-    group.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
-    group.add_argument("--alpha", type=float, default=d.alpha, help=f"LoRA alpha ({d.alpha})")
-    group.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
-    group.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"AdamW weight decay (default {d.weight_decay})",
-    )
-    group.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"instances per forward/backward (default {d.batch_size})",
-    )
-    group.add_argument(
-        "--max-length",
-        type=int,
-        default=d.max_length,
-        help=f"truncate inputs to this many tokens (default {d.max_length})",
-    )
+    for name in ("rank", "alpha", "lr", "weight_decay", "batch_size", "max_length"):
+        _option(group, d, name)
 
 
 def _add_device_argument(parser: argparse._ActionsContainer) -> None:
@@ -91,46 +87,38 @@ def _add_device_argument(parser: argparse._ActionsContainer) -> None:
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from repmatch.training import TrainConfig
-
     d = TrainConfig()
     group = parser.add_argument_group("training", TRAIN_DEFAULTS_NOTE)
-    group.add_argument(
-        "--model", default=d.model, help=f"hub id or local folder (default: the bundled {d.model})"
-    )
+    _option(group, d, "model")
     _add_shared_arguments(group, d)
-    group.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs ({d.epochs})")
+    for name in ("epochs", "head_seed", "lora_dropout"):
+        _option(group, d, name)
+    _option(group, d, "targets", nargs="+")
     group.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help=f"seed of the LoRA init and batch order (default {d.seed})",
+        "--train-head", action="store_true", help=help_text(TrainConfig, "train_head")
     )
     group.add_argument(
-        "--head-seed",
-        type=int,
-        default=d.head_seed,
-        help=f"seed of the classification head init (default {d.head_seed})",
+        "--base-dropout", action="store_true", help=help_text(TrainConfig, "base_dropout")
     )
-    group.add_argument(
-        "--targets",
+    group.add_argument("--num-labels", type=int, help=help_text(TrainConfig, "num_labels"))
+
+
+def _add_seed_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seed", type=int, default=TrainConfig.seed, help=help_text(TrainConfig, "seed")
+    )
+
+
+def _add_seed_arguments(group: argparse._ArgumentGroup, default: int, what: str) -> None:
+    """``--seed S`` or ``--seeds S1 S2 ...`` (not both)."""
+    seeds = group.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=default, help=f"{what} (default {default})")
+    seeds.add_argument(
+        "--seeds",
+        type=int,
         nargs="+",
-        default=list(d.targets),
-        help="LoRA targets: roles value/query/key or module names (default value)",
+        help="several seeds in one run: mean, std and the agreement between them",
     )
-    group.add_argument("--train-head", action="store_true", help="train the head too")
-    group.add_argument(
-        "--lora-dropout",
-        type=float,
-        default=d.lora_dropout,
-        help=f"LoRA dropout (default {d.lora_dropout})",
-    )
-    group.add_argument(
-        "--base-dropout",
-        action="store_true",
-        help="keep the base model's dropout on while training (off by default)",
-    )
-    group.add_argument("--num-labels", type=int, help="head size (default: classes in the data)")
 
 
 def _data_spec(args: argparse.Namespace, source: str | None = None):
@@ -163,9 +151,7 @@ def _config(cls, args: argparse.Namespace, **overrides):
     return cls(**(values | overrides))
 
 
-def _train_config(args: argparse.Namespace):
-    from repmatch.training import TrainConfig
-
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     return _config(TrainConfig, args)
 
 
@@ -184,7 +170,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from repmatch.compare import compare_adapters, short_layer_name
+    from repmatch.compare import compare_adapters
+    from repmatch.lora import short_layer_name
 
     result = compare_adapters(
         args.first,
@@ -228,7 +215,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> None:
-    from repmatch.pairwise import dataset_similarity
+    from repmatch.similarity import dataset_similarity
 
     specs = [_data_spec(args, source) for source in args.data]
     result = dataset_similarity(
@@ -253,9 +240,7 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
     print(f"written to {args.out}/matrix.csv, matrix.json, matrix.png")
 
 
-def _score_config(args: argparse.Namespace):
-    from repmatch.scoring import ScoreConfig
-
+def _score_config(args: argparse.Namespace) -> ScoreConfig:
     return _config(ScoreConfig, args, seeds=tuple(args.seeds or [args.seed]))
 
 
@@ -273,11 +258,12 @@ def _cmd_score(args: argparse.Namespace) -> None:
         device=args.device,
     )
     record = json.loads(Path(args.out + ".json").read_text())
-    print(
-        f"scored {len(table)} instances in {record['seconds']:.1f} s "
-        f"({record['instances_per_second']:.1f}/s over the instances computed in this run); "
-        f"written to {args.out}"
-    )
+    summary = f"scored {record['computed']} instances in {record['seconds']:.1f} s"
+    if record["computed"]:
+        summary += f" ({record['instances_per_second']:.1f}/s)"
+    if record["read_back"]:
+        summary += f", read {record['read_back']} back from the interrupted run"
+    print(f"{summary}; {len(table)} written to {args.out}")
     if record.get("seed_spearman"):
         pairs = ", ".join(f"{k}: {v:.3f}" for k, v in record["seed_spearman"].items())
         print(f"ranking agreement between seeds (Spearman): {pairs}")
@@ -304,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a LoRA adapter on a data subset")
     _add_data_arguments(train)
     _add_train_arguments(train)
+    _add_seed_only(train)
     train.add_argument("--out", required=True, help="adapter folder to write")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _add_device_argument(train)
@@ -342,18 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(datasets, many=True)
     _add_train_arguments(datasets)
     datasets.add_argument("--out", required=True, help="folder for adapters and the matrix")
-    datasets.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        help="LoRA seeds; with several, report mean ± std over seed pairs",
+    _add_seed_arguments(
+        datasets.add_argument_group("seeds"),
+        TrainConfig.seed,
+        "seed of the LoRA init and batch order; with --seeds, mean ± std over pairs of seeds",
     )
     datasets.add_argument("--side", choices=["left", "right"], default="left")
     _add_device_argument(datasets)
     datasets.add_argument("--quiet", action="store_true", help="no progress bars")
     datasets.set_defaults(run=_cmd_datasets)
-
-    from repmatch.scoring import ScoreConfig
 
     d = ScoreConfig()
     score = commands.add_parser(
@@ -369,43 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--reference", required=True, help="adapter trained on the whole dataset")
     group.add_argument("--out", required=True, help="Parquet file to write (FILE.parquet)")
     _add_shared_arguments(group, d)
-    group.add_argument(
-        "--steps",
-        type=int,
-        default=d.steps,
-        help=f"optimizer steps per instance (default {d.steps})",
-    )
-    seeds = group.add_mutually_exclusive_group()
-    seeds.add_argument(
-        "--seed",
-        type=int,
-        default=d.seeds[0],
-        help=f"seed of the fresh LoRA init (default {d.seeds[0]})",
-    )
-    seeds.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        help="several LoRA seeds in one pass: mean, std and their Spearman",
-    )
-    group.add_argument(
-        "--side",
-        choices=["left", "right"],
-        default=d.side,
-        help="singular vectors to compare (default left)",
-    )
-    group.add_argument(
-        "--targets",
-        nargs="+",
-        help="layers to score (default: every layer of the reference adapter)",
-    )
-    group.add_argument(
-        "--chunk-size",
-        type=int,
-        default=d.chunk_size,
-        help=f"instances per saved chunk, the unit of --resume ({d.chunk_size})",
-    )
-    group.add_argument("--model", help="base model (default: the reference adapter's)")
+    _option(group, d, "steps")
+    _add_seed_arguments(group, d.seeds[0], "seed of the fresh LoRA init")
+    _option(group, d, "side", choices=["left", "right"])
+    group.add_argument("--targets", nargs="+", help=help_text(ScoreConfig, "targets"))
+    _option(group, d, "chunk_size")
+    group.add_argument("--model", help=help_text(ScoreConfig, "model"))
     group.add_argument("--resume", action="store_true", help="finish an interrupted run")
     group.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -424,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag(field: str | None) -> str | None:
+    """The command-line flag of a configuration or data spec field (None: not a flag)."""
+    if field is None or field == "source":
+        return None
+    return {"seed": "--seed / --sample-seed", "seeds": "--seeds"}.get(
+        field, "--" + field.replace("_", "-")
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -438,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except RepmatchError as err:
-        print(f"repmatch: error: {err}", file=sys.stderr)
+        flag = _flag(err.field)
+        print(f"repmatch: error: {err}" + (f" [{flag}]" if flag else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("repmatch: interrupted", file=sys.stderr)

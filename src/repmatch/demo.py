@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from repmatch.data import DataSpec, load_examples
-from repmatch.pairwise import dataset_similarity
 from repmatch.scoring import ScoreConfig, score_instances
+from repmatch.similarity import dataset_similarity
 from repmatch.training import TrainConfig
 
 logger = logging.getLogger(__name__)

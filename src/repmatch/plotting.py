@@ -12,8 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from repmatch.compare import Comparison, short_layer_name  # noqa: E402
-from repmatch.outputs import atomic_path  # noqa: E402
+from repmatch.artifacts import atomic_path  # noqa: E402
+from repmatch.compare import Comparison  # noqa: E402
+from repmatch.lora import short_layer_name  # noqa: E402
 
 
 def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | None = None) -> None:

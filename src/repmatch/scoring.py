@@ -1,7 +1,7 @@
 """Instance-level RepMatch: score every instance of a dataset against a reference adapter.
 
 Stages: reference adapter (from :mod:`repmatch.training`) -> per-instance updates
-(:mod:`repmatch.instance_engine`) -> scores in Parquet, one row per instance keyed by its stable id.
+(:mod:`repmatch.updates`) -> scores in Parquet, one row per instance keyed by its stable id.
 
 Runs stream: instances are processed in chunks; each finished chunk is written to
 ``<out>.partial/chunk-NNNNN.parquet`` (atomically), so memory does not grow with the dataset and an
@@ -12,39 +12,25 @@ chunks are done they are joined into ``<out>`` and the run record ``<out>.json``
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from repmatch import __version__
 from repmatch.adapters import Adapter, load_adapter
-from repmatch.batching import (
-    EncodedExamples,
-    PackedBatch,
-    length_grouped_batches,
-    padding_aware_batches,
-)
-from repmatch.compare import layer_scores, layer_subspaces, short_layer_name
-from repmatch.data import DataSpec, Examples, load_examples
+from repmatch.artifacts import ChunkStore, data_record, run_record
+from repmatch.batching import EncodedExamples, PackedBatch, plan_batches
+from repmatch.compare import layer_scores, layer_subspaces
+from repmatch.config import DEFAULT_HEAD_SEED, ScoreConfig
+from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
-from repmatch.grassmann import Side, lowrank_singular_vectors, repmatch_score
-from repmatch.instance_engine import (
-    AdamWSettings,
-    StackedLora,
-    fresh_lora_init,
-    multi_step_updates,
-    one_step_updates,
-)
+from repmatch.grassmann import lowrank_singular_vectors, repmatch_score
+from repmatch.lora import draw_lora_init, short_layer_name
 from repmatch.models import (
     first_position_block,
     first_position_only,
@@ -54,147 +40,142 @@ from repmatch.models import (
     portable_model_name,
     resolve_device,
 )
-from repmatch.outputs import atomic_path, write_json
-from repmatch.training import check_labels
+from repmatch.tasks import Task, get_task
+from repmatch.updates import multi_step_updates, one_step_updates
 
 logger = logging.getLogger(__name__)
 
-_RUN_FILE = "run.json"
-
-_PACK_WIDTH = 32
-"""Tokens per row when short sequences are packed (rows widen to fit the longest sequence)."""
+__all__ = ["InstanceScorer", "Reference", "ScoreConfig", "score_instances"]
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
-    """How instances are scored. Defaults follow the paper: one AdamW step, lr 1e-3, rank 1."""
+class Reference:
+    """What scoring needs from the reference adapter: checked once, before any model is loaded."""
 
-    rank: int = 1
-    alpha: float = 4.0  # the reference script's LoRA alpha
-    lr: float = 1e-3
-    steps: int = 1
-    weight_decay: float = 0.01  # torch's AdamW default, as in the reference script
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    seeds: tuple[int, ...] = (0,)  # LoRA inits; several = a seed ensemble
-    side: Side = "left"
-    targets: tuple[str, ...] | None = None  # default: the reference adapter's layers
-    batch_size: int = 64
-    max_length: int = 512  # truncation only; batches are padded to their longest input
-    chunk_size: int = 4096  # instances per streamed chunk
-    model: str | None = None  # default: the reference adapter's base model
+    adapter: Adapter
+    model: str  # the scoring base model (portable name or path)
+    task: Task
+    num_outputs: int  # head size
+    head_seed: int
+    targets: list[str]  # layers scored, in model order
 
-    def __post_init__(self) -> None:
-        for name in ("rank", "lr", "steps", "batch_size", "max_length", "chunk_size", "alpha"):
-            value = getattr(self, name)
-            if not value > 0:
-                raise RepmatchError(f"{name} must be positive, got {value!r}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise RepmatchError(f"seeds must be distinct and non-empty, got {list(self.seeds)}")
-        if self.side not in ("left", "right"):
-            raise RepmatchError(f"side must be 'left' or 'right', got {self.side!r}")
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "betas", tuple(self.betas))
-        if self.targets is not None:
-            object.__setattr__(self, "targets", tuple(self.targets))
+    @classmethod
+    def check(cls, adapter: Adapter, config: ScoreConfig) -> Reference:
+        """Raise a one-line error unless ``adapter`` can serve as a scoring reference."""
+        if not adapter.head:
+            raise RepmatchError(
+                f"reference adapter {adapter.path} carries no classification head; scores must "
+                "use the head it was trained with: train it with `repmatch train`, or save the "
+                "head with PEFT (task_type='SEQ_CLS' or modules_to_save)"
+            )
+        num_outputs = adapter.num_labels
+        if num_outputs is None:
+            raise RepmatchError(
+                f"cannot tell the head size of reference adapter {adapter.path}: no "
+                "repmatch.json and no output layer among its saved head weights"
+            )
+        model = config.model or adapter.base_model
+        if not model:
+            raise RepmatchError(
+                f"reference adapter {adapter.path} does not name its base model; pass the model",
+                field="model",
+            )
+        if portable_model_name(model) != adapter.base_model:
+            raise RepmatchError(
+                f"reference adapter {adapter.path} was trained on '{adapter.base_model}', "
+                f"not on the scoring model '{model}'",
+                field="model",
+            )
+        task = get_task(adapter.task or ("regression" if num_outputs == 1 else None))
+        head_seed = adapter.head_seed
+        return cls(
+            adapter=adapter,
+            model=model,
+            task=task,
+            num_outputs=num_outputs,
+            head_seed=DEFAULT_HEAD_SEED if head_seed is None else head_seed,
+            targets=_targets(adapter, config),
+        )
 
-    @property
-    def adamw(self) -> AdamWSettings:
-        return AdamWSettings(self.lr, self.betas, self.eps, self.weight_decay)
+    def check_data(self, examples: Examples) -> Examples:
+        """``examples`` with labels mapped through the reference's classes; raise if they don't
+        fit (another task kind, a class the reference never saw)."""
+        if (examples.task == "regression") != (self.task.name == "regression"):
+            raise RepmatchError(
+                f"{examples.name} is a {examples.task} task but the reference adapter "
+                f"{self.adapter.path} was trained for {self.task.name}"
+            )
+        aligned = examples.aligned_to(self.adapter.label_names, self.num_outputs)
+        self.task.check_labels(aligned, self.num_outputs)
+        return aligned
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        return out | {key: list(out[key]) for key in ("seeds", "betas") if out[key] is not None}
+
+def _targets(adapter: Adapter, config: ScoreConfig) -> list[str]:
+    if config.targets is None:
+        return list(adapter.layers)
+    chosen = [
+        name
+        for name in adapter.layers
+        if any(name == t or name.endswith("." + t) for t in config.targets)
+    ]
+    if not chosen:
+        raise RepmatchError(
+            f"targets {list(config.targets)} match none of the reference adapter's layers "
+            f"(e.g. {next(iter(adapter.layers))}); leave targets out to use all of them",
+            field="targets",
+        )
+    return chosen
 
 
 class InstanceScorer:
     """The scoring model: reference base model + reference head, frozen; fresh LoRA per instance.
 
-    ``score_batch`` returns per-seed, per-layer scores for one batch of examples. ``device``: where
-    the model runs (default: a CUDA GPU if there is one, else the CPU); the LoRA inits are drawn on
-    the CPU either way, so a seed gives the same scores on every device up to rounding.
+    ``score`` returns per-seed, per-layer scores of examples. ``device``: where the model runs
+    (default: a CUDA GPU if there is one, else the CPU); the LoRA inits are drawn on the CPU
+    either way, so a seed gives the same scores on every device up to rounding.
     """
 
     def __init__(
         self,
-        reference: Adapter,
+        reference: Adapter | Reference,
         config: ScoreConfig,
         *,
         device: str | torch.device | None = None,
     ) -> None:
-        record = reference.record or {}
-        if "num_labels" not in record:
-            raise RepmatchError(
-                f"reference adapter {reference.path} has no repmatch.json with its head size; "
-                "train the reference with `repmatch train`"
-            )
-        if not reference.head:
-            raise RepmatchError(
-                f"reference adapter {reference.path} carries no classification head; scores must "
-                "use the head it was trained with: train it with `repmatch train`"
-            )
-        model_name = config.model or reference.base_model
-        if portable_model_name(model_name) != reference.base_model:
-            raise RepmatchError(
-                f"reference adapter {reference.path} was trained on '{reference.base_model}', "
-                f"not on the scoring model '{model_name}'"
-            )
+        if isinstance(reference, Adapter):
+            reference = Reference.check(reference, config)
+        self.reference = reference
         self.config = config
         self.device = resolve_device(device)
-        self.regression = record.get("task") == "regression"
-        self.num_labels = int(record["num_labels"])
-        self.targets = self._targets(reference, config)
-        self.tokenizer = load_tokenizer(model_name)
+        self.task = reference.task
+        self.targets = reference.targets
+        self.tokenizer = load_tokenizer(reference.model)
         self.model = load_classifier(
-            model_name,
-            num_labels=self.num_labels,
-            head_seed=int(record.get("train", {}).get("head_seed", 0)),
-            regression=self.regression,
+            reference.model,
+            task=reference.task,
+            num_labels=reference.num_outputs,
+            head_seed=reference.head_seed,
         )
-        missing = [key for key in reference.head if key not in self.model.state_dict()]
-        if missing:
-            raise RepmatchError(
-                f"head weights of {reference.path} do not fit the scoring model (e.g. {missing[0]})"
-            )
-        self.model.load_state_dict(reference.head, strict=False)
-        subspaces = layer_subspaces(reference, config.side)
-        self.reference_subspaces = {name: subspaces[name].to(self.device) for name in self.targets}
+        _load_head(self.model, reference.adapter)
         self.initial = {
-            seed: {
-                name: a0.to(self.device)
-                for name, a0 in fresh_lora_init(
-                    self.model, self.targets, rank=config.rank, alpha=config.alpha, seed=seed
-                ).items()
-            }
-            for seed in config.seeds
+            seed: {name: a0.to(self.device) for name, a0 in factors.items()}
+            for seed, factors in draw_lora_init(
+                self.model, self.targets, rank=config.rank, alpha=config.alpha, seeds=config.seeds
+            ).items()
         }
+        subspaces = layer_subspaces(reference.adapter, config.side)
+        self.reference_subspaces = {name: subspaces[name].to(self.device) for name in self.targets}
         self.model.to(self.device)
-        self.lora = StackedLora(self.model, self.targets, scaling=config.alpha / config.rank)
-        # BERT-style heads read the last layer at [CLS] only: skip its other positions there.
-        self.readout_block = first_position_block(self.model)
-        # One-step scores on the CPU pack short sequences into rows where that is exact: no
-        # padding and few, large batches (None: padded batches).
+        # Heads that read one position of the last layer ([CLS]) need it there only.
+        self.readout_block = (
+            first_position_block(self.model) if self.task.reads_one_position else None
+        )
+        # One-step scores on the CPU pack short sequences into rows where that is exact.
         self.position_offset = (
             packed_position_offset(self.model, self.readout_block)
             if self.device.type == "cpu" and config.steps == 1
             else None
         )
-
-    @staticmethod
-    def _targets(reference: Adapter, config: ScoreConfig) -> list[str]:
-        if config.targets is None:
-            return list(reference.layers)
-        chosen = [
-            name
-            for name in reference.layers
-            if any(name == t or name.endswith("." + t) for t in config.targets)
-        ]
-        if not chosen:
-            raise RepmatchError(
-                f"targets {list(config.targets)} match none of the reference adapter's layers "
-                f"(e.g. {next(iter(reference.layers))}); omit --targets to use all of them"
-            )
-        return chosen
 
     def instance_subspaces(
         self,
@@ -212,95 +193,78 @@ class InstanceScorer:
             raise ValueError("packed rows are for one-step scores only (steps == 1)")
         batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
         labels = labels.to(self.device)
-        at = packed.starts if packed is not None else None
-        with first_position_only(self.readout_block, at):
+        with first_position_only(self.readout_block, packed.starts if packed else None):
             if config.steps == 1:
-                stacked = {
-                    name: torch.cat([self.initial[s][name] for s in config.seeds])
-                    for name in self.targets
-                }
                 updates = one_step_updates(
                     self.model,
                     batch,
                     labels,
-                    stacked,
+                    self.initial,
                     config.adamw,
-                    scaling=self.lora.scaling,
-                    regression=self.regression,
+                    scaling=config.scaling,
+                    task=self.task,
                     segments=packed.segments if packed is not None else None,
                 )
-                r = config.rank
-                per_seed = {
-                    seed: {
-                        name: (B[..., k * r : (k + 1) * r], A[k * r : (k + 1) * r])
-                        for name, (B, A) in updates.items()
-                    }
-                    for k, seed in enumerate(config.seeds)
-                }
             else:
-                per_seed = {
-                    seed: multi_step_updates(
-                        self.lora,
-                        batch,
-                        labels,
-                        self.initial[seed],
-                        config.adamw,
-                        steps=config.steps,
-                        regression=self.regression,
-                    )
-                    for seed in config.seeds
-                }
+                updates = multi_step_updates(
+                    self.model,
+                    batch,
+                    labels,
+                    self.initial,
+                    config.adamw,
+                    scaling=config.scaling,
+                    task=self.task,
+                    steps=config.steps,
+                )
         return {
             seed: {
                 name: lowrank_singular_vectors(B, A, config.side)[0]
-                for name, (B, A) in updates.items()
+                for name, (B, A) in by_layer.items()
             }
-            for seed, updates in per_seed.items()
+            for seed, by_layer in updates.items()
         }
 
     def score(self, examples: Examples) -> torch.Tensor:
         """Per-seed, per-layer RepMatch of every instance, in data order: (S, N, L)."""
-        config = self.config
-        encoded = EncodedExamples(self.tokenizer, examples, max_length=config.max_length)
-        labels = torch.as_tensor(examples.labels)
-        scores = torch.empty(len(config.seeds), len(examples), len(self.targets))
-        if self.position_offset is not None:  # batches of similar lengths, packed into rows
-            for positions in length_grouped_batches(encoded.lengths, config.batch_size):
-                width = max(_PACK_WIDTH, int(encoded.lengths[positions].max()))
-                packed = encoded.packed(
-                    positions, width, position_offset=self.position_offset, device=self.device
-                )
-                scores[:, packed.order] = self.score_batch(
-                    packed.inputs, labels[packed.order], packed
-                ).cpu()
-            return scores
-        if self.device.type == "cpu":  # compute is the cost: spend as little on padding as pays
-            batches = padding_aware_batches(encoded.lengths, config.batch_size)
-        else:  # on an accelerator a batch's fixed cost dominates: fill every batch
-            batches = length_grouped_batches(encoded.lengths, config.batch_size)
-        for positions in batches:
-            batch = encoded.batch(positions, self.device)
-            scores[:, positions] = self.score_batch(batch, labels[positions]).cpu()
+        encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
+        labels = self.task.label_tensor(examples.labels)
+        scores = torch.empty(len(self.config.seeds), len(examples), len(self.targets))
+        batches = plan_batches(
+            encoded, self.config.batch_size, self.device, position_offset=self.position_offset
+        )
+        for batch in batches:
+            subspaces = self.instance_subspaces(batch.inputs, labels[batch.positions], batch.packed)
+            scores[:, batch.positions] = torch.stack(
+                [
+                    layer_scores(by_layer, self.reference_subspaces, self.targets)
+                    for by_layer in subspaces.values()
+                ]
+            ).cpu()
         return scores
 
-    def score_batch(
-        self,
-        batch: dict[str, torch.Tensor],
-        labels: torch.Tensor,
-        packed: PackedBatch | None = None,
-    ) -> torch.Tensor:
-        """Per-seed, per-layer RepMatch against the reference: (S, N, L), on ``device``."""
-        subspaces = self.instance_subspaces(batch, labels, packed)
-        return torch.stack(
-            [
-                layer_scores(by_layer, self.reference_subspaces, self.targets)
-                for by_layer in subspaces.values()
-            ]
-        )
+
+def _load_head(model: torch.nn.Module, adapter: Adapter) -> None:
+    """Put the reference adapter's head weights into ``model``; raise if they do not fit."""
+    state = model.state_dict()
+    for key, value in adapter.head.items():
+        if key not in state:
+            raise RepmatchError(
+                f"head weights of {adapter.path} do not fit the scoring model (no {key} in it)"
+            )
+        if state[key].shape != value.shape:
+            raise RepmatchError(
+                f"head weight {key} of {adapter.path} has shape {tuple(value.shape)}, but the "
+                f"scoring model's is {tuple(state[key].shape)}"
+            )
+    model.load_state_dict(adapter.head, strict=False)
+
+
+_IDENTITY = ("score", "data_fingerprint", "reference", "reference_fingerprint")
+"""Run record keys that must match for a stored run to be resumed."""
 
 
 def score_instances(
-    data: DataSpec | Examples,
+    data: DataSpec | Examples | pd.DataFrame | object,
     reference: str | Path,
     config: ScoreConfig | None = None,
     *,
@@ -312,6 +276,7 @@ def score_instances(
 ) -> pd.DataFrame:
     """Score every instance of ``data`` against the ``reference`` adapter.
 
+    ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
     Returns a DataFrame with one row per instance, in data order: ``id``, ``label``, ``score``
     (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), and per layer
     ``layer_<i>_<module>`` (mean over seeds). With ``out``, the same table is also written as
@@ -319,38 +284,32 @@ def score_instances(
     ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
     """
     config = config or ScoreConfig()
-    examples = load_examples(data) if isinstance(data, DataSpec) else data
+    examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"no instances to score in {examples.name}")
     adapter = load_adapter(reference)
-    target = Path(out) if out is not None else None
-    run = {
-        "format": "repmatch-scores/1",
-        "repmatch_version": __version__,
-        "reference": str(Path(reference).resolve()),
-        "reference_model": adapter.base_model,
-        "score": config.to_dict(),
-        "data": examples.spec.to_dict() if examples.spec else None,
-        "data_name": examples.name,
-        "data_fingerprint": examples.fingerprint(),
-        "num_examples": len(examples),
-    }
-    store = _ChunkStore(target, run, resume=resume, overwrite=overwrite) if target else None
-
-    scorer = InstanceScorer(adapter, config, device=device)
-    check_labels(examples, scorer.num_labels)
-    if (examples.task == "regression") != scorer.regression:
-        raise RepmatchError(
-            f"{examples.name} is a {examples.task} task but the reference adapter was trained "
-            f"for {(adapter.record or {}).get('task')}"
-        )
+    checked = Reference.check(adapter, config)
+    examples = checked.check_data(examples)
+    run = run_record(
+        "scores",
+        reference=str(Path(reference).resolve()),
+        reference_fingerprint=adapter.fingerprint(),
+        reference_model=adapter.base_model,
+        score=config.to_dict(),
+        **data_record(examples),
+    )
+    store = (
+        ChunkStore(Path(out), run, _IDENTITY, resume=resume, overwrite=overwrite)
+        if out is not None
+        else None
+    )
+    scorer = InstanceScorer(checked, config, device=device)
     layer_columns = [short_layer_name(name).replace(" ", "_") for name in scorer.targets]
-    chunks = range(0, len(examples), config.chunk_size)
     started = time.perf_counter()
     tables = []
     computed = 0  # instances scored in this call (not read back from an earlier run)
     with tqdm(total=len(examples), unit="inst", desc="score", disable=not progress) as bar:
-        for index, start in enumerate(chunks):
+        for index, start in enumerate(range(0, len(examples), config.chunk_size)):
             if store and store.done(index):
                 table = store.read(index)
             else:
@@ -362,12 +321,16 @@ def score_instances(
             tables.append(table)
             bar.update(table.num_rows)
     seconds = time.perf_counter() - started
+    import pyarrow as pa
+
     joined = pa.concat_tables(tables)
     result = joined.to_pandas()
     run |= {
         "seed_spearman": _seed_spearman(result, config.seeds),
         "seconds": round(seconds, 2),
-        "instances_per_second": round(computed / seconds, 2) if seconds else None,
+        "computed": computed,
+        "read_back": len(examples) - computed,
+        "instances_per_second": round(computed / seconds, 2) if seconds and computed else None,
         "device": str(scorer.device),
         "layers": scorer.targets,
     }
@@ -376,8 +339,10 @@ def score_instances(
     return result
 
 
-def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]) -> pa.Table:
+def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]):
     """Scores of one chunk as an Arrow table in data order."""
+    import pyarrow as pa
+
     config = scorer.config
     scores = scorer.score(examples)
     per_seed = repmatch_score(scores).double().numpy()  # (S, N)
@@ -405,67 +370,3 @@ def _seed_spearman(result: pd.DataFrame, seeds: tuple[int, ...]) -> dict[str, fl
         f"{a}-{b}": float(np.corrcoef(ranks[a], ranks[b])[0, 1])
         for a, b in itertools.combinations(seeds, 2)
     }
-
-
-class _ChunkStore:
-    """Finished chunks on disk next to the output, and the final join."""
-
-    def __init__(self, out: Path, run: dict, *, resume: bool, overwrite: bool) -> None:
-        self.out = out
-        self.folder = out.with_name(out.name + ".partial")
-        self.run = run
-        if out.exists() and not overwrite:
-            raise RepmatchError(
-                f"{out} already exists; pass --overwrite to replace it"
-                + (" (this run is already complete)" if resume else "")
-            )
-        run_file = self.folder / _RUN_FILE
-        if self.folder.exists() and not resume:
-            raise RepmatchError(
-                f"an unfinished run is stored in {self.folder}; pass --resume to finish it, "
-                "or delete that folder to start over"
-            )
-        if resume and self.folder.exists():
-            try:
-                stored = json.loads(run_file.read_text())
-            except (OSError, ValueError):
-                raise RepmatchError(
-                    f"{run_file} is missing or corrupted; delete {self.folder} to start over"
-                ) from None
-            for key in ("score", "data_fingerprint", "reference"):
-                if stored.get(key) != run.get(key):
-                    raise RepmatchError(
-                        f"cannot resume: the stored run in {self.folder} used a different {key}; "
-                        "rerun with the same data, reference and settings, or delete the folder"
-                    )
-
-    def _chunk(self, index: int) -> Path:
-        return self.folder / f"chunk-{index:05d}.parquet"
-
-    def done(self, index: int) -> bool:
-        return self._chunk(index).exists()
-
-    def read(self, index: int) -> pa.Table:
-        try:
-            return pq.read_table(self._chunk(index))
-        except (OSError, pa.ArrowException) as err:
-            raise RepmatchError(
-                f"chunk file {self._chunk(index)} is corrupted ({err}); delete that file and run "
-                "again with --resume to recompute only it"
-            ) from None
-
-    def write(self, index: int, table: pa.Table) -> None:
-        # The folder is created with the first chunk, so a run refused before scoring anything
-        # (bad reference, labels, ...) leaves nothing behind that would block a corrected rerun.
-        run_file = self.folder / _RUN_FILE
-        if not run_file.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_json(run_file, self.run)
-        with atomic_path(self._chunk(index)) as temporary:
-            pq.write_table(table, temporary)
-
-    def finish(self, table: pa.Table, run: dict) -> None:
-        with atomic_path(self.out) as temporary:
-            pq.write_table(table, temporary)
-        write_json(self.out.with_name(self.out.name + ".json"), run)
-        shutil.rmtree(self.folder)

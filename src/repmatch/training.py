@@ -7,121 +7,40 @@ run never leaves a half-written adapter. Next to PEFT's files it holds ``repmatc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
 
-from repmatch import __version__
 from repmatch.adapters import RECORD_FILE
+from repmatch.artifacts import data_record, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
-from repmatch.data import DataSpec, Examples, load_examples
+from repmatch.config import TrainConfig
+from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
+from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
 from repmatch.models import (
-    DEFAULT_MODEL,
-    find_target_modules,
     head_module_names,
     load_classifier,
     load_tokenizer,
     portable_model_name,
     resolve_device,
-    task_loss,
 )
+from repmatch.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train one adapter. Paper values (Sections 4-6, BERT-base) are noted per field."""
-
-    model: str = DEFAULT_MODEL
-    rank: int = 4  # paper: 4 for datasets, 1 for instances
-    alpha: float = 8.0  # reference script: 4 at rank 1
-    lr: float = 1e-3  # paper: 1e-5 (10 epochs on full datasets); 1e-3 suits short runs here
-    weight_decay: float = 0.01  # torch AdamW default, as in the reference script
-    epochs: int = 1  # paper: 10 for sentiment, 5 otherwise
-    batch_size: int = 16  # paper: 40
-    seed: int = 0  # LoRA init and batch order
-    head_seed: int = 42  # the reference script's head seed
-    max_length: int = 128  # paper pads everything to 512; we pad per batch
-    targets: tuple[str, ...] = ("value",)  # paper: value (reference script: query + value)
-    train_head: bool = False  # paper: head frozen at its seeded init
-    lora_dropout: float = 0.0
-    base_dropout: bool = False  # the reference leaves the model's dropout on; off = reproducible
-    num_labels: int | None = None  # head size; default: classes in the data's full split
-
-    def __post_init__(self) -> None:
-        positive = {
-            "rank": self.rank,
-            "lr": self.lr,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "max_length": self.max_length,
-            "alpha": self.alpha,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise RepmatchError(f"{name} must be positive, got {value!r}")
-        if self.weight_decay < 0:
-            raise RepmatchError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.lora_dropout < 1:
-            raise RepmatchError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if not self.targets:
-            raise RepmatchError("targets must name at least one module, e.g. value")
-        if self.num_labels is not None and self.num_labels < 1:
-            raise RepmatchError(f"num_labels must be at least 1, got {self.num_labels}")
-        object.__setattr__(self, "targets", tuple(self.targets))
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"targets": list(self.targets)}
-
-
-def build_lora_model(model, config: TrainConfig, target_names: list[str]):
-    """Wrap ``model`` with fresh LoRA factors drawn from ``config.seed`` (B = 0, as in PEFT)."""
-    for name in target_names:
-        layer = model.get_submodule(name)
-        if config.rank > min(layer.in_features, layer.out_features):
-            raise RepmatchError(
-                f"rank {config.rank} is larger than layer {name} "
-                f"({layer.out_features}x{layer.in_features}); choose --rank <= "
-                f"{min(layer.in_features, layer.out_features)}"
-            )
-    lora_config = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=target_names,
-        modules_to_save=head_module_names(model),
-    )
-    torch.manual_seed(config.seed)
-    return get_peft_model(model, lora_config)
-
-
-def check_labels(examples: Examples, num_labels: int) -> None:
-    """Raise unless every label fits a head with ``num_labels`` outputs."""
-    if examples.task == "regression":
-        if num_labels != 1:
-            raise RepmatchError(f"{examples.name} is a regression task: the head needs 1 output")
-        return
-    bad = np.flatnonzero((examples.labels < 0) | (examples.labels >= num_labels))
-    if len(bad):
-        raise RepmatchError(
-            f"{len(bad)} labels of {examples.name} are outside the head's {num_labels} classes "
-            f"(e.g. id {examples.ids[bad[0]]} has label {examples.labels[bad[0]]}); "
-            "check the label column or the head size"
-        )
+__all__ = ["TrainConfig", "adapter_key", "train_adapter", "train_or_reuse"]
 
 
 def train_adapter(
-    data: DataSpec | Examples,
+    data: DataSpec | Examples | object,
     config: TrainConfig,
     out_dir: str | Path,
     *,
@@ -130,6 +49,8 @@ def train_adapter(
     device: str | torch.device | None = None,
 ) -> Path:
     """Train LoRA on ``data`` and save the adapter folder ``out_dir``; returns its path.
+
+    ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
 
     ``device``: where to train (default: a CUDA GPU if there is one, else the CPU).
     """
@@ -140,21 +61,29 @@ def train_adapter(
         raise RepmatchError(
             f"output folder {out} already exists and is not empty; pass --overwrite"
         )
-    examples = load_examples(data) if isinstance(data, DataSpec) else data
+    examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"no instances to train on in {examples.name}")
-    regression = examples.task == "regression"
-    num_labels = 1 if regression else (config.num_labels or examples.num_labels)
-    check_labels(examples, num_labels)
+    task = get_task(examples.task)
+    num_labels = task.head_size(config.num_labels or examples.num_labels)
+    task.check_labels(examples, num_labels)
 
     device = resolve_device(device)
     started = time.perf_counter()
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(
-        config.model, num_labels=num_labels, head_seed=config.head_seed, regression=regression
+        config.model, task=task, num_labels=num_labels, head_seed=config.head_seed
     )
     target_names = find_target_modules(model, config.targets)
-    peft_model = build_lora_model(model, config, target_names).to(device)  # init drawn on CPU
+    check_rank(model, target_names, config.rank)
+    lora = lora_config(
+        target_names,
+        rank=config.rank,
+        alpha=config.alpha,
+        dropout=config.lora_dropout,
+        modules_to_save=head_module_names(model),
+    )
+    peft_model = wrap_with_lora(model, lora, config.seed).to(device)  # init drawn on the CPU
     for name, parameter in peft_model.named_parameters():
         parameter.requires_grad = "lora_" in name or (
             config.train_head and "modules_to_save" in name
@@ -162,30 +91,27 @@ def train_adapter(
     losses = _fit(
         peft_model,
         EncodedExamples(tokenizer, examples, max_length=config.max_length),
-        examples,
+        task.label_tensor(examples.labels),
         config,
-        regression=regression,
+        task=task,
+        name=examples.name,
         progress=progress,
     )
 
-    record = {
-        "format": "repmatch-adapter/1",
-        "repmatch_version": __version__,
-        "model": portable_model_name(config.model),
-        "train": config.to_dict(),
-        "data": examples.spec.to_dict() if examples.spec else None,
-        "data_name": examples.name,
-        "data_fingerprint": examples.fingerprint(),
-        "num_examples": len(examples),
-        "task": examples.task,
-        "num_labels": num_labels,
-        "label_names": examples.label_names,
-        "target_modules": target_names,
-        "head_modules": head_module_names(model),
-        "epoch_losses": losses,
-        "seconds": round(time.perf_counter() - started, 2),
-        "device": str(device),
-    }
+    record = run_record(
+        "adapter",
+        model=portable_model_name(config.model),
+        train=config.to_dict(),
+        **data_record(examples),
+        task=task.name,
+        num_labels=num_labels,
+        label_names=examples.label_names,
+        target_modules=target_names,
+        head_modules=head_module_names(model),
+        epoch_losses=losses,
+        seconds=round(time.perf_counter() - started, 2),
+        device=str(device),
+    )
     _save_atomically(peft_model, record, out, overwrite=overwrite)
     logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
     return out
@@ -194,15 +120,16 @@ def train_adapter(
 def _fit(
     peft_model,
     encoded: EncodedExamples,
-    examples: Examples,
+    labels: torch.Tensor,
     config: TrainConfig,
     *,
-    regression: bool,
+    task: Task,
+    name: str,
     progress: bool,
 ) -> list[float]:
     """AdamW over the trainable parameters; returns the mean loss of each epoch."""
     device = next(peft_model.parameters()).device
-    labels = torch.as_tensor(examples.labels, device=device)
+    labels = labels.to(device)
     optimizer = torch.optim.AdamW(
         [p for p in peft_model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -214,13 +141,13 @@ def _fit(
         if ".lora_dropout." in name:
             module.train(config.lora_dropout > 0)
     epoch_losses = []
-    steps = config.epochs * -(-len(examples) // config.batch_size)
-    with tqdm(total=steps, desc=f"train {examples.name}", disable=not progress) as bar:
+    steps = config.epochs * -(-len(encoded) // config.batch_size)
+    with tqdm(total=steps, desc=f"train {name}", disable=not progress) as bar:
         for _ in range(config.epochs):
             total, count = 0.0, 0
             for positions in length_grouped_batches(encoded.lengths, config.batch_size, rng):
                 logits = peft_model(**encoded.batch(positions, device=device)).logits
-                loss = task_loss(logits, labels[positions], regression=regression)
+                loss = task.loss(logits, labels[positions])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -249,3 +176,39 @@ def _save_atomically(peft_model, record: dict, out: Path, *, overwrite: bool) ->
         partial.rename(out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def adapter_key(config: TrainConfig, examples: Examples) -> str:
+    """Short hash of everything that determines an adapter: training config and data."""
+    payload = json.dumps(
+        {"train": config.to_dict(), "data": examples.fingerprint()}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def train_or_reuse(
+    examples: Examples,
+    config: TrainConfig,
+    folder: str | Path,
+    *,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Train the adapter into ``folder`` unless one with the same config and data is there.
+
+    An adapter trained on another device is reused: the device only changes rounding.
+    """
+    folder = Path(folder)
+    record_file = folder / RECORD_FILE
+    if record_file.is_file():
+        try:
+            record = json.loads(record_file.read_text())
+        except (OSError, ValueError):
+            record = {}
+        if (
+            record.get("train") == config.to_dict()
+            and record.get("data_fingerprint") == examples.fingerprint()
+        ):
+            logger.info("reusing %s", folder)
+            return folder
+    return train_adapter(examples, config, folder, overwrite=True, progress=progress, device=device)

@@ -19,48 +19,25 @@ the forward pass unchanged, so no LoRA factors are attached at all: hooks record
 layer outputs, one backward gives every \delta, and several LoRA seeds share the pass (their A_0
 stacked along the rank axis, the columns of g split back per seed). With sequences packed into
 rows the sum over t runs over each instance's own tokens.
+
+Both entry points take the A_0 factors of every seed (``seed -> layer -> (r, d_in)``) and the
+LoRA scale s, and return every seed's factors separately: stacking seeds into one pass, and
+splitting them back, happens here only.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from repmatch.models import task_loss
+from repmatch.config import AdamWSettings
+from repmatch.tasks import Task
 
-
-@dataclass(frozen=True)
-class AdamWSettings:
-    """AdamW hyper-parameters of the per-instance steps (torch defaults but for lr)."""
-
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-
-
-def fresh_lora_init(
-    model: nn.Module, target_names: list[str], *, rank: int, alpha: float, seed: int
-) -> dict[str, torch.Tensor]:
-    """The A_0 factors PEFT draws for ``seed``: name -> (r, d_in).
-
-    Uses PEFT itself on a copy of ``model`` (seeded exactly like ``torch.manual_seed(seed);
-    get_peft_model(model, config)``), so scores match a loop built on PEFT.
-    """
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_names)
-    torch.manual_seed(seed)
-    wrapped = get_peft_model(copy.deepcopy(model), config)
-    initial = {}
-    for name in target_names:
-        layer = wrapped.base_model.model.get_submodule(name)
-        initial[name] = layer.lora_A["default"].weight.detach().clone()
-    return initial
+Updates = dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]]
+"""seed -> layer name -> (B, A) after the steps."""
 
 
 @contextmanager
@@ -77,10 +54,10 @@ def _forward_hooks(
 
 
 def summed_loss(
-    model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor, *, regression: bool
+    model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor, task: Task
 ) -> torch.Tensor:
     """Loss summed over instances (not averaged): each instance's factors get their own gradient."""
-    return task_loss(model(**batch).logits, labels, regression=regression, reduction="sum")
+    return task.loss(model(**batch).logits, labels, reduction="sum")
 
 
 class StackedLora:
@@ -159,28 +136,38 @@ def one_step_updates(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     labels: torch.Tensor,
-    initial: dict[str, torch.Tensor],
+    initial: dict[int, dict[str, torch.Tensor]],
     adamw: AdamWSettings,
     *,
     scaling: float,
-    regression: bool,
+    task: Task,
     segments: torch.Tensor | None = None,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Closed-form first AdamW step from B = 0 for every instance of the batch.
+) -> Updates:
+    """Closed-form first AdamW step from B = 0 for every instance of the batch and every seed.
 
-    ``initial``: name -> A_0, (R, d_in) (R may stack several seeds' ranks). ``segments``: for
-    sequences packed into rows, (rows, T) the instance index of every token (-1: padding); None
-    when every row is one instance. Returns name -> (B_1 (N, d_out, R), A_1 (R, d_in)).
+    ``initial``: seed -> name -> A_0 (r, d_in); the seeds share one forward/backward, their A_0
+    stacked along the rank axis. ``segments``: for sequences packed into rows, (rows, T) the
+    instance index of every token (-1: padding); None when every row is one instance. Returns
+    seed -> name -> (B_1 (N, d_out, r), A_1 (r, d_in)).
     """
-    taps = _LayerTaps(model, initial)
+    seeds = list(initial)
+    names = list(initial[seeds[0]])
+    stacked = {name: torch.cat([initial[seed][name] for seed in seeds]) for name in names}
+    taps = _LayerTaps(model, stacked)
     with taps.attached():
-        loss = summed_loss(model, batch, labels, regression=regression)
-        deltas = torch.autograd.grad(loss, [taps.outputs[name] for name in initial])
+        loss = summed_loss(model, batch, labels, task)
+        deltas = torch.autograd.grad(loss, [taps.outputs[name] for name in names])
     decay = 1.0 - adamw.lr * adamw.weight_decay
-    updates = {}
-    for (name, a0), delta in zip(initial.items(), deltas, strict=True):
+    updates: Updates = {seed: {} for seed in seeds}
+    for name, delta in zip(names, deltas, strict=True):
         g = scaling * _per_instance_sum(delta, taps.projected[name], segments, labels.shape[0])
-        updates[name] = (-adamw.lr * g / (g.abs() + adamw.eps), a0 * decay)
+        b1 = -adamw.lr * g / (g.abs() + adamw.eps)  # (N, d_out, S * r)
+        start = 0
+        for seed in seeds:
+            a0 = initial[seed][name]
+            stop = start + a0.shape[0]
+            updates[seed][name] = (b1[..., start:stop], a0 * decay)
+            start = stop
     return updates
 
 
@@ -202,30 +189,36 @@ def _per_instance_sum(
 
 
 def multi_step_updates(
-    lora: StackedLora,
+    model: nn.Module,
     batch: dict[str, torch.Tensor],
     labels: torch.Tensor,
-    initial: dict[str, torch.Tensor],
+    initial: dict[int, dict[str, torch.Tensor]],
     adamw: AdamWSettings,
     *,
+    scaling: float,
+    task: Task,
     steps: int,
-    regression: bool,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``steps`` AdamW steps for every instance on its own stacked factors.
+) -> Updates:
+    """``steps`` AdamW steps for every instance on its own stacked factors, seed after seed.
 
-    ``initial``: name -> A_0, (r, d_in). Returns name -> (B (N, d_out, r), A (N, r, d_in)).
+    ``initial``: seed -> name -> A_0 (r, d_in). Returns seed -> name -> (B (N, d_out, r),
+    A (N, r, d_in)).
     """
-    lora.start(initial, labels.shape[0])
-    optimizer = torch.optim.AdamW(
-        [*lora.A.values(), *lora.B.values()],
-        lr=adamw.lr,
-        betas=adamw.betas,
-        eps=adamw.eps,
-        weight_decay=adamw.weight_decay,
-    )
-    with lora.attached():
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            summed_loss(lora.model, batch, labels, regression=regression).backward()
-            optimizer.step()
-    return {name: (lora.B[name].detach(), lora.A[name].detach()) for name in lora.layers}
+    updates: Updates = {}
+    for seed, factors in initial.items():
+        lora = StackedLora(model, list(factors), scaling)
+        lora.start(factors, labels.shape[0])
+        optimizer = torch.optim.AdamW(
+            [*lora.A.values(), *lora.B.values()],
+            lr=adamw.lr,
+            betas=adamw.betas,
+            eps=adamw.eps,
+            weight_decay=adamw.weight_decay,
+        )
+        with lora.attached():
+            for _ in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                summed_loss(model, batch, labels, task).backward()
+                optimizer.step()
+        updates[seed] = {name: (lora.B[name].detach(), lora.A[name].detach()) for name in factors}
+    return updates

@@ -12,10 +12,8 @@ so the diagonal measures seed robustness and no entry is inflated by a shared Lo
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import itertools
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repmatch.adapters import RECORD_FILE, load_adapter
+from repmatch.adapters import load_adapter
+from repmatch.artifacts import atomic_path, run_record, write_json
 from repmatch.compare import compare_adapters
-from repmatch.data import DataSpec, Examples, load_examples
+from repmatch.config import Side, TrainConfig, check_seeds, check_side
+from repmatch.data import DataSpec, as_examples
 from repmatch.errors import RepmatchError
-from repmatch.grassmann import Side
-from repmatch.outputs import atomic_path, write_json
 from repmatch.plotting import plot_similarity_matrix
-from repmatch.training import TrainConfig, train_adapter
+from repmatch.training import adapter_key, train_or_reuse
 
 logger = logging.getLogger(__name__)
 
@@ -65,40 +63,8 @@ class SimilarityMatrix:
         return buffer.getvalue()
 
 
-def adapter_key(config: TrainConfig, examples: Examples) -> str:
-    """Short hash of everything that determines an adapter: training config and data."""
-    payload = json.dumps(
-        {"train": config.to_dict(), "data": examples.fingerprint()}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
-
-
-def ensure_adapter(
-    examples: Examples,
-    config: TrainConfig,
-    folder: Path,
-    *,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-) -> Path:
-    """Train the adapter into ``folder`` unless a matching one is already there.
-
-    An adapter trained on another device is reused: the device only changes rounding.
-    """
-    record_file = folder / RECORD_FILE
-    if record_file.is_file():
-        record = json.loads(record_file.read_text())
-        if (
-            record.get("train") == config.to_dict()
-            and record.get("data_fingerprint") == examples.fingerprint()
-        ):
-            logger.info("reusing %s", folder)
-            return folder
-    return train_adapter(examples, config, folder, overwrite=True, progress=progress, device=device)
-
-
 def dataset_similarity(
-    datasets: list[DataSpec],
+    datasets: list[DataSpec | object],
     config: TrainConfig,
     out_dir: str | Path,
     *,
@@ -109,14 +75,16 @@ def dataset_similarity(
 ) -> SimilarityMatrix:
     """Train (or reuse) one adapter per dataset and seed; write and return the RepMatch matrix.
 
-    ``device``: where adapters are trained (default: a CUDA GPU if there is one, else the CPU).
+    ``datasets``: data specs, DataFrames or ``datasets.Dataset`` objects. ``seeds`` replace
+    ``config.seed``: every adapter is trained with one of them. ``device``: where adapters are
+    trained (default: a CUDA GPU if there is one, else the CPU).
     """
     if len(datasets) < 2:
         raise RepmatchError("pass at least two datasets to compare")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise RepmatchError(f"seeds must be distinct and non-empty, got {list(seeds)}")
+    seeds = check_seeds(seeds)
+    check_side(side)
     out = Path(out_dir)
-    loaded = [load_examples(spec) for spec in datasets]
+    loaded = [as_examples(data) for data in datasets]
     names = _unique_names([examples.name for examples in loaded])
     folders: dict[str, dict[int, str]] = {}
     for name, examples in zip(names, loaded, strict=True):
@@ -129,7 +97,7 @@ def dataset_similarity(
                 / name.replace("/", "-")
                 / (f"seed{seed}-{adapter_key(seeded, examples)}")
             )
-            ensure_adapter(examples, seeded, folder, progress=progress, device=device)
+            train_or_reuse(examples, seeded, folder, progress=progress, device=device)
             folders[name][seed] = str(folder)
 
     adapters = {
@@ -155,35 +123,48 @@ def dataset_similarity(
         seeds=list(seeds),
         adapters=folders,
     )
-    _write(result, out, datasets, config, side, seed_pairs, scores)
+    record = run_record(
+        "matrix",
+        **result.to_dict(),
+        side=side,
+        seed_pairs=[list(pair) for pair in seed_pairs],
+        per_seed_pair=scores.tolist(),
+        # the training seed of every adapter is one of ``seeds``, not ``config.seed``
+        config={
+            "train": {key: value for key, value in config.to_dict().items() if key != "seed"},
+            "seeds": list(seeds),
+            "data": [
+                examples.spec.to_dict() if examples.spec is not None else examples.name
+                for examples in loaded
+            ],
+        },
+    )
+    _write(result, out, record, len(seed_pairs) > 1)
     return result
 
 
-def _write(result, out: Path, datasets, config, side, seed_pairs, scores) -> None:
+def _write(result: SimilarityMatrix, out: Path, record: dict, with_std: bool) -> None:
     with atomic_path(out / "matrix.csv") as temporary:
         temporary.write_text(result.to_csv())
-    write_json(
-        out / "matrix.json",
-        result.to_dict()
-        | {
-            "side": side,
-            "seed_pairs": [list(pair) for pair in seed_pairs],
-            "per_seed_pair": scores.tolist(),
-            "config": {"train": config.to_dict(), "data": [spec.to_dict() for spec in datasets]},
-        },
-    )
+    write_json(out / "matrix.json", record)
     plot_similarity_matrix(
         result.mean,
         result.names,
         out / "matrix.png",
-        std=result.std if len(seed_pairs) > 1 else None,
+        std=result.std if with_std else None,
     )
 
 
 def _unique_names(names: list[str]) -> list[str]:
-    counts: dict[str, int] = {}
-    unique = []
+    """Names made unique with ``#2``, ``#3``, ... suffixes that no other name already uses."""
+    taken = set(names)
+    unique: list[str] = []
     for name in names:
-        counts[name] = counts.get(name, 0) + 1
-        unique.append(name if counts[name] == 1 else f"{name}#{counts[name]}")
+        if name not in unique:
+            unique.append(name)
+            continue
+        k = 2
+        while f"{name}#{k}" in taken or f"{name}#{k}" in unique:
+            k += 1
+        unique.append(f"{name}#{k}")
     return unique

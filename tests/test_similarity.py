@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import repmatch.pairwise as pairwise
+import repmatch.training as training
 from conftest import FAST_TRAIN
 from repmatch.compare import compare_adapters
-from repmatch.data import DataSpec
+from repmatch.data import DataSpec, load_examples
 from repmatch.errors import RepmatchError
-from repmatch.pairwise import dataset_similarity
-from repmatch.training import TrainConfig
+from repmatch.similarity import _unique_names, dataset_similarity
+from repmatch.training import TrainConfig, adapter_key, train_or_reuse
 
 NAMES = ["single", "topics", "pair"]
 
@@ -34,7 +34,7 @@ def specs(tiny_data) -> list[DataSpec]:
 
 @pytest.fixture(scope="module")
 def one_seed(tmp_path_factory, specs, config):
-    out = tmp_path_factory.mktemp("pairwise") / "run"
+    out = tmp_path_factory.mktemp("similarity") / "run"
     return out, dataset_similarity(specs, config, out, progress=False)
 
 
@@ -72,7 +72,7 @@ def test_files_written(one_seed, specs, config):
     np.testing.assert_allclose(data["mean"], result.mean)
     assert data["seeds"] == [0]
     assert data["side"] == "left"
-    assert data["config"]["train"] == config.to_dict()
+    assert data["config"]["train"] | {"seed": 0} == config.to_dict()
     assert data["config"]["data"] == [spec.to_dict() for spec in specs]
     assert np.asarray(data["per_seed_pair"]).shape == (1, 3, 3)
     png = (out / "matrix.png").read_bytes()
@@ -90,7 +90,7 @@ def test_rerun_reuses_the_adapters(one_seed, specs, config, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the adapter should have been reused")
 
-    monkeypatch.setattr(pairwise, "train_adapter", no_training)
+    monkeypatch.setattr(training, "train_adapter", no_training)
     again = dataset_similarity(specs, config, out, progress=False)
     np.testing.assert_array_equal(again.mean, first.mean)
     assert again.adapters == first.adapters
@@ -101,18 +101,18 @@ def test_changed_config_trains_new_adapters(one_seed, specs, config, monkeypatch
     out, first = one_seed
     trained = []
     monkeypatch.setattr(
-        pairwise, "train_adapter", lambda examples, cfg, folder, **kw: trained.append(cfg)
+        training, "train_adapter", lambda examples, cfg, folder, **kw: trained.append(cfg)
     )
-    examples = pairwise.load_examples(specs[0])
+    examples = load_examples(specs[0])
     changed = replace(config, lr=5e-3)
-    assert pairwise.adapter_key(changed, examples) != pairwise.adapter_key(config, examples)
+    assert adapter_key(changed, examples) != adapter_key(config, examples)
     folder = Path(first.adapters["single"][0])
-    pairwise.ensure_adapter(examples, config, folder, progress=False)
+    train_or_reuse(examples, config, folder, progress=False)
     assert trained == []  # the record matches: reused
-    pairwise.ensure_adapter(examples, changed, folder, progress=False)
+    train_or_reuse(examples, changed, folder, progress=False)
     assert trained == [changed]  # the record does not match: trained again
-    other_data = pairwise.load_examples(specs[1])
-    pairwise.ensure_adapter(other_data, config, folder, progress=False)
+    other_data = load_examples(specs[1])
+    train_or_reuse(other_data, config, folder, progress=False)
     assert trained == [changed, config]  # nor does the data fingerprint
 
 
@@ -159,3 +159,23 @@ def test_same_dataset_twice_gets_distinct_names(specs, config, tmp_path, one_see
     result = dataset_similarity([specs[0], specs[0]], config, tmp_path / "run", progress=False)
     assert result.names == ["single", "single#2"]
     assert result.mean == pytest.approx(np.ones((2, 2)), abs=1e-6)
+
+
+def test_unique_names_never_collide():
+    """Regression: ['a', 'a', 'a#2'] became ['a', 'a#2', 'a#2']."""
+    names = _unique_names(["a", "a", "a#2"])
+    assert len(set(names)) == 3
+    assert names[0] == "a" and names[2] == "a#2"
+    assert _unique_names(["x", "y", "x", "x"]) == ["x", "y", "x#2", "x#3"]
+
+
+def test_matrix_json_records_the_seeds_used(tmp_path, specs, config, one_seed):
+    """Regression: matrix.json recorded config.seed, not the per-seed replacement."""
+    _reuse(one_seed, tmp_path / "run", {"single": "single", "topics": "topics"})
+    dataset_similarity(
+        specs[:2], replace(config, seed=7), tmp_path / "run", seeds=(0,), progress=False
+    )
+    data = json.loads((tmp_path / "run" / "matrix.json").read_text())
+    assert data["config"]["seeds"] == [0]
+    assert "seed" not in data["config"]["train"]
+    assert data["seeds"] == [0]
