@@ -1,5 +1,6 @@
-"""Tests for repmatch.scoring: the batched instance engine against the literal per-instance loop,
-batch independence, the Parquet output and its run record, resuming, bad input and the CLI.
+"""Tests for repmatch.scoring: the batched instance engine against the literal per-instance loop
+(a table of cases), the label property of one-step scores, batch independence, the Parquet output
+and its run record, resuming (also after a real SIGKILL of the command line), bad input and the CLI.
 
 Most tests use a tiny random BERT saved to a temporary folder (fast); the ``slow`` ones repeat the
 equivalence check on the bundled model with an adapter trained on real SST-2 instances.
@@ -8,7 +9,13 @@ equivalence check on the bundled model with an adapter trained on real SST-2 ins
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +33,7 @@ from repmatch.adapters import load_adapter
 from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
-from repmatch.literal_loop import literal_layer_scores
+from repmatch.literal_loop import LiteralLoop, literal_layer_scores
 from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
 from repmatch.scoring import InstanceScorer, ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
@@ -125,14 +132,14 @@ def examples(text_csv) -> Examples:
     return load_examples(DataSpec(text_csv))
 
 
-def _train(data: str, model: str, folder: Path) -> str:
-    config = TrainConfig(model=model, rank=4, epochs=2, batch_size=8, targets=("value",), lr=1e-2)
+def _train(data: str, model: str, folder: Path, targets: tuple[str, ...] = ("value",)) -> str:
+    config = TrainConfig(model=model, rank=4, epochs=2, batch_size=8, targets=targets, lr=1e-2)
     return str(train_adapter(DataSpec(data), config, folder, progress=False))
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_model, text_csv, tmp_path_factory) -> str:
-    """Rank-4 adapter on query + value of the tiny model, trained on text.csv."""
+    """Rank-4 adapter on the value projections of the tiny model, trained on text.csv."""
     return _train(text_csv, tiny_model, tmp_path_factory.mktemp("ref") / "adapter")
 
 
@@ -140,6 +147,56 @@ def reference(tiny_model, text_csv, tmp_path_factory) -> str:
 def pair_reference(tiny_model, data_dir, tmp_path_factory) -> str:
     """Rank-4 adapter of the tiny model trained on the text-pair dataset."""
     return _train(str(data_dir / "pairs.csv"), tiny_model, tmp_path_factory.mktemp("pref") / "a")
+
+
+@pytest.fixture(scope="module")
+def query_value_reference(tiny_model, text_csv, tmp_path_factory) -> str:
+    """Rank-4 adapter on query and value of every layer (the reference script's targets)."""
+    folder = tmp_path_factory.mktemp("qvref") / "adapter"
+    return _train(text_csv, tiny_model, folder, targets=("query", "value"))
+
+
+@pytest.fixture(scope="module")
+def three_class_reference(tiny_model, data_dir, tmp_path_factory) -> str:
+    """Rank-4 adapter with a 3-class head, trained on three.csv."""
+    return _train(str(data_dir / "three.csv"), tiny_model, tmp_path_factory.mktemp("tref") / "a")
+
+
+@pytest.fixture(scope="module")
+def regression_reference(tiny_model, data_dir, tmp_path_factory) -> str:
+    """Rank-4 adapter with a 1-output regression head, trained on regression.csv."""
+    folder = tmp_path_factory.mktemp("rref") / "adapter"
+    return _train(str(data_dir / "regression.csv"), tiny_model, folder)
+
+
+@pytest.fixture(scope="module")
+def peaked_reference(text_csv, tmp_path_factory) -> str:
+    """Rank-4 adapter of a random BERT whose heads attend sharply, so that one-step updates of
+    every layer have rank 4 with well separated singular values.
+
+    The last layer's one-step update is sign(g) with g rank 1 per head (see ``tiny_model``), so
+    it reaches rank 4 only when the heads' attention patterns differ: here hidden 128 with 32
+    heads, and query and key weights scaled by 4 for peaked attention (the head keeps its
+    ordinary init, so the logits do not saturate).
+    """
+    folder = tmp_path_factory.mktemp("peaked-bert")
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=32,
+        intermediate_size=256,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    model = BertModel(config)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if ".query." in name or ".key." in name:
+                weight.mul_(4.0)
+    model.save_pretrained(folder)
+    load_tokenizer(BUNDLED_MODEL).save_pretrained(folder)
+    return _train(text_csv, str(folder), tmp_path_factory.mktemp("peaked-ref") / "adapter")
 
 
 def _score(data, reference, **settings) -> pd.DataFrame:
@@ -154,63 +211,132 @@ def _layer_columns(frame: pd.DataFrame) -> list[str]:
 # 1. The batched engine equals the literal reset-and-train loop
 
 
-TINY_CASES = {
-    "rank1": {"rank": 1},
-    # Only layer 0 at rank 4: the last layer's one-step update is often rank-deficient (see the
-    # tiny_model fixture), and singular vectors beyond its rank are arbitrary in both paths.
-    "rank4-layer0": {"rank": 4, "targets": ("0.attention.self.value",)},
-    "rank1-steps3": {"rank": 1, "steps": 3},
-    "rank4-steps2-lr1e-2-alpha8": {"rank": 4, "steps": 2, "lr": 1e-2, "alpha": 8.0},
-    "rank2-right": {"rank": 2, "side": "right"},
-    "rank1-seed7": {"rank": 1, "seeds": (7,)},
-    "rank1-eps1e-5": {"rank": 1, "eps": 1e-5},  # eps matters in the closed form
-    "rank2-steps3-wd5": {"rank": 2, "steps": 3, "lr": 1e-2, "weight_decay": 5.0},
+@dataclass(frozen=True)
+class Case:
+    """One engine-vs-loop comparison on the first 12 instances of ``data``.
+
+    ``packed``: also assert that the engine packs sequences into rows (so the case cannot pass
+    on the padded path by falling back). ``well_conditioned``: first assert that every ΔW the loop
+    produces has rank ``rank`` with well separated singular values, so that its leading singular
+    vectors, and hence the scores, are well defined at all.
+    """
+
+    settings: dict
+    reference: str = "reference"  # the fixture
+    data: str = "text.csv"
+    packed: bool = False
+    well_conditioned: bool = False
+
+
+EQUIVALENCE_CASES = {
+    "rank1": Case({"rank": 1}, packed=True),
+    # Only layer 0 at rank 4: the tiny model's last-layer one-step update is often rank-deficient
+    # (see the tiny_model fixture), and singular vectors beyond its rank are arbitrary in both.
+    "rank4-layer0": Case({"rank": 4, "targets": ("0.attention.self.value",)}),
+    "rank4-all-layers-peaked": Case(
+        {"rank": 4}, reference="peaked_reference", packed=True, well_conditioned=True
+    ),
+    "rank1-steps3": Case({"rank": 1, "steps": 3}),
+    "rank4-steps2-lr1e-2-alpha8": Case({"rank": 4, "steps": 2, "lr": 1e-2, "alpha": 8.0}),
+    "rank2-right": Case({"rank": 2, "side": "right"}),
+    "rank1-seed7": Case({"rank": 1, "seeds": (7,)}),
+    "rank1-eps1e-5": Case({"rank": 1, "eps": 1e-5}),  # eps matters in the closed form
+    "rank2-steps3-wd5": Case({"rank": 2, "steps": 3, "lr": 1e-2, "weight_decay": 5.0}),
+    # betas do not enter the first step (bias correction), so they are checked over 3 steps,
+    # where these change layer scores by up to 0.04
+    "rank2-steps3-betas": Case({"rank": 2, "steps": 3, "lr": 1e-2, "betas": (0.5, 0.9)}),
+    # text.csv has 8 to 26 tokens per instance: some are cut, some are not
+    "rank1-max-length-14": Case({"rank": 1, "max_length": 14}, packed=True),
+    "rank2-steps2-max-length-14": Case({"rank": 2, "steps": 2, "max_length": 14}),
+    "query-value-rank1": Case({"rank": 1}, reference="query_value_reference", packed=True),
+    "query-value-rank1-steps2": Case({"rank": 1, "steps": 2}, reference="query_value_reference"),
+    "pairs-rank1": Case({"rank": 1}, reference="pair_reference", data="pairs.csv", packed=True),
+    "pairs-rank2-steps2": Case(
+        {"rank": 2, "steps": 2}, reference="pair_reference", data="pairs.csv"
+    ),
+    "three-classes-rank1": Case(
+        {"rank": 1}, reference="three_class_reference", data="three.csv", packed=True
+    ),
+    "three-classes-rank2-steps2": Case(
+        {"rank": 2, "steps": 2, "lr": 1e-2}, reference="three_class_reference", data="three.csv"
+    ),
+    "regression-rank1": Case(
+        {"rank": 1}, reference="regression_reference", data="regression.csv", packed=True
+    ),
+    "regression-rank2-steps2": Case(
+        {"rank": 2, "steps": 2, "lr": 1e-2},
+        reference="regression_reference",
+        data="regression.csv",
+    ),
 }
 
+_LOOP_SETTINGS = ("rank", "steps", "lr", "alpha", "betas", "weight_decay", "eps", "max_length")
+"""ScoreConfig fields that the literal loop takes under the same name."""
 
-def _check_against_loop(reference: str, subset: Examples, pad_to: int = 64, **settings) -> float:
-    """Score ``subset`` with the engine and the literal loop; return the max abs difference."""
-    frame = _score(subset, reference, **settings)
-    seed = settings.get("seeds", (0,))[0]
-    loop_settings = {
-        k: v
-        for k, v in settings.items()
-        if k in ("rank", "steps", "lr", "alpha", "weight_decay", "eps")
-    }
+
+def _assert_well_conditioned(loop: LiteralLoop, subset: Examples) -> None:
+    """Every ΔW of the loop: rank ``loop.rank``, singular values at least 5 % of the largest and
+    1 % apart, so singular vectors and their order are stable under rounding."""
+    r = loop.rank
+    for n in range(len(subset)):
+        for name, delta_w in loop.delta_weights(subset, n).items():
+            s = torch.linalg.svdvals(delta_w)[:r]
+            s = s / s[0]
+            assert s[-1] > 0.05, f"instance {n}, {name}: s_r / s_1 = {s[-1]:.1e}"
+            assert (s[:-1] - s[1:]).min() > 0.01, f"instance {n}, {name}: {s.tolist()}"
+
+
+def _check_against_loop(
+    reference: str,
+    subset: Examples,
+    pad_to: int = 64,
+    well_conditioned: bool = False,
+    **settings,
+) -> float:
+    """Score ``subset`` with the engine and the literal loop, both on the CPU; assert that every
+    layer score agrees and return the max abs difference of the RepMatch scores."""
+    frame = score_instances(
+        subset, reference, ScoreConfig(**settings), progress=False, device="cpu"
+    )
     names = list(load_adapter(reference).layers)
     if "targets" in settings:
         names = [n for n in names if any(n.endswith("." + t) for t in settings["targets"])]
-    expected, _ = literal_layer_scores(
+    loop = LiteralLoop(
         reference,
-        subset,
-        seed=seed,
+        seed=settings.get("seeds", (0,))[0],
         side=settings.get("side", "left"),
         targets=names,
         pad_to=pad_to,
-        **loop_settings,
+        **{k: v for k, v in settings.items() if k in _LOOP_SETTINGS},
     )
-    assert _layer_columns(frame) == [f"layer_{n.split('.')[-4]}_value" for n in names]
+    if well_conditioned:
+        _assert_well_conditioned(loop, subset)
+    expected = loop.layer_scores(subset)
+    leaves = [n.split(".") for n in names]
+    assert _layer_columns(frame) == [f"layer_{p[-4]}_{p[-1]}" for p in leaves]
     layers = frame[_layer_columns(frame)].to_numpy()
     assert np.abs(layers - expected).max() <= TOLERANCE
     assert np.ptp(expected.mean(axis=1)) > 1e-2  # the instances are told apart at all
     return float(np.abs(frame["score"].to_numpy() - expected.mean(axis=1)).max())
 
 
-@pytest.mark.parametrize("case", list(TINY_CASES))
-def test_engine_matches_literal_loop(case, reference, examples):
+@pytest.mark.parametrize("name", list(EQUIVALENCE_CASES))
+def test_engine_matches_literal_loop(name, request, data_dir):
+    case = EQUIVALENCE_CASES[name]
+    reference = request.getfixturevalue(case.reference)
+    subset = load_examples(DataSpec(str(data_dir / case.data))).select(range(12))
+    if case.packed:
+        scorer = InstanceScorer(load_adapter(reference), ScoreConfig(**case.settings), device="cpu")
+        assert scorer.position_offset is not None, "the engine did not pack rows"
+    if "max_length" in case.settings:
+        tokenizer = load_tokenizer(load_adapter(reference).base_model)
+        lengths = np.array([len(ids) for ids in tokenizer(subset.texts)["input_ids"]])
+        assert (lengths > case.settings["max_length"]).any()
+        assert (lengths < case.settings["max_length"]).any()
     difference = _check_against_loop(
-        reference, examples.select(range(12)), batch_size=5, **TINY_CASES[case]
+        reference, subset, batch_size=5, well_conditioned=case.well_conditioned, **case.settings
     )
-    assert difference <= TOLERANCE, f"{case}: max |engine - loop| = {difference:.2e}"
-
-
-def test_engine_matches_literal_loop_on_text_pairs(pair_reference, data_dir):
-    pairs = load_examples(DataSpec(str(data_dir / "pairs.csv")))
-    assert pairs.text_pairs is not None
-    subset = pairs.select(range(10))
-    for settings in ({"rank": 1}, {"rank": 2, "steps": 2}):
-        difference = _check_against_loop(pair_reference, subset, batch_size=4, **settings)
-        assert difference <= TOLERANCE, f"{settings}: max |engine - loop| = {difference:.2e}"
+    assert difference <= TOLERANCE, f"{name}: max |engine - loop| = {difference:.2e}"
 
 
 @pytest.mark.parametrize("steps", [1, 2])
@@ -254,6 +380,57 @@ def test_bundled_model_matches_literal_loop(settings, sst2_reference, shared_dat
         sst2_reference, validation, pad_to=128, batch_size=3, **settings
     )
     assert difference <= TOLERANCE, f"max |engine - loop| = {difference:.2e}"
+
+
+# --------------------------------------------------------------------------------------------
+# 1b. What one-step scores see of the labels
+
+
+# The label property (docs/method.md, section 4). With 2 classes dL/dlogits is a multiple of
+# (1, -1), with regression a scalar, so a label change only rescales g by a factor (maybe
+# negative); Adam's first step sign(g) keeps the sign pattern up to that sign, and subspaces
+# ignore signs. With 3 or more classes the direction of dL/dlogits, and so g, depends on the label.
+# eps is set far below the tiny model's gradients: with eps near |g| (the default 1e-8 is, for some
+# entries, on this random model) the first step g / (|g| + eps) depends on the scale of g, and
+# binary scores then move by ~3e-4.
+LABEL_CONFIG = ScoreConfig(rank=1, seeds=(0, 1), eps=1e-12)
+
+
+def _relabelled(data: Path, folder: Path, change) -> DataSpec:
+    """A copy of the csv ``data`` with ``change`` applied to its label column."""
+    frame = pd.read_csv(data)
+    frame["label"] = change(frame["label"].to_numpy())
+    frame.to_csv(folder / data.name, index=False)
+    return DataSpec(str(folder / data.name))
+
+
+def _label_effect(data: Path, reference: str, relabelled: DataSpec) -> float:
+    """Max abs difference of every score column between the original and relabelled data."""
+    before = score_instances(DataSpec(str(data)), reference, LABEL_CONFIG, progress=False)
+    after = score_instances(relabelled, reference, LABEL_CONFIG, progress=False)
+    assert list(after["id"]) == list(before["id"])
+    assert (after["label"] != before["label"]).all()
+    assert np.ptp(before["score"]) > 1e-2  # the scores do tell instances apart
+    columns = [c for c in before.columns if c.startswith("score")] + _layer_columns(before)
+    return float(np.abs(after[columns].to_numpy() - before[columns].to_numpy()).max())
+
+
+def test_binary_scores_do_not_see_the_labels(reference, text_csv, tmp_path):
+    flipped = _relabelled(Path(text_csv), tmp_path, lambda labels: 1 - labels)
+    assert _label_effect(Path(text_csv), reference, flipped) <= SAME
+
+
+def test_regression_scores_do_not_see_the_labels(regression_reference, data_dir, tmp_path):
+    rng = np.random.default_rng(1)
+    data = data_dir / "regression.csv"
+    changed = _relabelled(data, tmp_path, lambda y: np.round(rng.uniform(0, 5, len(y)), 2) + 0.01)
+    assert _label_effect(data, regression_reference, changed) <= SAME
+
+
+def test_three_class_scores_see_the_labels(three_class_reference, data_dir, tmp_path):
+    data = data_dir / "three.csv"
+    shifted = _relabelled(data, tmp_path, lambda labels: (labels + 1) % 3)
+    assert _label_effect(data, three_class_reference, shifted) > 1e-3
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,7 +497,9 @@ def test_parquet_output_and_run_record(reference, text_csv, examples, tmp_path):
     ]
     assert list(stored["id"]) == [f"s{k:02d}" for k in range(40)]  # the csv's id column, in order
     assert list(stored["label"]) == list(examples.labels)
-    assert stored["score"].between(0, 1).all() and stored[layers].notna().all().all()
+    assert stored[layers].notna().all().all() and stored["score"].std() > 1e-3
+    # the mean over seeds of the layer means is the mean over layers of the seed means
+    assert np.abs(stored["score"] - stored[layers].mean(axis=1)).max() <= 1e-6
     pd.testing.assert_frame_equal(stored, returned)
     in_memory = score_instances(DataSpec(text_csv), reference, config, progress=False)
     pd.testing.assert_frame_equal(in_memory, returned)
@@ -452,6 +631,71 @@ def test_corrupted_chunk_is_reported_and_kept(monkeypatch, reference, text_csv, 
     assert list(pd.read_parquet(out)["id"]) == [f"s{k:02d}" for k in range(40)]
 
 
+def _score_argv(data, reference: str, out: Path, *extra: str) -> list[str]:
+    """``repmatch score`` arguments, without the program name."""
+    return ["score", str(data), "--reference", reference, "--out", str(out), "--quiet", *extra]
+
+
+def test_killed_cli_run_resumes_to_the_same_file(
+    reference, query_value_reference, tmp_path, capsys
+):
+    """A real interruption: ``repmatch score`` in a subprocess, SIGKILLed once its first chunk is
+    on disk, finished with ``--resume``; the file equals an uninterrupted run's byte for byte.
+    The partial run is also resumed with a garbled run record and with another reference: both
+    are refused with one line and exit status 2."""
+    rng = np.random.default_rng(5)
+    labels = [int(v) for v in rng.integers(0, 2, 960)]
+    data = tmp_path / "many.csv"
+    pd.DataFrame({"text": _texts(rng, labels), "label": labels}).to_csv(data, index=False)
+    chunking = ("--chunk-size", "16", "--batch-size", "8")  # 60 chunks, ~10 ms each
+    full = tmp_path / "full.parquet"
+    assert main(_score_argv(data, reference, full, *chunking)) == 0
+
+    out = tmp_path / "killed.parquet"
+    partial = tmp_path / "killed.parquet.partial"
+    command = [sys.executable, "-m", "repmatch.cli", *_score_argv(data, reference, out, *chunking)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}  # the rounding of this process's one thread
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (partial / "chunk-00000.parquet").exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no chunk written in 120 s"
+            time.sleep(0.001)
+        process.kill()  # SIGKILL: no handler, no cleanup
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert not out.exists(), "the run finished before it was killed"
+    stored = len(list(partial.glob("chunk-*.parquet")))
+    assert 1 <= stored < 60
+
+    garbled = tmp_path / "garbled.parquet"
+    shutil.copytree(partial, tmp_path / "garbled.parquet.partial")
+    (tmp_path / "garbled.parquet.partial" / "run.json").write_text("{not json")
+    other = tmp_path / "other.parquet"
+    shutil.copytree(partial, tmp_path / "other.parquet.partial")
+    for argv, message in [
+        (_score_argv(data, reference, garbled, *chunking), "run.json"),
+        (_score_argv(data, query_value_reference, other, *chunking), "reference"),
+    ]:
+        capsys.readouterr()
+        assert main([*argv, "--resume"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("repmatch: error: ") and error.count("\n") == 1, error
+        assert message in error
+    assert len(list((tmp_path / "other.parquet.partial").glob("chunk-*"))) == stored
+
+    resumed = subprocess.run(
+        [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.read_bytes() == full.read_bytes()
+    assert not partial.exists()
+
+
 # --------------------------------------------------------------------------------------------
 # 5. Bad input: clear errors, and nothing left behind
 
@@ -562,7 +806,7 @@ def test_cli_errors_exit_2_without_traceback(extra, message, reference, text_csv
     assert not out.exists()
 
 
-def test_cli_refuses_existing_output_and_resumes(reference, text_csv, tmp_path, capsys):
+def test_cli_refuses_existing_output_unless_overwrite(reference, text_csv, tmp_path, capsys):
     out = tmp_path / "scores.parquet"
     argv = ["score", text_csv, "--reference", reference, "--out", str(out), "--quiet"]
     assert main([*argv, "--limit", "5"]) == 0
