@@ -12,13 +12,9 @@ from repmatch.adapters import load_adapter
 from repmatch.compare import compare_adapters
 from repmatch.data import DataSpec, load_examples
 from repmatch.literal_loop import literal_scores
-from repmatch.lora import find_target_modules
 from repmatch.models import (
-    first_position_block,
-    first_position_only,
     load_classifier,
     load_tokenizer,
-    packed_position_offset,
 )
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
@@ -30,20 +26,6 @@ def _inputs(model_path: str) -> dict[str, torch.Tensor]:
     tokenizer = load_tokenizer(model_path)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
-
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_value_role_finds_one_module_per_layer(arch, tiny_model):
-    model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
-    names = find_target_modules(model, ("value",))
-    assert len(names) == model.config.num_hidden_layers == 2
-    assert [name.rsplit(".", 1)[-1] for name in names] == [VALUE_LEAF[arch]] * 2
-    assert [name for name in names if ".0." in name] and [name for name in names if ".1." in name]
-    for name in names:
-        layer = model.get_submodule(name)
-        assert isinstance(layer, torch.nn.Linear)
-        # LLaMA's grouped-query attention: 2 key/value heads of size 32 / 4
-        assert (layer.in_features, layer.out_features) == (32, 16 if arch == "llama" else 32)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -100,47 +82,6 @@ def test_train_load_with_peft_and_compare(
     assert comparison.score == pytest.approx(sum(comparison.layers.values()) / 2)
     itself = compare_adapters(out, out)
     assert itself.score == pytest.approx(1.0, abs=1e-5)
-
-
-FIRST_POSITION_HEADS = {"bert", "roberta", "electra"}
-"""Architectures whose classification head reads the last layer at position 0 ([CLS]) only."""
-
-
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_last_layer_cut_to_first_position_only_where_the_head_reads_it(arch, tiny_model):
-    model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
-    block = first_position_block(model)
-    assert (block is not None) == (arch in FIRST_POSITION_HEADS)
-    inputs = _inputs(tiny_model(arch))
-    seen = []
-    with torch.no_grad():
-        full = model(**inputs).logits
-        with first_position_only(block):
-            if block is not None:
-                block.register_forward_hook(lambda m, args, out: seen.append(out.shape))
-            cut = model(**inputs).logits
-    torch.testing.assert_close(cut, full, rtol=1e-4, atol=1e-5)
-    if block is not None:
-        assert seen and seen[0][1] == 1  # the block computed one position per sequence
-
-
-def test_no_cut_when_the_head_reads_every_position(tiny_model):
-    model = load_classifier(tiny_model("bert"), num_labels=2, head_seed=42)
-    pooler = model.bert.pooler
-    pooler.forward = lambda hidden: pooler.activation(pooler.dense(hidden.mean(dim=1)))
-    assert first_position_block(model) is None
-
-
-PACKED_POSITION_OFFSET = {"bert": 0, "electra": 0, "roberta": 1, "distilbert": None, "llama": None}
-"""First position id when sequences are packed into rows (RoBERTa: pad_token_id + 1); None: no
-packing."""
-
-
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_packing_only_where_it_reproduces_padded_logits(arch, tiny_model):
-    model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
-    block = first_position_block(model)
-    assert packed_position_offset(model, block) == PACKED_POSITION_OFFSET[arch]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from conftest import ARCHITECTURES, VALUE_LEAF
 from repmatch.errors import RepmatchError
 from repmatch.lora import check_rank, draw_lora_init, find_target_modules, short_layer_name
 from repmatch.models import load_classifier
@@ -66,3 +67,17 @@ def test_short_layer_name():
     assert short_layer_name("bert.encoder.layer.3.attention.self.value") == "layer 3 value"
     assert short_layer_name("model.layers.10.self_attn.v_proj") == "layer 10 v_proj"
     assert short_layer_name("classifier") == "classifier"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_value_role_finds_one_module_per_layer(arch, tiny_model):
+    model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
+    names = find_target_modules(model, ("value",))
+    assert len(names) == model.config.num_hidden_layers == 2
+    assert [name.rsplit(".", 1)[-1] for name in names] == [VALUE_LEAF[arch]] * 2
+    assert [name for name in names if ".0." in name] and [name for name in names if ".1." in name]
+    for name in names:
+        layer = model.get_submodule(name)
+        assert isinstance(layer, torch.nn.Linear)
+        # LLaMA's grouped-query attention: 2 key/value heads of size 32 / 4
+        assert (layer.in_features, layer.out_features) == (32, 16 if arch == "llama" else 32)

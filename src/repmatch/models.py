@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel
@@ -131,6 +132,33 @@ def _pad_id(eos_token_id: int | list[int] | None) -> int:
     if isinstance(eos_token_id, (list, tuple)):
         return int(eos_token_id[0]) if eos_token_id else 0
     return int(eos_token_id) if eos_token_id is not None else 0
+
+
+def max_positions(model: PreTrainedModel) -> int | None:
+    """How many tokens one sequence of ``model`` may hold (None: no fixed limit known).
+
+    RoBERTa-style embeddings start position ids at ``pad_token_id + 1``, which costs them as many
+    positions.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= (model.config.pad_token_id or 0) + 1
+    return int(limit)
+
+
+def check_lengths(model: PreTrainedModel, lengths: np.ndarray, ids: list, max_length: int) -> None:
+    """Raise unless every tokenised input (``lengths``, after truncation) fits ``model``."""
+    limit = max_positions(model)
+    if limit is None or not len(lengths) or lengths.max() <= limit:
+        return
+    worst = int(np.argmax(lengths))
+    raise RepmatchError(
+        f"max_length {max_length} is more than the {limit} positions of this model: instance "
+        f"{ids[worst]!r} has {int(lengths[worst])} tokens; set max_length <= {limit}",
+        field="max_length",
+    )
 
 
 def _load_failure(name: str, err: Exception) -> str:

@@ -32,10 +32,12 @@ from repmatch.errors import RepmatchError
 from repmatch.grassmann import lowrank_singular_vectors, repmatch_score
 from repmatch.lora import draw_lora_init, short_layer_name
 from repmatch.models import (
+    check_lengths,
     first_position_block,
     first_position_only,
     load_classifier,
     load_tokenizer,
+    max_positions,
     packed_position_offset,
     portable_model_name,
     resolve_device,
@@ -224,6 +226,13 @@ class InstanceScorer:
             for seed, by_layer in updates.items()
         }
 
+    def check_fits(self, examples: Examples) -> None:
+        """Raise before any work if ``max_length`` lets an input outgrow the model's positions."""
+        limit = max_positions(self.model)
+        if limit is not None and limit < self.config.max_length:
+            encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
+            check_lengths(self.model, encoded.lengths, examples.ids, self.config.max_length)
+
     def score(self, examples: Examples) -> torch.Tensor:
         """Per-seed, per-layer RepMatch of every instance, in data order: (S, N, L)."""
         encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
@@ -304,6 +313,7 @@ def score_instances(
         else None
     )
     scorer = InstanceScorer(checked, config, device=device)
+    scorer.check_fits(examples)
     layer_columns = [short_layer_name(name).replace(" ", "_") for name in scorer.targets]
     started = time.perf_counter()
     tables = []

@@ -26,6 +26,7 @@ from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
 from repmatch.models import (
+    check_lengths,
     head_module_names,
     load_classifier,
     load_tokenizer,
@@ -88,9 +89,11 @@ def train_adapter(
         parameter.requires_grad = "lora_" in name or (
             config.train_head and "modules_to_save" in name
         )
+    encoded = EncodedExamples(tokenizer, examples, max_length=config.max_length)
+    check_lengths(model, encoded.lengths, examples.ids, config.max_length)
     losses = _fit(
         peft_model,
-        EncodedExamples(tokenizer, examples, max_length=config.max_length),
+        encoded,
         task.label_tensor(examples.labels),
         config,
         task=task,
