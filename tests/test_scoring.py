@@ -696,6 +696,25 @@ def test_killed_cli_run_resumes_to_the_same_file(
     assert not partial.exists()
 
 
+def test_cli_resumes_a_run_with_targets(monkeypatch, reference, text_csv, tmp_path, capsys):
+    """Defect 1: with --targets, --resume always refused (a tuple in the config, a list in the
+    stored run.json)."""
+    extra = ("--targets", "value", "--chunk-size", "8", "--batch-size", "3")
+    full = tmp_path / "full.parquet"
+    assert main(_score_argv(text_csv, reference, full, *extra)) == 0
+    out = tmp_path / "scores.parquet"
+    monkeypatch.setattr(
+        repmatch.scoring, "_score_chunk", _Interrupting(repmatch.scoring._score_chunk, stop_at=3)
+    )
+    assert main(_score_argv(text_csv, reference, out, *extra)) == 130  # interrupted
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*_score_argv(text_csv, reference, out, *extra), "--resume"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert out.read_bytes() == full.read_bytes()
+
+
 # --------------------------------------------------------------------------------------------
 # 5. Bad input: clear errors, and nothing left behind
 
