@@ -308,3 +308,112 @@ def test_datasets_refuses_seed_with_seeds(capsys):
         main(["datasets", "a.csv", "b.csv", "--out", "x", "--seed", "1", "--seeds", "0", "1"])
     assert caught.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Bad inputs to `score` and `train`: one line, exit 2, nothing written
+
+
+def _copy_adapter(source: str, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, folder)
+    return folder
+
+
+def _bad_head(source: str, folder: Path) -> Path:
+    """The adapter with its classifier weight widened to 3 rows: the head no longer fits."""
+    from safetensors.torch import load_file, save_file
+
+    _copy_adapter(source, folder)
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    key = next(k for k in weights if k.endswith("classifier.weight"))
+    weights[key] = weights[key].repeat(2, 1)[:3]
+    save_file(weights, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def _truncated(source: str, folder: Path) -> Path:
+    _copy_adapter(source, folder)
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "fragments"),
+    [
+        (_bad_head, [], ["head weight classifier.bias", "has shape (2,)", "model's is (3,)"]),
+        (_truncated, [], ["cannot read adapter weights"]),
+        (None, ["--max-length", "1000"], ["max_length 1000", "128 positions", "[--max-length]"]),
+        (None, ["--rank", "0"], ["rank must be positive", "[--rank]"]),
+        (None, ["--resume"], []),
+    ],
+    ids=["head-shape", "corrupted-safetensors", "max-length", "rank", "resume-nothing"],
+)
+def test_score_errors(make, extra, fragments, cli_adapters, tmp_path, capsys):
+    reference = str(cli_adapters[0])
+    if make is not None:
+        reference = str(make(reference, tmp_path / "reference"))
+    data = tmp_path / "long.csv"
+    long_text = " ".join(["word"] * 300)
+    data.write_text(f"text,label\n{long_text},1\nshort one,0\n")
+    out = tmp_path / "scores.parquet"
+    rc = main(["score", str(data), "--reference", reference, "--out", str(out), *extra])
+    captured = capsys.readouterr()
+    if extra == ["--resume"]:  # resuming with nothing stored simply scores (long text: error)
+        _assert_user_error(rc, captured.err, "max_length 512")
+    else:
+        _assert_user_error(rc, captured.err, *fragments)
+    assert list(tmp_path.glob("scores.parquet*")) == []
+
+
+def test_non_utf8_data(tiny_model, tmp_path, capsys):
+    data = tmp_path / "latin1.csv"
+    data.write_bytes("text,label\ncaf\xe9 cr\xe8me,1\n".encode("latin-1"))
+    rc = main(["train", str(data), "--model", tiny_model("bert"), "--out", str(tmp_path / "a")])
+    _assert_user_error(rc, capsys.readouterr().err, "not UTF-8")
+    assert not (tmp_path / "a").exists()
+
+
+def _interrupt_after(command: list[str], marker: str, timeout: float = 240) -> subprocess.Popen:
+    """Run ``command``, send SIGINT once ``marker`` appears on its stderr, wait for it to end."""
+    import signal
+    import threading
+
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True
+    )
+    seen: list[str] = []
+
+    def watch() -> None:
+        assert process.stderr is not None
+        while chunk := process.stderr.read(1):
+            seen.append(chunk)
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    deadline = __import__("time").monotonic() + timeout
+    while marker not in "".join(seen):
+        assert process.poll() is None, "finished before it could be interrupted: " + "".join(seen)
+        assert __import__("time").monotonic() < deadline, "never reached " + marker
+        __import__("time").sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    reader.join(timeout=10)
+    process.stderr_text = "".join(seen)  # type: ignore[attr-defined]
+    return process
+
+
+def test_ctrl_c_while_training_exits_130_and_writes_nothing(tiny_model, tmp_path):
+    rows = "\n".join(f"{'good ' * (i % 7 + 1)}film {i},{i % 2}" for i in range(4000))
+    data = tmp_path / "big.csv"
+    data.write_text("text,label\n" + rows + "\n")
+    script = Path(sys.executable).with_name("repmatch")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "repmatch.cli"]
+    out = tmp_path / "adapter"
+    argv = ["train", str(data), "--model", tiny_model("bert"), "--epochs", "50", "--out", str(out)]
+    process = _interrupt_after([*command, *argv], marker="train big")
+    assert process.returncode == 130, process.stderr_text
+    assert process.stderr_text.strip().splitlines()[-1] == "repmatch: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv"]

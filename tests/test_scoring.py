@@ -582,7 +582,7 @@ def test_resume_finishes_without_recomputing(monkeypatch, reference, text_csv, t
     assert ids == [f"s{k:02d}" for k in range(40)] and len(set(ids)) == 40
     assert not out.with_name("resumed.parquet.partial").exists()
 
-    with pytest.raises(RepmatchError, match="already exists.*--overwrite"):
+    with pytest.raises(RepmatchError, match="already exists.*overwrite"):
         score_instances(
             DataSpec(text_csv), reference, RESUME_CONFIG, out=out, resume=True, progress=False
         )
@@ -595,12 +595,12 @@ def test_resume_finishes_without_recomputing(monkeypatch, reference, text_csv, t
 def test_unfinished_run_needs_resume(monkeypatch, reference, text_csv, tmp_path):
     out = tmp_path / "scores.parquet"
     _interrupted_run(monkeypatch, text_csv, reference, out, RESUME_CONFIG)
-    with pytest.raises(RepmatchError, match="--resume"):
+    with pytest.raises(RepmatchError, match="unfinished run.*resume it"):
         score_instances(DataSpec(text_csv), reference, RESUME_CONFIG, out=out, progress=False)
     other = ScoreConfig(chunk_size=8, batch_size=3, seeds=(0, 1), lr=2e-3)
-    with pytest.raises(RepmatchError, match="different score"):
+    with pytest.raises(RepmatchError, match=r"differs in score.lr: 0.001 -> 0.002;"):
         score_instances(DataSpec(text_csv), reference, other, out=out, resume=True)
-    with pytest.raises(RepmatchError, match="different data_fingerprint"):
+    with pytest.raises(RepmatchError, match="differs in data_fingerprint: '"):
         score_instances(
             DataSpec(text_csv, limit=30), reference, RESUME_CONFIG, out=out, resume=True
         )
@@ -729,7 +729,7 @@ def _without_head(reference: str, folder: Path) -> str:
 
 
 def _plain_peft(model: str, folder: Path) -> str:
-    """An adapter saved by PEFT itself: LoRA factors, no head, no repmatch.json."""
+    """An adapter saved by PEFT itself without a task type: LoRA factors only, no head."""
     from transformers import AutoModelForSequenceClassification
 
     base = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
@@ -744,7 +744,7 @@ def test_bad_references_are_refused(reference, tiny_model, text_csv, tmp_path):
         (reference, ScoreConfig(model=BUNDLED_MODEL), "trained on .*not on the scoring model"),
         (reference, ScoreConfig(targets=("key",)), r"targets \['key'\] match none"),
         (_without_head(reference, tmp_path / "headless"), ScoreConfig(), "no classification head"),
-        (_plain_peft(tiny_model, tmp_path / "plain"), ScoreConfig(), "no repmatch.json"),
+        (_plain_peft(tiny_model, tmp_path / "plain"), ScoreConfig(), "no classification head"),
         (str(tmp_path / "missing"), ScoreConfig(), "adapter folder not found"),
     ]
     for k, (adapter, config, message) in enumerate(cases):
@@ -757,7 +757,7 @@ def test_bad_references_are_refused(reference, tiny_model, text_csv, tmp_path):
 def test_bad_data_is_refused(reference, data_dir, text_csv, tmp_path):
     cases = [
         (DataSpec(text_csv, labels=("7",)), "label filter"),
-        (DataSpec(str(data_dir / "three.csv")), "outside the head's 2 classes"),
+        (DataSpec(str(data_dir / "three.csv")), "label 2 of three .* reference's classes: 0, 1"),
         (DataSpec(str(data_dir / "regression.csv")), "regression"),
     ]
     for k, (data, message) in enumerate(cases):

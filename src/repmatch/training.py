@@ -97,7 +97,7 @@ def train_adapter(
         task.label_tensor(examples.labels),
         config,
         task=task,
-        name=examples.name,
+        data_name=examples.name,
         progress=progress,
     )
 
@@ -127,7 +127,7 @@ def _fit(
     config: TrainConfig,
     *,
     task: Task,
-    name: str,
+    data_name: str,
     progress: bool,
 ) -> list[float]:
     """AdamW over the trainable parameters; returns the mean loss of each epoch."""
@@ -145,7 +145,7 @@ def _fit(
             module.train(config.lora_dropout > 0)
     epoch_losses = []
     steps = config.epochs * -(-len(encoded) // config.batch_size)
-    with tqdm(total=steps, desc=f"train {name}", disable=not progress) as bar:
+    with tqdm(total=steps, desc=f"train {data_name}", disable=not progress) as bar:
         for _ in range(config.epochs):
             total, count = 0.0, 0
             for positions in length_grouped_batches(encoded.lengths, config.batch_size, rng):
