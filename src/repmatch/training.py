@@ -91,15 +91,18 @@ def train_adapter(
         )
     encoded = EncodedExamples(tokenizer, examples, max_length=config.max_length)
     check_lengths(model, encoded.lengths, examples.ids, config.max_length)
-    losses = _fit(
-        peft_model,
-        encoded,
-        task.label_tensor(examples.labels),
-        config,
-        task=task,
-        data_name=examples.name,
-        progress=progress,
-    )
+    # dropout (when switched on) draws from a generator seeded here, not the caller's
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        losses = _fit(
+            peft_model,
+            encoded,
+            task.label_tensor(examples.labels),
+            config,
+            task=task,
+            data_name=examples.name,
+            progress=progress,
+        )
 
     record = run_record(
         "adapter",
