@@ -102,29 +102,46 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Callable[..., str]:
-    """Factory: ``tiny_model('bert')`` -> folder of a tiny random sequence classifier.
+    """Factory: ``tiny_model('bert')`` -> folder of a tiny random model; the one model factory.
 
-    Two layers, hidden size 32 (or ``hidden``), saved with ``save_pretrained`` next to the bundled
-    model's tokenizer (vocabulary 30522). Built once per session and architecture.
+    Two layers, hidden size 32 (or ``hidden``), the encoder or decoder body only (heads are drawn
+    by :func:`repmatch.models.load_classifier` from their own seed), saved with
+    ``save_pretrained`` next to the bundled model's tokenizer (vocabulary 30522). ``overrides``
+    set config fields (e.g. ``num_attention_heads``); ``qk_scale`` multiplies the query and key
+    weights (peaked attention); ``seed`` draws the weights. Built once per distinct argument set.
     """
     import torch
     import transformers
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel
 
     from repmatch.models import BUNDLED_MODEL, load_tokenizer
 
     # no "Loading weights" / "Writing model shards" bars in captured output (the CLI does the same)
     transformers.logging.disable_progress_bar()
-    cache: dict[tuple[str, int], str] = {}
+    cache: dict[tuple, str] = {}
     tokenizer = load_tokenizer(BUNDLED_MODEL)
 
-    def build(arch: str = "bert", hidden: int = HIDDEN) -> str:
-        key = (arch, hidden)
+    def build(
+        arch: str = "bert",
+        hidden: int = HIDDEN,
+        *,
+        seed: int = 1234,
+        qk_scale: float = 1.0,
+        **overrides: object,
+    ) -> str:
+        key = (arch, hidden, seed, qk_scale, tuple(sorted(overrides.items())))
         if key not in cache:
             folder = tmp_path_factory.mktemp(f"tiny-{arch}-{hidden}")
-            torch.manual_seed(1234)
             config = _tiny_config(arch, len(tokenizer), hidden)
-            model = AutoModelForSequenceClassification.from_config(config)
+            for name, value in overrides.items():
+                setattr(config, name, value)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = AutoModel.from_config(config)
+            with torch.no_grad():
+                for name, weight in model.named_parameters():
+                    if ".query." in name or ".key." in name:
+                        weight.mul_(qk_scale)
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             cache[key] = str(folder)

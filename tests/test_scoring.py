@@ -26,14 +26,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
-from transformers import BertConfig, BertModel
 
 import repmatch.scoring
+from conftest import ARCHITECTURES
 from repmatch.adapters import load_adapter
 from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
-from repmatch.literal_loop import LiteralLoop, literal_layer_scores
+from repmatch.literal_loop import LiteralLoop, literal_layer_scores, literal_scores
 from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
 from repmatch.scoring import InstanceScorer, ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
@@ -70,7 +70,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
+def scoring_model(tiny_model) -> str:
     """A random 2-layer BERT (hidden 64, 16 heads) with the bundled tokenizer, saved to a folder.
 
     Sized so that the checks are well posed: in the last layer only [CLS] matters, so the one-step
@@ -80,19 +80,15 @@ def tiny_model(tmp_path_factory) -> str:
     attention) make the instances' updates differ; left-side one-step checks at rank > 1
     score layer 0 only.
     """
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=64,
-        num_hidden_layers=2,
+    return tiny_model(
+        "bert",
+        hidden=64,
+        seed=0,
         num_attention_heads=16,
         intermediate_size=128,
         initializer_range=0.2,
+        max_position_embeddings=512,
     )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    load_tokenizer(BUNDLED_MODEL).save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -138,65 +134,58 @@ def _train(data: str, model: str, folder: Path, targets: tuple[str, ...] = ("val
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model, text_csv, tmp_path_factory) -> str:
+def reference(scoring_model, text_csv, tmp_path_factory) -> str:
     """Rank-4 adapter on the value projections of the tiny model, trained on text.csv."""
-    return _train(text_csv, tiny_model, tmp_path_factory.mktemp("ref") / "adapter")
+    return _train(text_csv, scoring_model, tmp_path_factory.mktemp("ref") / "adapter")
 
 
 @pytest.fixture(scope="module")
-def pair_reference(tiny_model, data_dir, tmp_path_factory) -> str:
+def pair_reference(scoring_model, data_dir, tmp_path_factory) -> str:
     """Rank-4 adapter of the tiny model trained on the text-pair dataset."""
-    return _train(str(data_dir / "pairs.csv"), tiny_model, tmp_path_factory.mktemp("pref") / "a")
+    return _train(str(data_dir / "pairs.csv"), scoring_model, tmp_path_factory.mktemp("pref") / "a")
 
 
 @pytest.fixture(scope="module")
-def query_value_reference(tiny_model, text_csv, tmp_path_factory) -> str:
+def query_value_reference(scoring_model, text_csv, tmp_path_factory) -> str:
     """Rank-4 adapter on query and value of every layer (the reference script's targets)."""
     folder = tmp_path_factory.mktemp("qvref") / "adapter"
-    return _train(text_csv, tiny_model, folder, targets=("query", "value"))
+    return _train(text_csv, scoring_model, folder, targets=("query", "value"))
 
 
 @pytest.fixture(scope="module")
-def three_class_reference(tiny_model, data_dir, tmp_path_factory) -> str:
+def three_class_reference(scoring_model, data_dir, tmp_path_factory) -> str:
     """Rank-4 adapter with a 3-class head, trained on three.csv."""
-    return _train(str(data_dir / "three.csv"), tiny_model, tmp_path_factory.mktemp("tref") / "a")
+    return _train(str(data_dir / "three.csv"), scoring_model, tmp_path_factory.mktemp("tref") / "a")
 
 
 @pytest.fixture(scope="module")
-def regression_reference(tiny_model, data_dir, tmp_path_factory) -> str:
+def regression_reference(scoring_model, data_dir, tmp_path_factory) -> str:
     """Rank-4 adapter with a 1-output regression head, trained on regression.csv."""
     folder = tmp_path_factory.mktemp("rref") / "adapter"
-    return _train(str(data_dir / "regression.csv"), tiny_model, folder)
+    return _train(str(data_dir / "regression.csv"), scoring_model, folder)
 
 
 @pytest.fixture(scope="module")
-def peaked_reference(text_csv, tmp_path_factory) -> str:
+def peaked_reference(tiny_model, text_csv, tmp_path_factory) -> str:
     """Rank-4 adapter of a random BERT whose heads attend sharply, so that one-step updates of
     every layer have rank 4 with well separated singular values.
 
-    The last layer's one-step update is sign(g) with g rank 1 per head (see ``tiny_model``), so
+    The last layer's one-step update is sign(g) with g rank 1 per head (see ``scoring_model``), so
     it reaches rank 4 only when the heads' attention patterns differ: here hidden 128 with 32
     heads, and query and key weights scaled by 4 for peaked attention (the head keeps its
     ordinary init, so the logits do not saturate).
     """
-    folder = tmp_path_factory.mktemp("peaked-bert")
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=128,
-        num_hidden_layers=2,
+    model = tiny_model(
+        "bert",
+        hidden=128,
+        seed=0,
+        qk_scale=4.0,
         num_attention_heads=32,
         intermediate_size=256,
         initializer_range=0.2,
+        max_position_embeddings=512,
     )
-    torch.manual_seed(0)
-    model = BertModel(config)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if ".query." in name or ".key." in name:
-                weight.mul_(4.0)
-    model.save_pretrained(folder)
-    load_tokenizer(BUNDLED_MODEL).save_pretrained(folder)
-    return _train(text_csv, str(folder), tmp_path_factory.mktemp("peaked-ref") / "adapter")
+    return _train(text_csv, model, tmp_path_factory.mktemp("peaked-ref") / "adapter")
 
 
 def _score(data, reference, **settings) -> pd.DataFrame:
@@ -231,7 +220,7 @@ class Case:
 EQUIVALENCE_CASES = {
     "rank1": Case({"rank": 1}, packed=True),
     # Only layer 0 at rank 4: the tiny model's last-layer one-step update is often rank-deficient
-    # (see the tiny_model fixture), and singular vectors beyond its rank are arbitrary in both.
+    # (see the scoring_model fixture), and singular vectors beyond its rank are arbitrary in both.
     "rank4-layer0": Case({"rank": 4, "targets": ("0.attention.self.value",)}),
     "rank4-all-layers-peaked": Case(
         {"rank": 4}, reference="peaked_reference", packed=True, well_conditioned=True
@@ -459,7 +448,7 @@ def test_batch_and_chunk_sizes_do_not_matter(case, reference, examples):
         assert difference <= SAME
 
 
-# (rank 4 on layer 0 only: see the tiny_model fixture)
+# (rank 4 on layer 0 only: see the scoring_model fixture)
 @pytest.mark.parametrize(
     "settings",
     [{"rank": 1}, {"rank": 4, "seeds": (0, 1), "targets": ("0.attention.self.value",)}],
@@ -738,13 +727,13 @@ def _plain_peft(model: str, folder: Path) -> str:
     return str(folder)
 
 
-def test_bad_references_are_refused(reference, tiny_model, text_csv, tmp_path):
+def test_bad_references_are_refused(reference, scoring_model, text_csv, tmp_path):
     data = DataSpec(text_csv)
     cases = [
         (reference, ScoreConfig(model=BUNDLED_MODEL), "trained on .*not on the scoring model"),
         (reference, ScoreConfig(targets=("key",)), r"targets \['key'\] match none"),
         (_without_head(reference, tmp_path / "headless"), ScoreConfig(), "no classification head"),
-        (_plain_peft(tiny_model, tmp_path / "plain"), ScoreConfig(), "no classification head"),
+        (_plain_peft(scoring_model, tmp_path / "plain"), ScoreConfig(), "no classification head"),
         (str(tmp_path / "missing"), ScoreConfig(), "adapter folder not found"),
     ]
     for k, (adapter, config, message) in enumerate(cases):
@@ -858,3 +847,57 @@ def test_engine_on_gpu_matches_literal_loop_on_gpu(reference, examples):
     frame = score_instances(subset, reference, ScoreConfig(rank=1), progress=False, device="cuda")
     expected, _ = literal_layer_scores(reference, subset, rank=1, pad_to=64, device="cuda")
     assert np.abs(frame[_layer_columns(frame)].to_numpy() - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_instance_scores_match_the_literal_loop(arch, trained_adapter, tiny_data):
+    reference = trained_adapter(arch)
+    examples = load_examples(DataSpec(str(tiny_data["single"]), limit=5))
+    engine = score_instances(examples, reference, ScoreConfig(rank=1, batch_size=3), progress=False)
+    literal = literal_scores(reference, examples, rank=1, pad_to=32)
+    assert abs(engine["score"].to_numpy() - literal).max() <= 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook and ecosystem use
+
+
+def test_in_memory_data_scores_like_its_file(reference, text_csv):
+    """A DataFrame and a datasets.Dataset score exactly like the csv file they came from."""
+    import datasets
+
+    frame = pd.read_csv(text_csv)
+    from_file = _score(DataSpec(text_csv), reference, rank=1)
+    for data in (frame, datasets.Dataset.from_pandas(frame)):
+        in_memory = _score(data, reference, rank=1)
+        pd.testing.assert_frame_equal(in_memory, from_file)
+
+
+def test_scoring_leaves_the_global_rng_alone(reference, text_csv):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    _score(DataSpec(text_csv, limit=4), reference, rank=2, seeds=(0, 1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_plain_peft_adapter_with_its_head_is_a_reference(scoring_model, text_csv, tmp_path):
+    """An adapter trained with plain PEFT (task_type SEQ_CLS saves the head): no repmatch.json."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(3)
+    base = AutoModelForSequenceClassification.from_pretrained(scoring_model, num_labels=2)
+    config = LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4, target_modules=["value"])
+    peft_model = get_peft_model(base, config)
+    with torch.no_grad():  # a trained adapter has B != 0
+        for name, weight in peft_model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.02)
+    peft_model.save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "repmatch.json").exists()
+    out = tmp_path / "scores.parquet"
+    argv = ["score", text_csv, "--reference", str(tmp_path / "plain"), "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    scores = pq.read_table(out).to_pandas()
+    assert len(scores) == len(pd.read_csv(text_csv))
+    assert scores["score"].between(0, 1).all() and scores["score"].std() > 0
