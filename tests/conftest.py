@@ -100,6 +100,18 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
     raise ValueError(f"unknown tiny architecture {arch!r}")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: tiny models run fastest on one, and on a busy CPU two
+    threads slow them 10-50 fold."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Callable[..., str]:
     """Factory: ``tiny_model('bert')`` -> folder of a tiny random model; the one model factory.

@@ -9,14 +9,7 @@ import torch
 from repmatch.data import DataSpec, load_examples
 from repmatch.literal_loop import LiteralLoop
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """As in test_scoring.py: tiny models on a busy CPU run 10-50 times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -60,13 +60,7 @@ def _texts(rng: np.random.Generator, labels: list[int]) -> list[str]:
 # Fixtures (each built once per module): one torch thread, a tiny model, datasets, references
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy CPU slows two threads 10-50 fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
