@@ -179,3 +179,10 @@ def test_matrix_json_records_the_seeds_used(tmp_path, specs, config, one_seed):
     assert data["config"]["seeds"] == [0]
     assert "seed" not in data["config"]["train"]
     assert data["seeds"] == [0]
+
+
+def test_matrix_as_a_data_frame(one_seed):
+    _, result = one_seed
+    frame = result.to_frame()
+    assert list(frame.index) == list(frame.columns) == NAMES
+    np.testing.assert_array_equal(frame.to_numpy(), result.mean)

@@ -102,7 +102,7 @@ class Reference:
     def check_data(self, examples: Examples) -> Examples:
         """``examples`` with labels mapped through the reference's classes; raise if they don't
         fit (another task kind, a class the reference never saw)."""
-        if (examples.task == "regression") != (self.task.name == "regression"):
+        if get_task(examples.task).problem_type != self.task.problem_type:
             raise RepmatchError(
                 f"{examples.name} is a {examples.task} task but the reference adapter "
                 f"{self.adapter.path} was trained for {self.task.name}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from repmatch.adapters import load_adapter
@@ -53,6 +54,10 @@ class SimilarityMatrix:
                 name: {str(s): p for s, p in d.items()} for name, d in self.adapters.items()
             },
         }
+
+    def to_frame(self) -> pd.DataFrame:
+        """The mean matrix as a DataFrame indexed and labelled by dataset name."""
+        return pd.DataFrame(self.mean, index=self.names, columns=self.names)
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
