@@ -8,6 +8,8 @@ adapters trained on them, so tests that only read an adapter share one training 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -241,3 +243,16 @@ def trained_adapter(tmp_path_factory, tiny_model, tiny_data) -> Callable[..., st
         return cache[key]
 
     return train
+
+
+def hold_output_lock(path) -> subprocess.Popen:
+    """Another process holding the output lock of ``path`` until it is killed."""
+    code = (
+        "import sys, time; from repmatch.artifacts import exclusive_output\n"
+        "with exclusive_output(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import pyarrow as pa
 import pytest
 
+from conftest import hold_output_lock
 from repmatch import __version__
-from repmatch.artifacts import ChunkStore, atomic_path, run_record, write_json
+from repmatch.artifacts import ChunkStore, atomic_path, exclusive_output, run_record, write_json
 from repmatch.errors import RepmatchError
 
 
@@ -72,3 +74,29 @@ def test_output_folder_refused(tmp_path):
     (tmp_path / "s.parquet").mkdir()
     with pytest.raises(RepmatchError, match="is a folder"):
         _store(tmp_path, {}, resume=False, overwrite=True)
+
+
+def test_second_writer_is_refused_naming_the_first(tmp_path):
+    target = tmp_path / "scores.parquet"
+    with exclusive_output(target):
+        with pytest.raises(RepmatchError, match=rf"another repmatch run \(process {os.getpid()}\)"):
+            with exclusive_output(target):
+                pass
+    assert os.listdir(tmp_path) == []  # the lock file goes with the lock
+    with exclusive_output(target):  # and the output is free again
+        pass
+
+
+def test_a_killed_writer_never_blocks(tmp_path):
+    target = tmp_path / "adapter"
+    holder = hold_output_lock(target)
+    try:
+        with pytest.raises(RepmatchError, match=f"process {holder.pid}"):
+            with exclusive_output(target):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert (tmp_path / ".adapter.lock").exists()  # left behind by SIGKILL ...
+    with exclusive_output(target):  # ... but not locked any more
+        pass

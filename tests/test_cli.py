@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_TRAIN, HIDDEN
+from conftest import FAST_TRAIN, HIDDEN, hold_output_lock
 from repmatch.cli import main
 from repmatch.models import resolve_device
 
@@ -417,3 +417,28 @@ def test_ctrl_c_while_training_exits_130_and_writes_nothing(tiny_model, tmp_path
     assert process.returncode == 130, process.stderr_text
     assert process.stderr_text.strip().splitlines()[-1] == "repmatch: interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv"]
+
+
+def test_every_command_refuses_an_output_another_run_is_writing(
+    cli_adapters, tiny_model, tiny_data, tmp_path, capsys
+):
+    """One writer per output: score, train and datasets each refuse at once, naming the process."""
+    data = str(tiny_data["single"])
+    model = ["--model", tiny_model("bert"), *FAST_FLAGS]
+    commands = {
+        "scores.parquet": ["score", data, "--reference", str(cli_adapters[0]), "--quiet"],
+        "adapter": ["train", data, *model],
+        "matrix": ["datasets", data, str(tiny_data["topics"]), *model],
+    }
+    for name, argv in commands.items():
+        out = tmp_path / name
+        holder = hold_output_lock(out)
+        try:
+            rc = main([*argv, "--out", str(out)])
+            _assert_user_error(rc, capsys.readouterr().err, f"process {holder.pid}")
+            assert not out.exists()
+        finally:
+            holder.kill()
+            holder.wait(timeout=30)
+        assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err  # free after SIGKILL
+        assert out.exists() and not (tmp_path / f".{name}.lock").exists()

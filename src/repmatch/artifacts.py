@@ -8,6 +8,7 @@ configuration and the data it used.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -41,6 +42,59 @@ def write_json(path: str | Path, payload: object) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+@contextmanager
+def exclusive_output(path: str | Path) -> Iterator[None]:
+    """Only one run writes output ``path`` at a time: hold its lock for the block.
+
+    The lock is ``fcntl.flock`` on a hidden file beside the output (``.<name>.lock``, holding
+    the owner's process id), removed when the block ends. A second run is refused at once,
+    naming that process; the operating system releases the lock when its owner exits in any way,
+    SIGKILL included, so a lock file left by a dead run never blocks the next one.
+    """
+    target = Path(path)
+    lock_file = target.parent / f".{target.name}.lock"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RepmatchError(f"cannot write output {target}: {err.strerror or err}") from None
+    handle = _acquire(lock_file, target)
+    try:
+        yield
+    finally:
+        lock_file.unlink(missing_ok=True)  # before releasing: a waiting opener re-checks the inode
+        handle.close()
+
+
+def _acquire(lock_file: Path, target: Path):
+    """Open and lock ``lock_file``; the open file, holding this process id."""
+    while True:
+        try:
+            handle = open(lock_file, "a+")  # noqa: SIM115 - closed by exclusive_output
+        except OSError as err:
+            raise RepmatchError(f"cannot write output {target}: {err.strerror or err}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RepmatchError(
+                f"{target} is being written by another repmatch run (process {holder}); wait "
+                "for it to finish or choose another output"
+            ) from None
+        try:
+            current = os.stat(lock_file).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return handle
+        handle.close()  # the previous owner removed this file as we locked it: open the new one
 
 
 def run_record(kind: str, **fields: Any) -> dict[str, Any]:

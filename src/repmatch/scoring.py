@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from repmatch.adapters import Adapter, load_adapter
-from repmatch.artifacts import ChunkStore, data_record, run_record
+from repmatch.artifacts import ChunkStore, data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, PackedBatch, plan_batches
 from repmatch.compare import layer_scores, layer_subspaces
 from repmatch.config import DEFAULT_HEAD_SEED, ScoreConfig
@@ -307,12 +307,27 @@ def score_instances(
         score=config.to_dict(),
         **data_record(examples),
     )
-    store = (
-        ChunkStore(Path(out), run, _IDENTITY, resume=resume, overwrite=overwrite)
-        if out is not None
-        else None
-    )
-    scorer = InstanceScorer(checked, config, device=device)
+    if out is None:
+        return _score_all(examples, checked, config, run, None, progress=progress, device=device)
+    with exclusive_output(out):  # one writer per output, checked before any work
+        store = ChunkStore(Path(out), run, _IDENTITY, resume=resume, overwrite=overwrite)
+        return _score_all(examples, checked, config, run, store, progress=progress, device=device)
+
+
+def _score_all(
+    examples: Examples,
+    reference: Reference,
+    config: ScoreConfig,
+    run: dict,
+    store: ChunkStore | None,
+    *,
+    progress: bool,
+    device: str | torch.device | None,
+) -> pd.DataFrame:
+    """Score every chunk (or read it back from ``store``); join and save them."""
+    import pyarrow as pa
+
+    scorer = InstanceScorer(reference, config, device=device)
     scorer.check_fits(examples)
     layer_columns = [short_layer_name(name).replace(" ", "_") for name in scorer.targets]
     started = time.perf_counter()
@@ -331,8 +346,6 @@ def score_instances(
             tables.append(table)
             bar.update(table.num_rows)
     seconds = time.perf_counter() - started
-    import pyarrow as pa
-
     joined = pa.concat_tables(tables)
     result = joined.to_pandas()
     run |= {

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from repmatch.adapters import load_adapter
-from repmatch.artifacts import atomic_path, run_record, write_json
+from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
 from repmatch.compare import compare_adapters
 from repmatch.config import Side, TrainConfig, check_seeds, check_side
 from repmatch.data import DataSpec, as_examples
@@ -89,6 +89,20 @@ def dataset_similarity(
     seeds = check_seeds(seeds)
     check_side(side)
     out = Path(out_dir)
+    with exclusive_output(out):  # one writer per output
+        return _similarity(datasets, config, out, seeds, side, progress=progress, device=device)
+
+
+def _similarity(
+    datasets: list[DataSpec | object],
+    config: TrainConfig,
+    out: Path,
+    seeds: tuple[int, ...],
+    side: Side,
+    *,
+    progress: bool,
+    device: str | torch.device | None,
+) -> SimilarityMatrix:
     loaded = [as_examples(data) for data in datasets]
     names = _unique_names([examples.name for examples in loaded])
     folders: dict[str, dict[int, str]] = {}

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from repmatch.adapters import RECORD_FILE
-from repmatch.artifacts import data_record, run_record
+from repmatch.artifacts import data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
 from repmatch.config import TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples
@@ -55,7 +55,21 @@ def train_adapter(
 
     ``device``: where to train (default: a CUDA GPU if there is one, else the CPU).
     """
-    out = Path(out_dir)
+    with exclusive_output(out_dir):  # one writer per output
+        return _train_adapter(
+            data, config, Path(out_dir), overwrite=overwrite, progress=progress, device=device
+        )
+
+
+def _train_adapter(
+    data: DataSpec | Examples | object,
+    config: TrainConfig,
+    out: Path,
+    *,
+    overwrite: bool,
+    progress: bool,
+    device: str | torch.device | None,
+) -> Path:
     if out.exists() and not out.is_dir():
         raise RepmatchError(f"output path {out} exists and is not a folder; pass another --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
