@@ -100,3 +100,17 @@ def test_a_killed_writer_never_blocks(tmp_path):
     assert (tmp_path / ".adapter.lock").exists()  # left behind by SIGKILL ...
     with exclusive_output(target):  # ... but not locked any more
         pass
+
+
+def test_overwrite_replaces_only_our_own_outputs(tmp_path):
+    out = tmp_path / "s.parquet"
+    out.write_text("a user's file")
+    run = run_record("scores")
+    with pytest.raises(RepmatchError, match="not written by repmatch"):
+        _store(tmp_path, run, resume=False, overwrite=True)
+    write_json(tmp_path / "s.parquet.json", run_record("adapter"))  # another stage's record
+    with pytest.raises(RepmatchError, match="not written by repmatch"):
+        _store(tmp_path, run, resume=False, overwrite=True)
+    write_json(tmp_path / "s.parquet.json", run)
+    _store(tmp_path, run, resume=False, overwrite=True)  # ours: may be replaced
+    assert out.read_text() == "a user's file"  # nothing touched before the run finishes

@@ -223,7 +223,7 @@ def test_existing_output_needs_overwrite(tiny_model, tiny_data, tmp_path):
     out = tmp_path / "adapter"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(RepmatchError, match="already exists.*--overwrite"):
+    with pytest.raises(RepmatchError, match="already exists.*set overwrite"):
         _train(tiny_model("bert"), tiny_data["single"], out)
     assert (out / "notes.txt").read_text() == "keep me"
     assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
@@ -435,3 +435,15 @@ def test_train_load_with_peft_and_compare(
     assert comparison.score == pytest.approx(sum(comparison.layers.values()) / 2)
     itself = compare_adapters(out, out)
     assert itself.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_overwrite_never_deletes_a_folder_repmatch_did_not_write(tiny_model, tiny_data, tmp_path):
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    config = TrainConfig(model=tiny_model("bert"), **FAST_TRAIN)
+    with pytest.raises(RepmatchError, match="did not write.*refusing to delete it"):
+        train_adapter(
+            DataSpec(str(tiny_data["single"])), config, precious, overwrite=True, progress=False
+        )
+    assert (precious / "thesis.tex").read_text() == "years of work"

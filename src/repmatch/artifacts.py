@@ -112,6 +112,20 @@ def data_record(examples: Any) -> dict[str, Any]:
     }
 
 
+def record_path(out: Path) -> Path:
+    """Where the run record of output file ``out`` goes: ``<out>.json``."""
+    return out.with_name(out.name + ".json")
+
+
+def _made_by(out: Path, kind: str) -> bool:
+    """Whether ``out`` has the run record of a repmatch stage of format ``kind`` beside it."""
+    try:
+        record = json.loads(record_path(out).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == kind
+
+
 class ChunkStore:
     """Finished chunks of a streamed table next to its output ``out``, and their final join.
 
@@ -131,9 +145,14 @@ class ChunkStore:
             raise RepmatchError(f"output {out} is a folder; name a file such as scores.parquet")
         if out.exists() and not overwrite:
             raise RepmatchError(
-                f"{out} already exists; pass overwrite to replace it"
+                f"{out} already exists; set overwrite to replace it"
                 + (" (this run is already complete)" if resume else ""),
                 field="overwrite",
+            )
+        if out.exists() and not _made_by(out, run["format"]):
+            raise RepmatchError(
+                f"{out} was not written by repmatch (no run record {out.name}.json of the same "
+                "kind beside it); refusing to replace it even with overwrite: choose another output"
             )
         if self.folder.exists() and not resume:
             raise RepmatchError(
@@ -209,5 +228,5 @@ class ChunkStore:
 
         with atomic_path(self.out) as temporary:
             pq.write_table(table, temporary)
-        write_json(self.out.with_name(self.out.name + ".json"), run)
+        write_json(record_path(self.out), run)
         shutil.rmtree(self.folder)

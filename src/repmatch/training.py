@@ -72,10 +72,17 @@ def _train_adapter(
 ) -> Path:
     if out.exists() and not out.is_dir():
         raise RepmatchError(f"output path {out} exists and is not a folder; pass another --out")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RepmatchError(
-            f"output folder {out} already exists and is not empty; pass --overwrite"
-        )
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RepmatchError(
+                f"output folder {out} already exists and is not empty; set overwrite to replace it",
+                field="overwrite",
+            )
+        if not (out / RECORD_FILE).is_file():
+            raise RepmatchError(
+                f"output folder {out} holds files repmatch did not write (no {RECORD_FILE}); "
+                "refusing to delete it even with overwrite: choose another output"
+            )
     examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"no instances to train on in {examples.name}")
