@@ -679,6 +679,39 @@ def test_killed_cli_run_resumes_to_the_same_file(
     assert not partial.exists()
 
 
+def test_sigterm_leaves_a_resumable_run_and_says_so(reference, tmp_path):
+    """SIGTERM cleans up like Ctrl-C: exit 143, only finished chunks kept, no lock or temporary
+    file left, and the message says how to finish; --resume then does."""
+    rng = np.random.default_rng(6)
+    labels = [int(v) for v in rng.integers(0, 2, 960)]
+    data = tmp_path / "many.csv"
+    pd.DataFrame({"text": _texts(rng, labels), "label": labels}).to_csv(data, index=False)
+    out = tmp_path / "scores.parquet"
+    partial = tmp_path / "scores.parquet.partial"
+    argv = _score_argv(data, reference, out, "--chunk-size", "16", "--batch-size", "8")
+    command = [sys.executable, "-m", "repmatch.cli", *argv]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (partial / "chunk-00000.parquet").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "repmatch: terminated" in err and "rerun with --resume" in err
+    assert not out.exists()
+    kept = sorted(path.name for path in tmp_path.iterdir())
+    assert kept == ["many.csv", "scores.parquet.partial"]  # no lock, no temporary file
+    names = {path.name for path in partial.iterdir()}
+    assert "run.json" in names and all(n == "run.json" or n.endswith(".parquet") for n in names)
+    assert not any(n.startswith(".") for n in names)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(pq.read_table(out)) == 960 and not partial.exists()
+
+
 def test_cli_resumes_a_run_with_targets(monkeypatch, reference, text_csv, tmp_path, capsys):
     """Defect 1: with --targets, --resume always refused (a tuple in the config, a list in the
     stored run.json)."""

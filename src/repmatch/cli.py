@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -397,16 +398,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    previous = signal.signal(signal.SIGTERM, _terminate)  # clean up as for Ctrl-C
     try:
         args.run(args)
     except RepmatchError as err:
         flag = _flag(err.field)
         print(f"repmatch: error: {err}" + (f" [{flag}]" if flag else ""), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("repmatch: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Terminated) as stop:
+        terminated = isinstance(stop, _Terminated)
+        print("repmatch: " + ("terminated" if terminated else "interrupted"), file=sys.stderr)
+        partial = Path(f"{args.out}.partial") if args.command == "score" else None
+        if partial is not None and partial.is_dir():
+            print(
+                f"repmatch: finished chunks are kept in {partial}; rerun with --resume to finish",
+                file=sys.stderr,
+            )
+        return 143 if terminated else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every cleanup runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 if __name__ == "__main__":
