@@ -729,6 +729,43 @@ def test_cli_resumes_a_run_with_targets(monkeypatch, reference, text_csv, tmp_pa
         capsys.readouterr().err
     )
     assert out.read_bytes() == full.read_bytes()
+    # the summary counts what this run computed and what it read back (the 2 chunks of 8 stored
+    # before the third was interrupted)
+    summary = capsys.readouterr().out.splitlines()[0]
+    total = len(pd.read_csv(text_csv))
+    assert summary.startswith(f"scored {total - 16} instances in ")
+    assert f"read 16 back from the interrupted run; {total} written to {out}" in summary
+
+
+@pytest.mark.parametrize("where", ["folder", "under-a-file"])
+def test_cli_checks_the_output_before_any_work(where, reference, text_csv, tmp_path, capsys):
+    """An output that cannot be written is refused at once, before the model is even loaded."""
+    if where == "folder":
+        out = tmp_path / "scores.parquet"
+        out.mkdir()
+        expected = "is a folder"
+    else:
+        (tmp_path / "notes.txt").write_text("a file, not a folder")
+        out = tmp_path / "notes.txt" / "scores.parquet"
+        expected = "cannot write output"
+    calls = []
+    original = repmatch.scoring.InstanceScorer.__init__
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        original(self, *args, **kwargs)
+
+    repmatch.scoring.InstanceScorer.__init__ = spy
+    try:
+        rc = main([*_score_argv(text_csv, reference, out), "--overwrite"])
+    finally:
+        repmatch.scoring.InstanceScorer.__init__ = original
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and err.count("\n") == 1, err
+    assert calls == []  # refused before the scorer was built
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["scores.parquet"] if where == "folder" else ["notes.txt"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
