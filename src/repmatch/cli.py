@@ -61,9 +61,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *, many: bool = False) 
 def _option(group: argparse._ActionsContainer, config, name: str, **kwargs) -> None:
     """Flag ``--name`` for field ``name`` of ``config``: its help text, default and type."""
     default = getattr(config, name)
-    kwargs.setdefault("type", type(default) if isinstance(default, (int, float, str)) else None)
-    if kwargs["type"] is None:
-        del kwargs["type"]
+    if isinstance(default, (int, float, str)):
+        kwargs.setdefault("type", type(default))
     group.add_argument(
         "--" + name.replace("_", "-"),
         default=default,
@@ -382,9 +381,7 @@ def _flag(field: str | None) -> str | None:
     """The command-line flag of a configuration or data spec field (None: not a flag)."""
     if field is None or field == "source":
         return None
-    return {"seed": "--seed / --sample-seed", "seeds": "--seeds"}.get(
-        field, "--" + field.replace("_", "-")
-    )
+    return "--seed / --sample-seed" if field == "seed" else "--" + field.replace("_", "-")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,6 @@ SVD is needed.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import numpy as np
 import torch
 
 from repmatch.adapters import Adapter, check_compatible, load_adapter
+from repmatch.config import check_side
 from repmatch.data.columns import preview
-from repmatch.errors import RepmatchError
 from repmatch.grassmann import (
     Side,
     full_singular_vectors,
@@ -29,6 +28,7 @@ from repmatch.grassmann import (
     repmatch_score,
     shuffle_entries,
 )
+from repmatch.lora import short_layer_name
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,7 @@ def compare_adapters(
     Compares the layers both adapters adapt; when their target sets differ, ``notes`` says which
     layers were left out (an error only when they share none).
     """
-    if side not in ("left", "right"):
-        raise RepmatchError(f"side must be 'left' or 'right', got {side!r}")
+    check_side(side)
     a = first if isinstance(first, Adapter) else load_adapter(first)
     b = second if isinstance(second, Adapter) else load_adapter(second)
     shared = check_compatible(a, b, allow_different_base=allow_different_base)
@@ -188,10 +187,3 @@ def _shuffled_subspaces(
         )[0]
         for name in names
     }
-
-
-def short_layer_name(module_name: str) -> str:
-    """'bert.encoder.layer.3.attention.self.value' -> 'layer 3 value'."""
-    numbers = re.findall(r"\.(\d+)\.", f".{module_name}.")
-    leaf = module_name.rsplit(".", 1)[-1]
-    return f"layer {numbers[0]} {leaf}" if numbers else module_name

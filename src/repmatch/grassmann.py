@@ -23,10 +23,10 @@ Shape errors here are programmer errors, so they raise :class:`ValueError` (not 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
+
+from repmatch.config import Side
 
 __all__ = [
     "Side",
@@ -38,7 +38,6 @@ __all__ = [
     "shuffle_entries",
 ]
 
-Side = Literal["left", "right"]
 
 _SIDES = ("left", "right")
 

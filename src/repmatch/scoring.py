@@ -197,27 +197,19 @@ class InstanceScorer:
         labels = labels.to(self.device)
         with first_position_only(self.readout_block, packed.starts if packed else None):
             if config.steps == 1:
-                updates = one_step_updates(
-                    self.model,
-                    batch,
-                    labels,
-                    self.initial,
-                    config.adamw,
-                    scaling=config.scaling,
-                    task=self.task,
-                    segments=packed.segments if packed is not None else None,
-                )
+                update, extra = one_step_updates, {"segments": packed.segments if packed else None}
             else:
-                updates = multi_step_updates(
-                    self.model,
-                    batch,
-                    labels,
-                    self.initial,
-                    config.adamw,
-                    scaling=config.scaling,
-                    task=self.task,
-                    steps=config.steps,
-                )
+                update, extra = multi_step_updates, {"steps": config.steps}
+            updates = update(
+                self.model,
+                batch,
+                labels,
+                self.initial,
+                config.adamw,
+                scaling=config.scaling,
+                task=self.task,
+                **extra,
+            )
         return {
             seed: {
                 name: lowrank_singular_vectors(B, A, config.side)[0]

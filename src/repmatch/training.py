@@ -71,7 +71,7 @@ def _train_adapter(
     device: str | torch.device | None,
 ) -> Path:
     if out.exists() and not out.is_dir():
-        raise RepmatchError(f"output path {out} exists and is not a folder; pass another --out")
+        raise RepmatchError(f"output path {out} exists and is not a folder; choose another output")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise RepmatchError(
