@@ -1,0 +1,25 @@
+"""``repmatch demo``: an end-to-end run on generated tasks with known relations."""
+
+from __future__ import annotations
+
+import argparse
+
+from repmatch.cli import common
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "demo", help="end-to-end run on generated tasks with known relations (< 3 min on CPU)"
+    )
+    parser.add_argument(
+        "--out", default="repmatch-demo", help="output folder (default repmatch-demo)"
+    )
+    common.add_device_argument(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from repmatch.demo import run_demo
+
+    run_demo(args.out, progress=not args.quiet, device=args.device)
