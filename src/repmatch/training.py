@@ -37,7 +37,7 @@ from repmatch.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "adapter_key", "train_adapter", "train_or_reuse"]
+__all__ = ["TrainConfig", "adapter_key", "fit", "train_adapter", "train_or_reuse"]
 
 
 def train_adapter(
@@ -115,7 +115,7 @@ def _train_adapter(
     # dropout (when switched on) draws from a generator seeded here, not the caller's
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        losses = _fit(
+        losses = fit(
             peft_model,
             encoded,
             task.label_tensor(examples.labels),
@@ -144,7 +144,7 @@ def _train_adapter(
     return out
 
 
-def _fit(
+def fit(
     peft_model,
     encoded: EncodedExamples,
     labels: torch.Tensor,
@@ -154,7 +154,10 @@ def _fit(
     data_name: str,
     progress: bool,
 ) -> list[float]:
-    """AdamW over the trainable parameters; returns the mean loss of each epoch."""
+    """AdamW over the parameters of ``peft_model`` that require grad (a LoRA-wrapped model, or any
+    model with ``.logits`` outputs: evaluation fine-tunes whole models with it); returns the mean
+    loss of each epoch. Batch order from ``config.seed``; dropout draws from torch's global RNG,
+    so callers seed it under ``torch.random.fork_rng``. Leaves the model in eval mode."""
     device = next(peft_model.parameters()).device
     labels = labels.to(device)
     optimizer = torch.optim.AdamW(
