@@ -12,7 +12,9 @@ one concern per module:
 - :mod:`~repmatch.data.examples`: :class:`Examples`, what was loaded, and its labels aligned to
   a reference's classes;
 - :mod:`~repmatch.data.loading`: :func:`load_examples` and :func:`as_examples` (any form of
-  data), the steps in order.
+  data), the steps in order;
+- :mod:`~repmatch.data.overlap`: premise/hypothesis word overlap of NLI data and the paper's
+  Full / Mid / No subsets of its non-entailment instances.
 
 Library messages name the :class:`DataSpec` field at fault and set it as
 :attr:`RepmatchError.field <repmatch.errors.RepmatchError.field>`; :data:`FLAGS` maps fields to
@@ -21,6 +23,12 @@ command-line flags.
 
 from repmatch.data.examples import Examples
 from repmatch.data.loading import as_examples, load_examples
+from repmatch.data.overlap import (
+    OverlapSubsets,
+    overlap_subsets,
+    save_overlap_subsets,
+    word_overlap,
+)
 from repmatch.data.readers import FORMATS, list_splits
 from repmatch.data.spec import FLAGS, TASK_KINDS, DataSpec, TaskKind
 
@@ -30,8 +38,12 @@ __all__ = [
     "TASK_KINDS",
     "DataSpec",
     "Examples",
+    "OverlapSubsets",
     "TaskKind",
     "as_examples",
     "list_splits",
     "load_examples",
+    "overlap_subsets",
+    "save_overlap_subsets",
+    "word_overlap",
 ]
