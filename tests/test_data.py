@@ -225,11 +225,15 @@ def test_num_labels_counts_the_full_split(shared_data: Path) -> None:
     assert examples.num_labels == 5
 
 
-def test_squad_has_no_text_or_label_column(shared_data: Path) -> None:
+def test_squad_is_extractive_qa_and_has_no_label_column(shared_data: Path) -> None:
+    examples = _load(shared_data / "squad", split="validation", limit=3)
+    assert examples.task == "extractive-qa"  # reading QA: tests/test_qa.py
     with pytest.raises(RepmatchError, match=r"no text column.*question.*set text_column"):
-        _load(shared_data / "squad", split="validation")
+        _load(shared_data / "squad", split="validation", task="classification")
     with pytest.raises(RepmatchError, match=r"no label column.*set label_column"):
-        _load(shared_data / "squad", split="validation", text_column="question")
+        _load(
+            shared_data / "squad", split="validation", task="classification", text_column="question"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 
 from repmatch.data import Examples
+from repmatch.errors import RepmatchError, first_line
+from repmatch.tasks import get_task
 
 _MEGABATCH_FACTOR = 32
 
@@ -40,19 +42,48 @@ class PackedBatch:
 
 
 class EncodedExamples:
-    """Token ids of every example, unpadded, ready to be cut into batches."""
+    """Token ids of every example, unpadded, ready to be cut into batches.
+
+    Inputs are cut as the examples' task says (extractive QA: in the context only). Tasks that
+    map character spans (extractive QA) also keep, per example, every token's character
+    ``offsets`` in its own text, its ``sequence_ids`` (0: first text, 1: second, None: special)
+    and the ``contexts`` the offsets point into; otherwise these are None.
+    """
 
     def __init__(self, tokenizer, examples: Examples, *, max_length: int) -> None:
-        encoded = tokenizer(
-            examples.texts,
-            examples.text_pairs,
-            truncation=True,
-            max_length=max_length,
-            padding=False,
-        )
+        task = get_task(examples.task)
+        if task.keeps_offsets and not getattr(tokenizer, "is_fast", False):
+            raise RepmatchError(
+                f"{task.name} needs a fast tokenizer (character offsets), but the model's "
+                f"tokenizer {type(tokenizer).__name__} is not one; use a model with a fast one"
+            )
+        try:
+            encoded = tokenizer(
+                examples.texts,
+                examples.text_pairs,
+                truncation=task.truncation,
+                max_length=max_length,
+                padding=False,
+                return_offsets_mapping=task.keeps_offsets,
+            )
+        except Exception as err:  # only_second cannot cut when the first text alone is too long
+            if task.truncation != "only_second":
+                raise
+            lengths = [len(ids) for ids in tokenizer(examples.texts)["input_ids"]]
+            longest = int(np.argmax(lengths))
+            raise RepmatchError(
+                f"max_length {max_length} leaves no room for the context of instance "
+                f"{examples.ids[longest]!r} ({first_line(err)}); raise max_length",
+                field="max_length",
+            ) from None
         self.features = {
             key: encoded[key] for key in ("input_ids", "token_type_ids") if key in encoded
         }
+        self.offsets = encoded["offset_mapping"] if task.keeps_offsets else None
+        self.sequence_ids = (
+            [encoded.sequence_ids(n) for n in range(len(examples))] if task.keeps_offsets else None
+        )
+        self.contexts = examples.text_pairs if task.keeps_offsets else None
         self.lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64)
         pad_id = tokenizer.pad_token_id
         self.pad_id = 0 if pad_id is None else int(pad_id)

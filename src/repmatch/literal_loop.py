@@ -10,6 +10,11 @@ init drawn from the same seed, ``steps`` AdamW steps with batch size 1 on that i
 ΔW = s·B·A, a full SVD, and the Grassmann grid of eq. 1 filled by a Python double loop, in float64
 (or, with ``dtype=torch.float32``, in the authors' script's precision). Nothing is batched and no
 closed form is used; dropout is off (eval mode), as in the engine.
+
+Extractive QA instances are the pair (question, context), cut in the context only; the answer's
+character span becomes its first and last token by the tokenizer's offsets (position 0 when the
+answer was cut away), and the loss is the mean of the start and end cross-entropy over the
+instance's own tokens (the padding up to ``pad_to`` is left out, as the engine leaves it out).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from peft import LoraConfig, get_peft_model
 from repmatch.adapters import load_adapter
 from repmatch.data import Examples
 from repmatch.models import load_classifier, load_tokenizer
+from repmatch.tasks import token_span
 
 __all__ = ["LiteralLoop", "literal_layer_scores", "literal_scores"]
 
@@ -79,6 +85,7 @@ class LiteralLoop:
         adapter = load_adapter(reference)
         record = adapter.record
         self.regression = record["task"] == "regression"
+        self.qa = record["task"] == "extractive-qa"
         self.base = load_classifier(
             record["model"],
             num_labels=record["num_labels"],
@@ -134,15 +141,23 @@ class LiteralLoop:
         torch.manual_seed(self.seed)
         return self._model, self._optimizer
 
-    def _inputs(self, examples: Examples, n: int) -> dict[str, torch.Tensor]:
-        """Instance ``n`` alone, truncated at ``max_length`` and right-padded to ``pad_to``."""
+    def _inputs(self, examples: Examples, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Instance ``n`` alone, truncated at ``max_length`` and right-padded to ``pad_to``, and
+        its label: (1,), or for QA (1, 2) the answer's first and last token."""
         pair = examples.text_pairs[n] if examples.text_pairs is not None else None
+        truncation = "only_second" if self.qa else True
         encoded = self.tokenizer(
             examples.texts[n],
             pair,
-            truncation=self.max_length is not None,
+            truncation=truncation if self.max_length is not None else False,
             max_length=self.max_length,
+            return_offsets_mapping=self.qa,
         )
+        label = torch.as_tensor(examples.labels[n : n + 1])
+        if self.qa:  # the answer's first and last token, or (0, 0) when it was cut away
+            start, end = examples.labels[n].tolist()
+            span = token_span(encoded["offset_mapping"], encoded.sequence_ids(), start, end)
+            label = torch.tensor([span or (0, 0)])
         length = len(encoded["input_ids"])
         if length > self.pad_to:
             raise ValueError(f"instance {n} has {length} tokens, more than pad_to={self.pad_to}")
@@ -153,19 +168,30 @@ class LiteralLoop:
                 fill = self.tokenizer.pad_token_id if key == "input_ids" else 0
                 inputs[key] = torch.full((1, self.pad_to), fill, dtype=torch.long)
                 inputs[key][0, :length] = torch.as_tensor(encoded[key])
-        return {key: tensor.to(self.device) for key, tensor in inputs.items()}
+        return {key: tensor.to(self.device) for key, tensor in inputs.items()}, label.to(
+            self.device
+        )
 
     def delta_weights(self, examples: Examples, n: int) -> dict[str, torch.Tensor]:
         """ΔW = s·B·A of every scored layer after training on instance ``n`` alone, in ``dtype``."""
         peft_model, optimizer = self._reset()
-        inputs = self._inputs(examples, n)
-        label = torch.as_tensor(examples.labels[n : n + 1], device=self.device)
+        inputs, label = self._inputs(examples, n)
         for _ in range(self.steps):
             optimizer.zero_grad()
-            logits = peft_model(**inputs).logits
-            if self.regression:
+            if self.qa:
+                output = peft_model(**inputs)
+                length = int(inputs["attention_mask"].sum())
+                start = output.start_logits[:, :length]
+                end = output.end_logits[:, :length]
+                loss = (
+                    torch.nn.functional.cross_entropy(start, label[:, 0])
+                    + torch.nn.functional.cross_entropy(end, label[:, 1])
+                ) / 2
+            elif self.regression:
+                logits = peft_model(**inputs).logits
                 loss = torch.nn.functional.mse_loss(logits.squeeze(-1), label.float())
             else:
+                logits = peft_model(**inputs).logits
                 loss = torch.nn.functional.cross_entropy(logits, label)
             loss.backward()
             optimizer.step()

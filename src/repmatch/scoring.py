@@ -228,7 +228,7 @@ class InstanceScorer:
     def score(self, examples: Examples) -> torch.Tensor:
         """Per-seed, per-layer RepMatch of every instance, in data order: (S, N, L)."""
         encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
-        labels = self.task.label_tensor(examples.labels)
+        labels = self.task.targets(examples, encoded)
         scores = torch.empty(len(self.config.seeds), len(examples), len(self.targets))
         batches = plan_batches(
             encoded, self.config.batch_size, self.device, position_offset=self.position_offset
@@ -363,7 +363,7 @@ def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list
     per_seed = repmatch_score(scores).double().numpy()  # (S, N)
     columns: dict[str, object] = {
         "id": examples.ids,
-        "label": examples.labels,
+        "label": scorer.task.references(examples),
         "score": per_seed.mean(axis=0),
     }
     if len(config.seeds) > 1:

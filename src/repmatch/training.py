@@ -118,7 +118,7 @@ def _train_adapter(
         losses = fit(
             peft_model,
             encoded,
-            task.label_tensor(examples.labels),
+            task.targets(examples, encoded),
             config,
             task=task,
             data_name=examples.name,
@@ -176,7 +176,8 @@ def fit(
         for _ in range(config.epochs):
             total, count = 0.0, 0
             for positions in length_grouped_batches(encoded.lengths, config.batch_size, rng):
-                logits = peft_model(**encoded.batch(positions, device=device)).logits
+                batch = encoded.batch(positions, device=device)
+                logits = task.logits(peft_model(**batch), batch)
                 loss = task.loss(logits, labels[positions])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -57,7 +57,7 @@ def summed_loss(
     model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor, task: Task
 ) -> torch.Tensor:
     """Loss summed over instances (not averaged): each instance's factors get their own gradient."""
-    return task.loss(model(**batch).logits, labels, reduction="sum")
+    return task.loss(task.logits(model(**batch), batch), labels, reduction="sum")
 
 
 class StackedLora:

@@ -35,7 +35,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -
     group.add_argument("--id-column", help="stable id column (auto: id/idx, else row index)")
     group.add_argument(
         "--task",
-        choices=["classification", "pair-classification", "regression"],
+        choices=["classification", "pair-classification", "regression", "extractive-qa"],
         help="task kind (auto-detected from the columns and labels)",
     )
     subset = group.add_mutually_exclusive_group()

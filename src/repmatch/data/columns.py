@@ -118,11 +118,19 @@ def is_missing(value: object) -> bool:
     return False
 
 
-def read_texts(table: Table, column: str, field: str) -> list[str]:
+def read_texts(
+    table: Table, column: str, field: str, ids: Sequence[object] | None = None
+) -> list[str]:
     """A text column as strings; missing, empty, blank or non-string values are an error.
 
-    ``field``: the spec field that chose the column (``text_column`` or ``text_pair_column``).
+    ``field``: the spec field that chose the column (``text_column`` or ``text_pair_column``);
+    ``ids``: the instance ids, to name the bad row's id in messages too.
     """
+
+    def row_of(row: int, counting: bool = True) -> str:
+        named = f"row {row}" + (", counting from 0" if counting else "")
+        return named + (f"; id {ids[row]!r}" if ids is not None else "")
+
     values = table.get(column)
     out: list[str] = values
     if not all(type(v) is str for v in values):
@@ -135,18 +143,19 @@ def read_texts(table: Table, column: str, field: str) -> list[str]:
                 count = sum(1 for v in values if is_missing(v))
                 raise RepmatchError(
                     f"text column {column!r} in {table.where} is missing in {count} rows "
-                    f"(first: row {row}, counting from 0); fill or drop those rows"
+                    f"(first: {row_of(row)}); fill or drop those rows"
                 )
             raise RepmatchError(
                 f"text column {column!r} in {table.where} holds {short_repr(value)} "
-                f"({type(value).__name__}) in row {row}, not a string; check the column",
+                f"({type(value).__name__}) in {row_of(row, counting=False)}, not a string; "
+                "check the column",
                 field=field,
             )
     blank = [row for row, text in enumerate(out) if not text or text.isspace()]
     if blank:
         raise RepmatchError(
             f"text column {column!r} in {table.where} is empty or only whitespace in "
-            f"{len(blank)} rows (first: row {blank[0]}, counting from 0); fill or drop those rows"
+            f"{len(blank)} rows (first: {row_of(blank[0])}); fill or drop those rows"
         )
     return out
 

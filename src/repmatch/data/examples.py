@@ -28,6 +28,13 @@ class Examples:
     missing a class still has the full count. ``label_names`` gives the class names when labels
     were strings (mapped in sorted order) or the Hub dataset names its classes, else ``None``.
     ``columns`` records the columns used under the keys text, text_pair, label and id.
+
+    Extractive QA (task ``extractive-qa``): ``texts`` are the questions, ``text_pairs`` the
+    contexts (question first, as BERT reads a QA pair), ``labels`` the (N, 2) int64 character
+    span [start, end) of the first gold answer in its context (what training uses), and
+    ``answers`` every gold answer as read, ``{"text": [...], "answer_start": [...]}`` per instance
+    (what the metrics use, and what is written back under the ``label`` column). ``num_labels``
+    is 2 (start and end), ``label_names`` is ``None``. ``answers`` is ``None`` for other kinds.
     """
 
     name: str
@@ -40,6 +47,7 @@ class Examples:
     label_names: list[str] | None
     columns: dict[str, str | None]
     spec: DataSpec | None = None  # what these were loaded from; None if in memory or re-selected
+    answers: list[dict[str, list]] | None = None  # extractive QA: every gold answer per instance
 
     def __post_init__(self) -> None:
         """Check that the per-instance fields have one entry per instance."""
@@ -47,6 +55,8 @@ class Examples:
         sizes = [len(self.ids), len(self.labels)]
         if self.text_pairs is not None:
             sizes.append(len(self.text_pairs))
+        if self.answers is not None:
+            sizes.append(len(self.answers))
         if any(size != n for size in sizes):
             raise ValueError(f"Examples fields have different lengths: {n} texts vs {sizes}")
 
@@ -76,6 +86,7 @@ class Examples:
             and self.num_labels == other.num_labels
             and self.label_names == other.label_names
             and self.columns == other.columns
+            and self.answers == other.answers
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -103,6 +114,7 @@ class Examples:
             num_labels=self.num_labels,
             label_names=None if self.label_names is None else list(self.label_names),
             columns=dict(self.columns),
+            answers=None if self.answers is None else [self.answers[i] for i in picks],
         )
 
     def aligned_to(self, label_names: Sequence[str] | None, num_labels: int) -> Examples:
@@ -116,10 +128,11 @@ class Examples:
         - the reference has no names: class indices are kept, and must lie in [0, num_labels).
 
         Only labels that occur here must be known to the reference. ``num_labels`` becomes the
-        reference's; regression examples are returned as they are. Raises a one-line
-        :class:`~repmatch.errors.RepmatchError` naming the first label the reference lacks.
+        reference's; regression and extractive QA examples are returned as they are. Raises a
+        one-line :class:`~repmatch.errors.RepmatchError` naming the first label the reference
+        lacks.
         """
-        if self.task == "regression":
+        if self.task in ("regression", "extractive-qa"):
             return self
         if not is_int(num_labels) or num_labels < 1:
             raise RepmatchError(f"the reference's num_labels must be >= 1, got {num_labels!r}")
@@ -176,12 +189,14 @@ class Examples:
         )
 
     def fingerprint(self) -> str:
-        """SHA-256 hex digest over task, ids, texts, text pairs and labels.
+        """SHA-256 hex digest over task, ids, texts, text pairs, labels (and QA answers).
 
         Stable across runs and machines; any change to a text, label or id (including an id's
         type, ``5`` vs ``"5"``) changes it. Names, columns and label names are not included.
         """
         labels = self.labels.tolist()
         payload = [_FINGERPRINT_VERSION, self.task, self.ids, self.texts, self.text_pairs, labels]
+        if self.answers is not None:
+            payload.append(self.answers)
         data = json.dumps(payload, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
         return hashlib.sha256(data.encode("ascii")).hexdigest()

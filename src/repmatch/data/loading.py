@@ -15,6 +15,7 @@ import numpy as np
 from repmatch.data.columns import choose_columns, read_texts
 from repmatch.data.examples import Examples
 from repmatch.data.labels import detect_task, read_ids, read_labels
+from repmatch.data.qa import is_qa_table, read_qa
 from repmatch.data.readers import Table, in_memory_table, open_source
 from repmatch.data.spec import DataSpec
 from repmatch.data.subsets import cut_subset
@@ -100,6 +101,10 @@ def _table_examples(table: Table, spec: DataSpec) -> Examples:
     """Columns, texts, labels, task, ids and subset of one table, as ``spec`` says."""
     if table.num_rows == 0:
         raise RepmatchError(f"{table.where} has no rows; pass data with at least one row")
+    if is_qa_table(spec, table):
+        full = read_qa(table, spec)
+        positions = cut_subset(spec, table, full.task, None, full.ids, full.columns["id"])
+        return _cut(full, positions, table)
     columns = choose_columns(spec, table)
     text_column = columns["text"]
     label_column = columns["label"]
@@ -132,13 +137,18 @@ def _table_examples(table: Table, spec: DataSpec) -> Examples:
         label_names=label_names,
         columns=columns,
     )
+    return _cut(full, positions, table)
+
+
+def _cut(full: Examples, positions: np.ndarray, table: Table) -> Examples:
+    """The subset at ``positions`` of the full split's examples."""
     examples = full if positions.tolist() == list(range(table.num_rows)) else full.select(positions)
     logger.info(
         "loaded %d of %d instances from %s (task %s, columns %s)",
         len(examples),
         table.num_rows,
         table.where,
-        task,
-        columns,
+        full.task,
+        full.columns,
     )
     return examples

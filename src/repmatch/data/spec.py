@@ -12,7 +12,7 @@ import numpy as np
 
 from repmatch.errors import RepmatchError
 
-TaskKind = Literal["classification", "pair-classification", "regression"]
+TaskKind = Literal["classification", "pair-classification", "regression", "extractive-qa"]
 TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 
 FLAGS = {

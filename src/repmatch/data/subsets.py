@@ -66,20 +66,21 @@ def cut_subset(
     spec: DataSpec,
     table: Table,
     task: str,
-    labels: Labels,
+    labels: Labels | None,
     ids: list[int] | list[str],
     id_column: str | None,
 ) -> np.ndarray:
     """Positions (into the full split) of the instances to keep, in order."""
     positions = np.arange(table.num_rows, dtype=np.int64)
-    classification = task != "regression"
+    classification = task in ("classification", "pair-classification")
     if spec.labels is not None:
         if not classification:
             raise RepmatchError(
-                f"the labels filter picks classes, but {table.name} is a regression task; "
+                f"the labels filter picks classes, but {table.name} is a {task} task; "
                 "leave labels unset",
                 field="labels",
             )
+        assert labels is not None  # classification tasks have labels
         values, inverse = np.unique(labels.raw, return_inverse=True)
         present: list[str] = []
         wanted = set(spec.labels)
@@ -108,7 +109,7 @@ def cut_subset(
                 preview(present),
             )
         positions = positions[keep_value[inverse]]
-    if classification and labels.kind == "int":
+    if classification and labels is not None and labels.kind == "int":
         negative = positions[labels.raw[positions] < 0]
         if negative.size:
             valid = [str(v) for v in sorted({v for v in labels.raw.tolist() if v >= 0})]
