@@ -7,6 +7,7 @@ attribute paths such as ``.bert.encoder.layer[i]``:
   portable name so adapters stay valid on another machine;
 - the classification head: which top-level modules form it, and its seeded initialisation;
 - where the logits read the last layer (the first position only, for BERT-style encoders);
+- the bare model body (no head) and whether its attention is causal, for pooled embeddings;
 - the device the model runs on.
 """
 
@@ -125,6 +126,36 @@ def load_classifier(
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def load_base_model(name: str) -> PreTrainedModel:
+    """The model body of ``name`` without any head (``AutoModel``), in eval mode and frozen."""
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(resolve_model_path(name))
+    except (OSError, ValueError) as err:
+        raise RepmatchError(_load_failure(name, err), field="model") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = _pad_id(model.config.eos_token_id)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def is_causal(model: PreTrainedModel) -> bool:
+    """Whether a token sees only earlier ones (a decoder): then the last token sums up a sequence,
+    else (an encoder) the first, [CLS].
+
+    Checked on a random probe, not by architecture name: changing the last token of a sequence
+    leaves the first position's last hidden state unchanged exactly when attention is causal.
+    """
+    ids = _probe_ids(model, (1, 6), seed=2)
+    changed = ids.clone()
+    changed[0, -1] = 5 if int(ids[0, -1]) != 5 else 6
+    with torch.no_grad():
+        first = model(input_ids=torch.cat([ids, changed])).last_hidden_state[:, 0]
+    return bool(torch.allclose(first[0], first[1], rtol=1e-5, atol=1e-6))
 
 
 def _pad_id(eos_token_id: int | list[int] | None) -> int:

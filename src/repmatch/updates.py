@@ -102,13 +102,14 @@ class StackedLora:
 
 
 class _LayerTaps:
-    """Forward hooks on frozen Linear layers recording A_0 h (N, T, R) and the output (N, T, d_out).
+    """Forward hooks on frozen Linear layers recording A_0 h (N, T, R), or the input h itself
+    (N, T, d_in) where A_0 is None, and the output (N, T, d_out).
 
     Outputs that do not depend on anything requiring grad (the first layer's) are made leaves
     that do, so the loss can be differentiated with respect to every recorded output.
     """
 
-    def __init__(self, model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
+    def __init__(self, model: nn.Module, initial: dict[str, torch.Tensor | None]) -> None:
         self.layers = {name: model.get_submodule(name) for name in initial}
         self.initial = initial
         self.projected: dict[str, torch.Tensor] = {}
@@ -122,8 +123,9 @@ class _LayerTaps:
 
     def _hook(self, name: str):
         def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+            a0 = self.initial[name]
             with torch.no_grad():
-                self.projected[name] = inputs[0] @ self.initial[name].mT  # (N, T, R)
+                self.projected[name] = inputs[0].detach() if a0 is None else inputs[0] @ a0.mT
             if not output.requires_grad:
                 output = output.detach().requires_grad_()
             self.outputs[name] = output
@@ -169,6 +171,27 @@ def one_step_updates(
             updates[seed][name] = (b1[..., start:stop], a0 * decay)
             start = stop
     return updates
+
+
+def token_gradients(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    names: list[str],
+    *,
+    task: Task,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's inputs h (rows, T, d_in) and loss gradients at its outputs δ (rows, T,
+    d_out), from one forward/backward with the loss summed over instances.
+
+    Instance n's weight gradient is the sum of δ_t h_t^T over its own tokens (never formed here;
+    see :func:`repmatch.alignment.gradient_cosine`).
+    """
+    taps = _LayerTaps(model, dict.fromkeys(names))
+    with taps.attached():
+        loss = summed_loss(model, batch, labels, task)
+        deltas = torch.autograd.grad(loss, [taps.outputs[name] for name in names])
+    return {name: (taps.projected[name], delta) for name, delta in zip(names, deltas, strict=True)}
 
 
 def _per_instance_sum(
