@@ -97,6 +97,10 @@ def test_reads_squad_rows_from_jsonl_and_dataframe(qa_file):
     assert in_memory.answers == examples.answers
     assert np.array_equal(in_memory.labels, examples.labels)
     assert in_memory.fingerprint() == examples.fingerprint()
+    import datasets
+
+    dataset = datasets.Dataset.from_list(rows)  # answers as an Arrow struct of lists
+    assert as_examples(dataset).fingerprint() == examples.fingerprint()
     subset = examples.select([5, 2])
     assert subset.answers == [examples.answers[5], examples.answers[2]]
 
@@ -343,6 +347,10 @@ def test_split_by_paragraphs_keeps_contexts_apart():
     pool, evaluation = split_by_article(frame, 0.2)  # 2 rows wanted: "dd"
     assert pool["context"].tolist() == list("aaabbccc")
     assert evaluation["context"].tolist() == list("dd")
+    pool, evaluation = split_by_article(frame, 0.2, eval_from=3)  # a cut chosen by reading
+    assert pool["context"].tolist() == list("aaa")
+    with pytest.raises(RepmatchError, match="eval_from 4 does not start a context"):
+        split_by_article(frame, 0.2, eval_from=4)
     with pytest.raises(RepmatchError, match="not consecutive"):
         split_by_article(pd.DataFrame({"context": list("aba")}), 0.3)
     with pytest.raises(RepmatchError, match="eval_fraction"):

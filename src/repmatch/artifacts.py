@@ -133,14 +133,31 @@ class ChunkStore:
     resumed run must have the same ``identity`` (configuration, data, reference), else it is
     refused with every difference named. ``finish`` writes ``out`` and ``<out>.json`` and removes
     the folder.
+
+    Several processes may share one store (:mod:`repmatch.distributed`): chunks are named by
+    their index alone, so each process writes and resumes the chunks it was given, whatever the
+    number of processes of the earlier run. The main process checks the store (``check=True``);
+    the others open it with ``check=False`` once it has.
     """
 
     def __init__(
-        self, out: Path, run: dict, identity: tuple[str, ...], *, resume: bool, overwrite: bool
+        self,
+        out: Path,
+        run: dict,
+        identity: tuple[str, ...],
+        *,
+        resume: bool,
+        overwrite: bool,
+        check: bool = True,
     ) -> None:
         self.out = out
         self.folder = out.with_name(out.name + ".partial")
         self.run = run
+        if check:
+            self._check(identity, resume=resume, overwrite=overwrite)
+
+    def _check(self, identity: tuple[str, ...], *, resume: bool, overwrite: bool) -> None:
+        out = self.out
         if out.is_dir():
             raise RepmatchError(f"output {out} is a folder; name a file such as scores.parquet")
         if out.exists() and not overwrite:
@@ -149,7 +166,7 @@ class ChunkStore:
                 + (" (this run is already complete)" if resume else ""),
                 field="overwrite",
             )
-        if out.exists() and not _made_by(out, run["format"]):
+        if out.exists() and not _made_by(out, self.run["format"]):
             raise RepmatchError(
                 f"{out} was not written by repmatch (no run record {out.name}.json of the same "
                 "kind beside it); refusing to replace it even with overwrite: choose another output"

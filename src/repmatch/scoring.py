@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from repmatch import distributed
 from repmatch.adapters import Adapter, load_adapter
 from repmatch.artifacts import ChunkStore, data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, PackedBatch, plan_batches
@@ -285,6 +287,7 @@ def score_instances(
     ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
     """
     config = config or ScoreConfig()
+    device = distributed.start(device)  # under torchrun: this rank's device, the process group
     examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"no instances to score in {examples.name}")
@@ -301,8 +304,16 @@ def score_instances(
     )
     if out is None:
         return _score_all(examples, checked, config, run, None, progress=progress, device=device)
-    with exclusive_output(out):  # one writer per output, checked before any work
-        store = ChunkStore(Path(out), run, _IDENTITY, resume=resume, overwrite=overwrite)
+
+    def claim(stack: ExitStack) -> ChunkStore:
+        stack.enter_context(exclusive_output(out))  # one writer per output, before any work
+        return ChunkStore(Path(out), run, _IDENTITY, resume=resume, overwrite=overwrite)
+
+    with distributed.checked_on_main(claim) as store:  # other ranks share the checked store
+        if store is None:
+            store = ChunkStore(
+                Path(out), run, _IDENTITY, resume=resume, overwrite=overwrite, check=False
+            )
         return _score_all(examples, checked, config, run, store, progress=progress, device=device)
 
 
@@ -316,29 +327,54 @@ def _score_all(
     progress: bool,
     device: str | torch.device | None,
 ) -> pd.DataFrame:
-    """Score every chunk (or read it back from ``store``); join and save them."""
+    """Score every chunk (or read it back from ``store``); join and save them.
+
+    Under a launcher, process k takes chunks k, k + W, ... (W processes); after all are done,
+    every process joins the whole table and the main one writes it.
+    """
     import pyarrow as pa
 
     scorer = InstanceScorer(reference, config, device=device)
     scorer.check_fits(examples)
     layer_columns = [short_layer_name(name).replace(" ", "_") for name in scorer.targets]
     started = time.perf_counter()
-    tables = []
+    size = config.chunk_size
+    chunks = [range(s, min(s + size, len(examples))) for s in range(0, len(examples), size)]
+    mine = distributed.shard(len(chunks))
+    if len(chunks) < distributed.world_size() and distributed.is_main():
+        logger.warning(
+            "%d chunks for %d processes: some have nothing to do; lower chunk_size to share "
+            "the %d instances out",
+            len(chunks),
+            distributed.world_size(),
+            len(examples),
+        )
+    tables = {}
     computed = 0  # instances scored in this call (not read back from an earlier run)
-    with tqdm(total=len(examples), unit="inst", desc="score", disable=not progress) as bar:
-        for index, start in enumerate(range(0, len(examples), config.chunk_size)):
+    quiet = not progress or not distributed.is_main()
+    with tqdm(
+        total=sum(len(chunks[i]) for i in mine), unit="inst", desc="score", disable=quiet
+    ) as bar:
+        for index in mine:
             if store and store.done(index):
                 table = store.read(index)
             else:
-                positions = range(start, min(start + config.chunk_size, len(examples)))
-                table = _score_chunk(scorer, examples.select(positions), layer_columns)
+                table = _score_chunk(scorer, examples.select(chunks[index]), layer_columns)
                 computed += table.num_rows
                 if store:
                     store.write(index, table)
-            tables.append(table)
+            tables[index] = table
             bar.update(table.num_rows)
+    processes = distributed.world_size()
+    if processes > 1:
+        if store:  # every chunk is in the store once all processes get here
+            distributed.barrier()
+            tables = {index: store.read(index) for index in range(len(chunks))}
+        else:
+            tables = {i: t for part in distributed.all_gather(tables) for i, t in part.items()}
+        computed = sum(distributed.all_gather(computed))  # waits until every process has read
     seconds = time.perf_counter() - started
-    joined = pa.concat_tables(tables)
+    joined = pa.concat_tables([tables[index] for index in range(len(chunks))])
     result = joined.to_pandas()
     run |= {
         "seed_spearman": _seed_spearman(result, config.seeds),
@@ -347,10 +383,12 @@ def _score_all(
         "read_back": len(examples) - computed,
         "instances_per_second": round(computed / seconds, 2) if seconds and computed else None,
         "device": str(scorer.device),
+        "processes": processes,
         "layers": scorer.targets,
     }
-    if store:
+    if store and distributed.is_main():
         store.finish(joined, run)
+    distributed.barrier()  # the output exists on every process's return
     return result
 
 

@@ -12,12 +12,14 @@ import json
 import logging
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
 from repmatch.artifacts import data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
@@ -31,7 +33,6 @@ from repmatch.models import (
     load_classifier,
     load_tokenizer,
     portable_model_name,
-    resolve_device,
 )
 from repmatch.tasks import Task, get_task
 
@@ -54,22 +55,25 @@ def train_adapter(
     ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
 
     ``device``: where to train (default: a CUDA GPU if there is one, else the CPU).
+
+    Under a launcher (``torchrun``, see :mod:`repmatch.distributed`) the processes train one
+    adapter with DistributedDataParallel: every process takes its slice of each batch of
+    ``batch_size`` instances, and the main process writes the adapter.
     """
-    with exclusive_output(out_dir):  # one writer per output
+    device = distributed.start(device)  # under torchrun: this rank's device, the process group
+
+    def claim(stack: ExitStack) -> None:
+        stack.enter_context(exclusive_output(out_dir))  # one writer per output
+        _check_output(Path(out_dir), overwrite=overwrite)
+
+    with distributed.checked_on_main(claim):
         return _train_adapter(
             data, config, Path(out_dir), overwrite=overwrite, progress=progress, device=device
         )
 
 
-def _train_adapter(
-    data: DataSpec | Examples | object,
-    config: TrainConfig,
-    out: Path,
-    *,
-    overwrite: bool,
-    progress: bool,
-    device: str | torch.device | None,
-) -> Path:
+def _check_output(out: Path, *, overwrite: bool) -> None:
+    """Raise unless ``out`` may be written (absent, empty, or an adapter with ``overwrite``)."""
     if out.exists() and not out.is_dir():
         raise RepmatchError(f"output path {out} exists and is not a folder; choose another output")
     if out.exists() and any(out.iterdir()):
@@ -83,6 +87,17 @@ def _train_adapter(
                 f"output folder {out} holds files repmatch did not write (no {RECORD_FILE}); "
                 "refusing to delete it even with overwrite: choose another output"
             )
+
+
+def _train_adapter(
+    data: DataSpec | Examples | object,
+    config: TrainConfig,
+    out: Path,
+    *,
+    overwrite: bool,
+    progress: bool,
+    device: torch.device,
+) -> Path:
     examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"no instances to train on in {examples.name}")
@@ -90,7 +105,6 @@ def _train_adapter(
     num_labels = task.head_size(config.num_labels or examples.num_labels)
     task.check_labels(examples, num_labels)
 
-    device = resolve_device(device)
     started = time.perf_counter()
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(
@@ -114,7 +128,7 @@ def _train_adapter(
     check_lengths(model, encoded.lengths, examples.ids, config.max_length)
     # dropout (when switched on) draws from a generator seeded here, not the caller's
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed + distributed.rank())  # launched: each rank its own
         losses = fit(
             peft_model,
             encoded,
@@ -138,9 +152,12 @@ def _train_adapter(
         epoch_losses=losses,
         seconds=round(time.perf_counter() - started, 2),
         device=str(device),
+        processes=distributed.world_size(),
     )
-    _save_atomically(peft_model, record, out, overwrite=overwrite)
-    logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
+    if distributed.is_main():
+        _save_atomically(peft_model, record, out, overwrite=overwrite)
+        logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
+    distributed.barrier()  # the adapter exists on every process's return
     return out
 
 
@@ -157,9 +174,22 @@ def fit(
     """AdamW over the parameters of ``peft_model`` that require grad (a LoRA-wrapped model, or any
     model with ``.logits`` outputs: evaluation fine-tunes whole models with it); returns the mean
     loss of each epoch. Batch order from ``config.seed``; dropout draws from torch's global RNG,
-    so callers seed it under ``torch.random.fork_rng``. Leaves the model in eval mode."""
+    so callers seed it under ``torch.random.fork_rng``. Leaves the model in eval mode.
+
+    With W > 1 processes (:mod:`repmatch.distributed`), every process computes the same batch
+    order and takes a contiguous slice of each batch; its summed loss times W / (batch size)
+    makes DistributedDataParallel's gradient average the batch mean, as in one process, however
+    unevenly the batch splits."""
     device = next(peft_model.parameters()).device
     labels = labels.to(device)
+    processes = distributed.world_size()
+    model = peft_model
+    if processes > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            peft_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.AdamW(
         [p for p in peft_model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -172,23 +202,42 @@ def fit(
             module.train(config.lora_dropout > 0)
     epoch_losses = []
     steps = config.epochs * -(-len(encoded) // config.batch_size)
-    with tqdm(total=steps, desc=f"train {data_name}", disable=not progress) as bar:
+    quiet = not progress or not distributed.is_main()
+    with tqdm(total=steps, desc=f"train {data_name}", disable=quiet) as bar:
         for _ in range(config.epochs):
             total, count = 0.0, 0
             for positions in length_grouped_batches(encoded.lengths, config.batch_size, rng):
-                batch = encoded.batch(positions, device=device)
-                logits = task.logits(peft_model(**batch), batch)
-                loss = task.loss(logits, labels[positions])
+                mine, weight = _share(positions, processes)
+                batch = encoded.batch(mine, device=device)
+                logits = task.logits(model(**batch), batch)
+                if processes == 1:
+                    loss = task.loss(logits, labels[mine])
+                    summed = loss.item() * len(mine)
+                else:
+                    loss = task.loss(logits, labels[mine], reduction="sum")
+                    summed = loss.item() * weight
+                    loss = loss * (weight * processes / len(positions))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(positions)
+                total += summed
                 count += len(positions)
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            epoch_losses.append(total / count)
+            total = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64))
+            epoch_losses.append(float(total) / count)
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
     return epoch_losses
+
+
+def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
+    """This process's contiguous share of a batch, weighted 1; or a stand-in weighted 0.
+
+    A process whose share is empty (a batch smaller than the number of processes) still runs
+    one instance, weighted 0, so that every process takes part in the gradient average.
+    """
+    mine = np.array_split(positions, processes)[distributed.rank()]
+    return (mine, 1.0) if len(mine) else (positions[:1], 0.0)
 
 
 def _save_atomically(peft_model, record: dict, out: Path, *, overwrite: bool) -> None:

@@ -39,6 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.scoring import score_instances
 
     config = common.config_from(ScoreConfig, args, seeds=tuple(args.seeds or [args.seed]))
@@ -52,8 +53,12 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         device=args.device,
     )
+    if not distributed.is_main():  # under torchrun: the main process reports
+        return
     record = json.loads(Path(args.out + ".json").read_text())
     summary = f"scored {record['computed']} instances in {record['seconds']:.1f} s"
+    if record.get("processes", 1) > 1:
+        summary += f" by {record['processes']} processes"
     if record["computed"]:
         summary += f" ({record['instances_per_second']:.1f}/s)"
     if record["read_back"]:

@@ -20,6 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.training import train_adapter
 
     out = train_adapter(
@@ -30,4 +31,5 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         device=args.device,
     )
-    print(f"adapter saved to {out}")
+    if distributed.is_main():  # under torchrun: the main process reports
+        print(f"adapter saved to {out}")

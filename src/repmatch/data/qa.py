@@ -181,6 +181,7 @@ def split_by_article(
     *,
     context_column: str = "context",
     title_column: str = "title",
+    eval_from: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split QA rows into a pool and an evaluation part that share no article.
 
@@ -189,8 +190,10 @@ def split_by_article(
     consecutive rows sharing one context. Either way the groups stay in data order and the
     evaluation part is the last groups, from the first group boundary where they hold at least
     ``eval_fraction`` of the rows; with paragraphs as groups the two parts then share at most the
-    one article that the cut falls in (SQuAD keeps each article's paragraphs together). Rows keep
-    their columns and order. Returns ``(pool, evaluation)``.
+    one article that the cut falls in (SQuAD keeps each article's paragraphs together).
+    ``eval_from`` (a row position that starts a group, e.g. an article's first paragraph found by
+    reading) puts the cut there instead. Rows keep their columns and order. Returns
+    ``(pool, evaluation)``.
     """
     if not 0 < eval_fraction < 1:
         raise RepmatchError(f"eval_fraction must lie in (0, 1), got {eval_fraction!r}")
@@ -208,6 +211,13 @@ def split_by_article(
         )
     if len(starts) < 2:
         raise RepmatchError(f"the data holds one {key} only: nothing to split by article")
+    if eval_from is not None:
+        if eval_from not in starts[1:]:
+            raise RepmatchError(
+                f"eval_from {eval_from} does not start a {key} (or is the first row); "
+                f"the evaluation part must start where a {key} does"
+            )
+        return frame.iloc[:eval_from].copy(), frame.iloc[eval_from:].copy()
     wanted = eval_fraction * len(values)
     cut = next((s for s in reversed(starts[1:]) if len(values) - s >= wanted), starts[1])
     return frame.iloc[:cut].copy(), frame.iloc[cut:].copy()
