@@ -14,7 +14,10 @@ TRAIN_DEFAULTS_NOTE = (
 )
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+def add_data_arguments(
+    parser: argparse.ArgumentParser, *, many: bool = False, positional: bool = True
+) -> None:
+    """The DATA argument (``positional``; several with ``many``) and the data options."""
     if many:
         parser.add_argument(
             "data",
@@ -22,7 +25,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -
             metavar="DATA",
             help="datasets: files, folders of split files or hub names; DATA@SPLIT picks a split",
         )
-    else:
+    elif positional:
         parser.add_argument(
             "data", metavar="DATA", help="a data file, a folder of split files, or a hub name"
         )
