@@ -305,6 +305,35 @@ def test_train_saves_a_span_head_and_score_reads_it(qa_reference, qa_file):
     assert scores["score"].between(0, 1).all() and scores["score"].std() > 0
 
 
+def test_head_frozen_at_its_seed_unless_trained_and_compare(qa_model, qa_file, tmp_path):
+    from repmatch.compare import compare_adapters
+    from repmatch.models import load_classifier
+
+    seeded = load_classifier(qa_model, num_labels=2, head_seed=42, task=QA).qa_outputs.weight
+    heads = {}
+    for train_head in (False, True):
+        config = TrainConfig(model=qa_model, rank=2, batch_size=8, lr=1e-2, train_head=train_head)
+        out = tmp_path / f"head-{train_head}"
+        train_adapter(DataSpec(qa_file), config, out, progress=False)
+        heads[train_head] = load_adapter(out).head["qa_outputs.weight"]
+    assert torch.equal(heads[False], seeded)
+    assert not torch.allclose(heads[True], seeded)
+    score = compare_adapters(tmp_path / "head-False", tmp_path / "head-True").score
+    assert 0 < score <= 1
+
+
+def test_cli_trains_and_scores_qa(qa_model, qa_file, tmp_path, capsys):
+    from repmatch.cli import main
+
+    adapter, scores = tmp_path / "adapter", tmp_path / "scores.parquet"
+    common = ["--task", "extractive-qa", "--limit", "8", "--max-length", "64", "--quiet"]
+    assert main(["train", qa_file, *common, "--model", qa_model, "--out", str(adapter)]) == 0
+    assert main(["score", qa_file, *common, "--reference", str(adapter), "--out", str(scores)]) == 0
+    frame = pd.read_parquet(scores)
+    assert frame["id"].tolist() == [f"q{k}" for k in range(8)]
+    assert "scored 8 instances" in capsys.readouterr().out
+
+
 def test_classification_reference_refuses_qa_data(trained_adapter, qa_file):
     with pytest.raises(RepmatchError, match="is a extractive-qa task but the reference"):
         score_instances(DataSpec(qa_file), trained_adapter(), progress=False)
