@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from repmatch import distributed
 from repmatch.adapters import Adapter, load_adapter
+from repmatch.alignment import frobenius_cosine, gradient_cosine
 from repmatch.artifacts import ChunkStore, data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, PackedBatch, plan_batches
 from repmatch.compare import layer_scores, layer_subspaces
@@ -45,7 +46,7 @@ from repmatch.models import (
     resolve_device,
 )
 from repmatch.tasks import Task, get_task
-from repmatch.updates import multi_step_updates, one_step_updates
+from repmatch.updates import Updates, multi_step_updates, one_step_updates, token_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -161,14 +162,30 @@ class InstanceScorer:
             head_seed=reference.head_seed,
         )
         _load_head(self.model, reference.adapter)
-        self.initial = {
-            seed: {name: a0.to(self.device) for name, a0 in factors.items()}
-            for seed, factors in draw_lora_init(
-                self.model, self.targets, rank=config.rank, alpha=config.alpha, seeds=config.seeds
-            ).items()
-        }
+        self.initial = (
+            {}  # the gradient measure takes no LoRA init
+            if config.measure == "gradient"
+            else {
+                seed: {name: a0.to(self.device) for name, a0 in factors.items()}
+                for seed, factors in draw_lora_init(
+                    self.model,
+                    self.targets,
+                    rank=config.rank,
+                    alpha=config.alpha,
+                    seeds=config.seeds,
+                ).items()
+            }
+        )
         subspaces = layer_subspaces(reference.adapter, config.side)
         self.reference_subspaces = {name: subspaces[name].to(self.device) for name in self.targets}
+        layers = reference.adapter.layers
+        self.reference_factors = {  # ΔW = (s B) A of every scored layer
+            name: (
+                (layers[name].scaling * layers[name].B).to(self.device),
+                layers[name].A.to(self.device),
+            )
+            for name in self.targets
+        }
         self.model.to(self.device)
         # Heads that read one position of the last layer ([CLS]) need it there only.
         self.readout_block = (
@@ -181,13 +198,14 @@ class InstanceScorer:
             else None
         )
 
-    def instance_subspaces(
+    def instance_updates(
         self,
         batch: dict[str, torch.Tensor],
         labels: torch.Tensor,
         packed: PackedBatch | None = None,
-    ) -> dict[int, dict[str, torch.Tensor]]:
-        """Singular vectors of every instance's ΔW: seed -> layer -> (N, d, r), on ``device``.
+    ) -> Updates:
+        """Every instance's LoRA factors after its step(s): seed -> layer -> (B (N, d_out, r),
+        A (r, d_in) or (N, r, d_in)), on ``device``.
 
         ``batch``: padded model inputs, one instance per row, or ``packed.inputs`` with ``packed``
         (one-step scores only); ``labels``: (N,) in row or packed order.
@@ -202,7 +220,7 @@ class InstanceScorer:
                 update, extra = one_step_updates, {"segments": packed.segments if packed else None}
             else:
                 update, extra = multi_step_updates, {"steps": config.steps}
-            updates = update(
+            return update(
                 self.model,
                 batch,
                 labels,
@@ -212,13 +230,80 @@ class InstanceScorer:
                 task=self.task,
                 **extra,
             )
+
+    def instance_subspaces(
+        self,
+        batch: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        packed: PackedBatch | None = None,
+    ) -> dict[int, dict[str, torch.Tensor]]:
+        """Singular vectors of every instance's ΔW: seed -> layer -> (N, d, r), on ``device``
+        (arguments as :meth:`instance_updates`)."""
         return {
             seed: {
-                name: lowrank_singular_vectors(B, A, config.side)[0]
+                name: lowrank_singular_vectors(B, A, self.config.side)[0]
                 for name, (B, A) in by_layer.items()
             }
-            for seed, by_layer in updates.items()
+            for seed, by_layer in self.instance_updates(batch, labels, packed).items()
         }
+
+    def gradient_cosines(
+        self,
+        batch: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        packed: PackedBatch | None = None,
+    ) -> torch.Tensor:
+        """cos(-∇_W L(x), ΔW_ref) of every instance and layer, (N, L) on ``device`` (arguments as
+        :meth:`instance_updates`)."""
+        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+        labels = labels.to(self.device)
+        if packed is not None:
+            segments = packed.segments
+        else:  # one instance per row; padding belongs to none
+            rows = torch.arange(labels.shape[0], device=self.device)[:, None]
+            segments = torch.where(batch["attention_mask"].bool(), rows, -1)
+        with first_position_only(self.readout_block, packed.starts if packed else None):
+            taps = token_gradients(self.model, batch, labels, self.targets, task=self.task)
+        return torch.stack(
+            [
+                gradient_cosine(
+                    *taps[name], segments, labels.shape[0], *self.reference_factors[name]
+                )
+                for name in self.targets
+            ],
+            dim=-1,
+        )
+
+    def batch_scores(
+        self,
+        batch: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        packed: PackedBatch | None = None,
+    ) -> torch.Tensor:
+        """Per-seed, per-layer scores of one batch under ``config.measure``: (S, N, L) on
+        ``device``; S = 1 for the gradient measure (arguments as :meth:`instance_updates`)."""
+        measure = self.config.measure
+        if measure == "gradient":
+            return self.gradient_cosines(batch, labels, packed).unsqueeze(0)
+        if measure == "grassmann":
+            return torch.stack(
+                [
+                    layer_scores(by_layer, self.reference_subspaces, self.targets)
+                    for by_layer in self.instance_subspaces(batch, labels, packed).values()
+                ]
+            )
+        return torch.stack(  # signed cosine of every update with the reference ΔW
+            [
+                torch.stack(
+                    [
+                        frobenius_cosine(*by_layer[name], *self.reference_factors[name])
+                        for name in self.targets
+                    ],
+                    dim=-1,
+                )
+                for by_layer in self.instance_updates(batch, labels, packed).values()
+            ]
+        )
 
     def check_fits(self, examples: Examples) -> None:
         """Raise before any work if ``max_length`` lets an input outgrow the model's positions."""
@@ -228,7 +313,8 @@ class InstanceScorer:
             check_lengths(self.model, encoded.lengths, examples.ids, self.config.max_length)
 
     def score(self, examples: Examples) -> torch.Tensor:
-        """Per-seed, per-layer RepMatch of every instance, in data order: (S, N, L)."""
+        """Per-seed, per-layer scores (RepMatch, or ``config.measure``) of every instance, in data
+        order: (S, N, L)."""
         encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
         labels = self.task.targets(examples, encoded)
         scores = torch.empty(len(self.config.seeds), len(examples), len(self.targets))
@@ -236,12 +322,8 @@ class InstanceScorer:
             encoded, self.config.batch_size, self.device, position_offset=self.position_offset
         )
         for batch in batches:
-            subspaces = self.instance_subspaces(batch.inputs, labels[batch.positions], batch.packed)
-            scores[:, batch.positions] = torch.stack(
-                [
-                    layer_scores(by_layer, self.reference_subspaces, self.targets)
-                    for by_layer in subspaces.values()
-                ]
+            scores[:, batch.positions] = self.batch_scores(
+                batch.inputs, labels[batch.positions], batch.packed
             ).cpu()
         return scores
 
@@ -279,6 +361,10 @@ def score_instances(
 ) -> pd.DataFrame:
     """Score every instance of ``data`` against the ``reference`` adapter.
 
+    ``config.measure`` picks the comparison: RepMatch's Grassmann similarity of the one-step
+    update (default), or a label-aware one (:mod:`repmatch.alignment`): the signed cosine of the
+    update, or of the negative gradient, with the reference ΔW.
+
     ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
     Returns a DataFrame with one row per instance, in data order: ``id``, ``label``, ``score``
     (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), and per layer
@@ -296,6 +382,7 @@ def score_instances(
     examples = checked.check_data(examples)
     run = run_record(
         "scores",
+        method="repmatch",
         reference=str(Path(reference).resolve()),
         reference_fingerprint=adapter.fingerprint(),
         reference_model=adapter.base_model,
