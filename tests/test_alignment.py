@@ -18,6 +18,7 @@ import torch
 
 from repmatch.adapters import load_adapter
 from repmatch.alignment import factor_inner, frobenius_cosine, gradient_cosine
+from repmatch.batching import EncodedExamples
 from repmatch.cli import main
 from repmatch.config import ScoreConfig
 from repmatch.data import DataSpec, load_examples
@@ -138,10 +139,32 @@ def test_seed_averages_estimate_the_row_normalised_gradient_not_the_gradient():
 LABEL_AWARE = ("cosine", "gradient")
 
 
+def _qa_file(folder: Path) -> Path:
+    """24 SQuAD-style rows: a context of 8 to 20 words, the answer one of them."""
+    rng = np.random.default_rng(0)
+    words = "river city king stone bridge market north winter castle harbor".split()
+    rows = []
+    for k in range(24):
+        context = [str(w) for w in rng.choice(words, int(rng.integers(8, 20)))]
+        i = int(rng.integers(1, len(context)))
+        start = len(" ".join(context[:i])) + 1
+        answers = {"text": [context[i]], "answer_start": [start]}
+        rows.append({"id": f"q{k}", "question": f"what follows {context[i - 1]}?"})
+        rows[-1] |= {"context": " ".join(context), "answers": answers}
+    path = folder / "qa.jsonl"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    return path
+
+
 @pytest.fixture(scope="module")
-def references(tiny_model, tiny_data, tmp_path_factory):
-    """Factory: ``references('single' | 'pair' | 'regression')`` -> a rank-4 adapter trained on
-    that tiny dataset.
+def datasets(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """The tiny csv datasets of conftest and a tiny extractive QA one."""
+    return dict(tiny_data) | {"qa": _qa_file(tmp_path_factory.mktemp("qa"))}
+
+
+@pytest.fixture(scope="module")
+def references(tiny_model, datasets, tmp_path_factory):
+    """Factory: ``references(name)`` -> a rank-4 adapter trained on ``datasets[name]``.
 
     The model is the scoring tests' random BERT (hidden 64, 16 heads, wide init): its instances'
     one-step updates differ enough for RepMatch scores to tell them apart, so a RepMatch score
@@ -163,7 +186,7 @@ def references(tiny_model, tiny_data, tmp_path_factory):
             config = TrainConfig(model=model, rank=4, epochs=2, batch_size=8, lr=1e-2)
             folder = tmp_path_factory.mktemp(f"aligned-{data}") / "adapter"
             cache[data] = str(
-                train_adapter(DataSpec(str(tiny_data[data])), config, folder, progress=False)
+                train_adapter(DataSpec(str(datasets[data])), config, folder, progress=False)
             )
         return cache[data]
 
@@ -198,10 +221,10 @@ def _literal_gradient_cosines(reference: str, examples) -> np.ndarray:
         weight.requires_grad_(True)
     out = np.zeros((len(examples), len(names)))
     for n in range(len(examples)):
-        pair = examples.text_pairs[n] if examples.text_pairs is not None else None
-        inputs = tokenizer(examples.texts[n], pair, return_tensors="pt")
-        label = task.label_tensor(examples.labels[n : n + 1])
-        loss = task.loss(model(**inputs).logits, label)
+        alone = examples.select([n])
+        encoded = EncodedExamples(tokenizer, alone, max_length=512)
+        inputs = encoded.batch([0])  # no padding: one instance
+        loss = task.loss(task.logits(model(**inputs), inputs), task.targets(alone, encoded))
         gradients = torch.autograd.grad(loss, weights)
         for k, (name, gradient) in enumerate(zip(names, gradients, strict=True)):
             reference_dw = adapter.layers[name].delta_weight()
@@ -220,10 +243,10 @@ def _literal_update_cosines(reference: str, examples, **settings) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("data", ["single", "pair", "regression"])
-def test_gradient_measure_matches_plain_autograd(data, references, tiny_data):
+@pytest.mark.parametrize("data", ["single", "pair", "regression", "qa"])
+def test_gradient_measure_matches_plain_autograd(data, references, datasets):
     reference = references(data)
-    examples = load_examples(DataSpec(str(tiny_data[data]))).select(range(12))
+    examples = load_examples(DataSpec(str(datasets[data]))).select(range(12))
     frame = _scores(examples, reference, measure="gradient", batch_size=5)
     expected = _literal_gradient_cosines(reference, examples)
     layers = frame[[c for c in frame.columns if c.startswith("layer_")]].to_numpy()

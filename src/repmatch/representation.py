@@ -42,6 +42,7 @@ from repmatch.models import (
     portable_model_name,
     resolve_device,
 )
+from repmatch.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ def prototypicality_scores(
     device: str | torch.device | None = None,
 ) -> pd.DataFrame:
     """Score every instance of ``data`` by the cosine of its pooled embedding with its class
-    centroid (one centroid over all instances for regression).
+    centroid (one centroid over all instances for regression and extractive QA).
 
     The embedding baseline a user tries first. No reference adapter: the centroids come from the
     scored data itself. Returns a DataFrame in data order with ``id``, ``label`` and ``score``
@@ -391,13 +392,14 @@ def _prototypicality(
     embed = Embedder(config, device=device)
     started = time.perf_counter()
     vectors = embed(examples, progress=progress)
-    regression = examples.task == "regression"
-    labels = None if regression else torch.as_tensor(examples.labels)
+    classes = examples.task in ("classification", "pair-classification")
+    labels = torch.as_tensor(examples.labels) if classes else None  # else: one centroid
     scores = centroid_cosines(vectors, labels).double().numpy()
     seconds = time.perf_counter() - started
-    table = pa.table({"id": examples.ids, "label": examples.labels, "score": scores})
+    references = get_task(examples.task).references(examples)  # the label column, as RepMatch's
+    table = pa.table({"id": examples.ids, "label": references, "score": scores})
     run |= {
-        "centroids": "one over all instances" if regression else "one per class",
+        "centroids": "one per class" if classes else "one over all instances",
         "seconds": round(seconds, 2),
         "computed": len(examples),
         "read_back": 0,

@@ -2,7 +2,9 @@
 
 Stages on disk under ``out_dir``: ``adapters/<dataset>/seed<S>-<key>/`` (reused whenever an adapter
 with the same training configuration and data fingerprint exists), then ``matrix.csv``,
-``matrix.json`` (means, stds, every pair's scores and the full configuration) and ``matrix.png``.
+``matrix.json`` (means, stds, every pair's scores and the full configuration) and ``matrix.png``;
+with a ``baseline`` config also the representation baseline of the same data (paper Table 2, see
+:mod:`repmatch.representation`) in ``baseline.csv`` and ``baseline.json``.
 
 With one seed, entry (i, j) compares the two datasets' adapters trained with that seed, so the
 diagonal is 1. With several seeds, every entry averages over ordered pairs of *different* seeds,
@@ -25,10 +27,11 @@ import torch
 from repmatch.adapters import load_adapter
 from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
 from repmatch.compare import compare_adapters
-from repmatch.config import Side, TrainConfig, check_seeds, check_side
+from repmatch.config import BaselineConfig, Side, TrainConfig, check_seeds, check_side
 from repmatch.data import DataSpec, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.plotting import plot_similarity_matrix
+from repmatch.representation import BaselineMatrix, baseline_matrix
 from repmatch.training import adapter_key, train_or_reuse
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ class SimilarityMatrix:
     std: np.ndarray
     seeds: list[int]
     adapters: dict[str, dict[int, str]]
+    baseline: BaselineMatrix | None = None  # the representation baseline, when asked for
 
     def to_dict(self) -> dict:
         return {
@@ -77,12 +81,15 @@ def dataset_similarity(
     side: Side = "left",
     progress: bool = True,
     device: str | torch.device | None = None,
+    baseline: BaselineConfig | None = None,
 ) -> SimilarityMatrix:
     """Train (or reuse) one adapter per dataset and seed; write and return the RepMatch matrix.
 
     ``datasets``: data specs, DataFrames or ``datasets.Dataset`` objects. ``seeds`` replace
     ``config.seed``: every adapter is trained with one of them. ``device``: where adapters are
-    trained (default: a CUDA GPU if there is one, else the CPU).
+    trained (default: a CUDA GPU if there is one, else the CPU). ``baseline``: also compute the
+    representation baseline of the same data (at most ``baseline.sample`` instances of each),
+    written beside the matrix and returned as ``result.baseline``.
     """
     if len(datasets) < 2:
         raise RepmatchError("pass at least two datasets to compare")
@@ -90,7 +97,9 @@ def dataset_similarity(
     check_side(side)
     out = Path(out_dir)
     with exclusive_output(out):  # one writer per output
-        return _similarity(datasets, config, out, seeds, side, progress=progress, device=device)
+        return _similarity(
+            datasets, config, out, seeds, side, progress=progress, device=device, baseline=baseline
+        )
 
 
 def _similarity(
@@ -102,6 +111,7 @@ def _similarity(
     *,
     progress: bool,
     device: str | torch.device | None,
+    baseline: BaselineConfig | None = None,
 ) -> SimilarityMatrix:
     loaded = [as_examples(data) for data in datasets]
     names = _unique_names([examples.name for examples in loaded])
@@ -159,7 +169,16 @@ def _similarity(
         },
     )
     _write(result, out, record, len(seed_pairs) > 1)
-    return result
+    if baseline is None:
+        return result
+    matrix = baseline_matrix(loaded, baseline, names=names, progress=progress, device=device)
+    with atomic_path(out / "baseline.csv") as temporary:
+        temporary.write_text(matrix.to_csv())
+    write_json(
+        out / "baseline.json",
+        run_record("baseline-matrix", **matrix.to_dict(), data=record["config"]["data"]),
+    )
+    return replace(result, baseline=matrix)
 
 
 def _write(result: SimilarityMatrix, out: Path, record: dict, with_std: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from repmatch.cli import common
-from repmatch.config import TrainConfig
+from repmatch.config import BaselineConfig, TrainConfig, help_text
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,6 +21,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--side", choices=["left", "right"], default="left")
     common.add_device_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    d = BaselineConfig()
+    group = parser.add_argument_group(
+        "representation baseline",
+        "the paper's Table 2 baseline beside the RepMatch matrix: % of instance pairs whose "
+        "pooled [CLS] vectors of the base model (--model, inputs cut at --max-length) have a "
+        "cosine above the threshold",
+    )
+    group.add_argument(
+        "--baseline", action="store_true", help="also write baseline.csv and baseline.json"
+    )
+    group.add_argument(
+        "--baseline-threshold",
+        type=float,
+        default=d.threshold,
+        help=f"{help_text(BaselineConfig, 'threshold')} (default {d.threshold})",
+    )
+    group.add_argument(
+        "--baseline-sample",
+        type=int,
+        default=d.sample,
+        help=f"{help_text(BaselineConfig, 'sample')} (default {d.sample})",
+    )
     parser.set_defaults(run=run)
 
 
@@ -28,23 +50,50 @@ def run(args: argparse.Namespace) -> None:
     from repmatch.similarity import dataset_similarity
 
     specs = [common.data_spec(args, source) for source in args.data]
+    train = common.train_config(args)
+    baseline = (
+        BaselineConfig(
+            model=train.model,
+            max_length=train.max_length,
+            threshold=args.baseline_threshold,
+            sample=args.baseline_sample,
+        )
+        if args.baseline
+        else None
+    )
     result = dataset_similarity(
         specs,
-        common.train_config(args),
+        train,
         args.out,
         seeds=tuple(args.seeds or [args.seed]),
         side=args.side,
         progress=not args.quiet,
         device=args.device,
+        baseline=baseline,
     )
-    width = max(len(name) for name in result.names)
-    print(" " * width + "  " + "  ".join(f"{name[:12]:>12}" for name in result.names))
-    for i, name in enumerate(result.names):
-        cells = (
+    names = result.names
+    print("RepMatch" + (" (mean ± std over seed pairs)" if len(result.seeds) > 1 else ""))
+    _print_matrix(
+        names,
+        lambda i, j: (
             f"{result.mean[i, j]:.3f}±{result.std[i, j]:.3f}"
             if len(result.seeds) > 1
             else f"{result.mean[i, j]:.4f}"
-            for j in range(len(result.names))
-        )
-        print(f"{name:<{width}}  " + "  ".join(f"{cell:>12}" for cell in cells))
-    print(f"written to {args.out}/matrix.csv, matrix.json, matrix.png")
+        ),
+    )
+    written = "matrix.csv, matrix.json, matrix.png"
+    if result.baseline is not None:
+        matrix = result.baseline
+        print(f"representation baseline: % of pairs with cosine > {baseline.threshold}")
+        _print_matrix(names, lambda i, j: f"{matrix.percent[i, j]:.2f}")
+        written += ", baseline.csv, baseline.json"
+    print(f"written to {args.out}/{written}")
+
+
+def _print_matrix(names: list[str], cell) -> None:
+    """A square table: one row per name, ``cell(i, j)`` in every column."""
+    width = max(len(name) for name in names)
+    print(" " * width + "  " + "  ".join(f"{name[:12]:>12}" for name in names))
+    for i, name in enumerate(names):
+        cells = (cell(i, j) for j in range(len(names)))
+        print(f"{name:<{width}}  " + "  ".join(f"{text:>12}" for text in cells))

@@ -1,4 +1,5 @@
-"""``repmatch score``: every instance against a reference adapter (instance-level RepMatch)."""
+"""``repmatch score``: every instance against a reference adapter (instance-level RepMatch, or a
+label-aware measure), or by its embedding's prototypicality (no reference)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 from pathlib import Path
 
 from repmatch.cli import common
-from repmatch.config import ScoreConfig, help_text
+from repmatch.config import MEASURES, EmbeddingConfig, ScoreConfig, help_text
+from repmatch.errors import RepmatchError
+
+METHODS = ("repmatch", "prototypicality")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -18,16 +22,29 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Per instance: a fresh LoRA init (same seed for all), optimizer step(s) on "
         "that instance alone, RepMatch of its update against the reference adapter. Computed "
         "exactly for whole batches at once. Paper defaults: AdamW, lr 1e-3, one step, rank 1; "
-        "dropout is off (the reference script leaves it on), so scores are reproducible.",
+        "dropout is off (the reference script leaves it on), so scores are reproducible. "
+        "--measure cosine or gradient compares with the sign kept (label-aware: one-step "
+        "RepMatch ignores the label on binary and regression tasks). --method prototypicality "
+        "scores by the cosine of the base model's pooled [CLS] embedding with the instance's "
+        "class centroid (no reference; one centroid for regression).",
     )
     common.add_data_arguments(parser)
     group = parser.add_argument_group("scoring")
-    group.add_argument("--reference", required=True, help="adapter trained on the whole dataset")
+    group.add_argument(
+        "--method",
+        choices=METHODS,
+        default="repmatch",
+        help="repmatch: against --reference; prototypicality: cosine of the pooled embedding "
+        "with its class centroid, no reference (default repmatch)",
+    )
+    group.add_argument("--reference", help="adapter trained on the whole dataset (repmatch)")
     group.add_argument("--out", required=True, help="Parquet file to write (FILE.parquet)")
     common.add_shared_arguments(group, d)
     common.option(group, d, "steps")
     common.add_seed_arguments(group, d.seeds[0], "seed of the fresh LoRA init")
     common.option(group, d, "side", choices=["left", "right"])
+    common.option(group, d, "measure", choices=list(MEASURES))
+    common.option(group, EmbeddingConfig(), "pooling", choices=["cls", "mean"])
     group.add_argument("--targets", nargs="+", help=help_text(ScoreConfig, "targets"))
     common.option(group, d, "chunk_size")
     group.add_argument("--model", help=help_text(ScoreConfig, "model"))
@@ -42,17 +59,26 @@ def run(args: argparse.Namespace) -> None:
     from repmatch import distributed
     from repmatch.scoring import score_instances
 
-    config = common.config_from(ScoreConfig, args, seeds=tuple(args.seeds or [args.seed]))
-    table = score_instances(
-        common.data_spec(args),
-        args.reference,
-        config,
-        out=args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        device=args.device,
-    )
+    if args.method == "prototypicality":
+        table = run_prototypicality(args)
+    else:
+        if args.reference is None:
+            raise RepmatchError(
+                "--method repmatch scores against a reference: pass --reference ADAPTER (an "
+                "adapter trained on the whole dataset); --method prototypicality needs none",
+                field="reference",
+            )
+        config = common.config_from(ScoreConfig, args, seeds=tuple(args.seeds or [args.seed]))
+        table = score_instances(
+            common.data_spec(args),
+            args.reference,
+            config,
+            out=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            device=args.device,
+        )
     if not distributed.is_main():  # under torchrun: the main process reports
         return
     record = json.loads(Path(args.out + ".json").read_text())
@@ -68,8 +94,36 @@ def run(args: argparse.Namespace) -> None:
         pairs = ", ".join(f"{k}: {v:.3f}" for k, v in record["seed_spearman"].items())
         print(f"ranking agreement between seeds (Spearman): {pairs}")
     ranked = table.sort_values("score", kind="stable")
-    for title, rows in (("most representative", ranked[::-1][:5]), ("least", ranked[:5])):
+    if args.method == "prototypicality":
+        titles = ("most prototypical", "least")
+    elif args.measure == "grassmann":
+        titles = ("most representative", "least")
+    else:
+        titles = ("most aligned with the reference", "least")
+    for title, rows in zip(titles, (ranked[::-1][:5], ranked[:5]), strict=True):
         print(f"{title}: " + ", ".join(f"{r.id} ({r.score:.3f})" for r in rows.itertuples()))
+
+
+def run_prototypicality(args: argparse.Namespace):
+    """Prototypicality scores of the data (the embedding baseline), written like RepMatch's."""
+    from repmatch.config import BUNDLED_MODEL
+    from repmatch.representation import prototypicality_scores
+
+    if args.reference is not None:
+        raise RepmatchError(
+            "--method prototypicality needs no reference (the centroids come from the scored "
+            "data); drop --reference, and pick the base model with --model",
+            field="reference",
+        )
+    config = common.config_from(EmbeddingConfig, args, model=args.model or BUNDLED_MODEL)
+    return prototypicality_scores(
+        common.data_spec(args),
+        config,
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=args.device,
+    )
 
 
 def partial_output(args: argparse.Namespace) -> Path | None:
