@@ -256,3 +256,18 @@ def hold_output_lock(path) -> subprocess.Popen:
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     return holder
+
+
+@pytest.fixture(scope="session")
+def scoring_reference(tiny_model, tiny_data, tmp_path_factory) -> str:
+    """A rank-4 adapter on ``tiny_data['single']`` of a random BERT (hidden 64, 16 heads, a wide
+    init) whose instances' one-step scores differ clearly (see tests/test_scoring.py's
+    ``scoring_model``); for tests that compare whole score tables."""
+    from repmatch.data import DataSpec
+    from repmatch.training import TrainConfig, train_adapter
+
+    shape = {"num_attention_heads": 16, "intermediate_size": 128, "initializer_range": 0.2}
+    model = tiny_model("bert", hidden=64, seed=0, **shape)
+    config = TrainConfig(model=model, rank=4, epochs=2, batch_size=8, lr=1e-2)
+    out = tmp_path_factory.mktemp("scoring-reference") / "adapter"
+    return str(train_adapter(DataSpec(str(tiny_data["single"])), config, out, progress=False))

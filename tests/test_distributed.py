@@ -67,17 +67,8 @@ def _launch(*argv: str, module: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def scoring_model(tiny_model) -> str:
-    """A random BERT with 16 heads, whose instances' scores differ (see tests/test_scoring.py)."""
-    shape = {"num_attention_heads": 16, "intermediate_size": 128, "initializer_range": 0.2}
-    return tiny_model("bert", hidden=64, seed=0, **shape)
-
-
-@pytest.fixture(scope="module")
-def reference(scoring_model, tiny_data, tmp_path_factory) -> str:
-    config = TrainConfig(model=scoring_model, rank=4, epochs=2, batch_size=8, lr=1e-2)
-    out = tmp_path_factory.mktemp("reference") / "adapter"
-    return str(train_adapter(DataSpec(str(tiny_data["single"])), config, out, progress=False))
+def reference(scoring_reference) -> str:
+    return scoring_reference
 
 
 # --------------------------------------------------------------------------------------------

@@ -447,3 +447,35 @@ def test_overwrite_never_deletes_a_folder_repmatch_did_not_write(tiny_model, tin
             DataSpec(str(tiny_data["single"])), config, precious, overwrite=True, progress=False
         )
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_gradient_checkpointing_recomputes_layers_and_trains_the_same_adapter(
+    arch, tiny_model, tiny_data, tmp_path
+):
+    from torch.nn.modules.module import register_module_forward_hook
+
+    calls = {"count": 0}
+
+    def count(module, args, output):
+        calls["count"] += isinstance(module, torch.nn.Linear)
+
+    counted = {}
+    for checkpointing in (False, True):
+        calls["count"] = 0
+        handle = register_module_forward_hook(count)
+        try:
+            out = _train(
+                tiny_model(arch),
+                tiny_data["single"],
+                tmp_path / str(checkpointing),
+                gradient_checkpointing=checkpointing,
+            )
+        finally:
+            handle.remove()
+        counted[checkpointing] = calls["count"]
+    assert counted[True] > counted[False]  # the layers ran again in the backward pass
+    plain, checkpointed = _tensors(tmp_path / "False"), _tensors(out)
+    for key in plain:  # dropout stayed off: the same gradients, the same adapter
+        torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-6, atol=1e-7)
+    assert load_adapter(out).record["train"]["gradient_checkpointing"] is True

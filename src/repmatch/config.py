@@ -24,6 +24,11 @@ with the reference ΔW, or the cosine of the instance's negative loss gradient w
 
 MEASURES: tuple[str, ...] = ("grassmann", "cosine", "gradient")
 
+Dtype = Literal["float32", "bfloat16", "float16"]
+"""Precision of the model's forward and backward passes (float32: exact, the default)."""
+
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+
 Pooling = Literal["cls", "mean"]
 """Pooled embedding of a text: the last hidden state at [CLS] (the last real token for decoders),
 or the mean over its tokens."""
@@ -141,9 +146,18 @@ class TrainConfig:
     lora_dropout: float = _field(0.0, "LoRA dropout")
     base_dropout: bool = _field(False, "keep the base model's dropout on while training")
     num_labels: int | None = _field(None, "head size (default: classes in the data's split)")
+    dtype: Dtype = _field(
+        "float32",
+        "precision of the model's matmuls: float32, bfloat16 or float16 (CUDA only), by autocast; "
+        "LoRA weights and AdamW stay float32",
+    )
+    gradient_checkpointing: bool = _field(
+        False, "recompute each layer's activations in the backward pass: less memory, more time"
+    )
 
     def __post_init__(self) -> None:
         check_positive(self, "rank", "lr", "epochs", "batch_size", "max_length", "alpha")
+        check_choice(self, "dtype", DTYPES)
         check_whole(self, "rank", "epochs", "batch_size", "max_length", "seed", "head_seed")
         if self.weight_decay < 0:
             raise RepmatchError(
@@ -194,9 +208,15 @@ class ScoreConfig:
     max_length: int = _field(512, "truncate inputs to this many tokens")
     chunk_size: int = _field(4096, "instances per saved chunk, the unit of resuming")
     model: str | None = _field(None, "base model (default: the reference adapter's)")
+    dtype: Dtype = _field(
+        "float32",
+        "precision of the model's forward/backward: float32 (exact), bfloat16, or float16 (CUDA "
+        "only); per-instance updates, SVDs and scores stay float32",
+    )
 
     def __post_init__(self) -> None:
         check_positive(self, "rank", "lr", "steps", "batch_size", "max_length", "chunk_size")
+        check_choice(self, "dtype", DTYPES)
         check_positive(self, "alpha")
         check_whole(self, "rank", "steps", "batch_size", "max_length", "chunk_size")
         object.__setattr__(self, "seeds", check_seeds(self.seeds))

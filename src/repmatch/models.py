@@ -86,6 +86,79 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+"""The precisions a model may run in, by their config names."""
+
+
+def compute_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The torch dtype of precision ``name`` (a :data:`DTYPES` key) on ``device``.
+
+    float16 is refused off CUDA GPUs: CPUs have no fast float16 matmuls, and bfloat16 has the
+    range that float16 lacks (no loss scaling needed).
+    """
+    if name not in DTYPES:
+        raise RepmatchError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}", "dtype")
+    if name == "float16" and device.type != "cuda":
+        raise RepmatchError(
+            f"dtype float16 needs a CUDA GPU (this run is on {device}); use bfloat16 on the CPU",
+            field="dtype",
+        )
+    return DTYPES[name]
+
+
+@contextmanager
+def attention_kernel(dtype: torch.dtype, device: torch.device) -> Iterator[None]:
+    """Inside: the attention kernel that suits a model running in ``dtype`` on ``device``.
+
+    On the CPU, torch's fused (flash) attention runs its bfloat16 backward about 6x slower than
+    its float32 one (profiled with torch 2.13 on the bundled model, see results/scale.md), while
+    bfloat16 matmuls run several times faster than float32 ones; so lower precision there uses
+    ``scaled_dot_product_attention``'s math kernel (matmuls and a softmax, the same masks).
+    Anything else (float32, GPUs, torch < 2.3) keeps torch's choice.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        sdpa_kernel = None
+    if device.type != "cpu" or dtype == torch.float32 or sdpa_kernel is None:
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute every layer's activations in the backward pass instead of keeping them
+    (transformers' checkpointing, non-reentrant): memory for long inputs and large models, at
+    the cost of a second forward pass through every layer. Gradients are unchanged.
+
+    transformers checkpoints a layer only while it is in training mode; see
+    :func:`checkpoint_without_dropout`.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise RepmatchError(
+            f"{type(model).__name__} does not support gradient checkpointing; train without it",
+            field="gradient_checkpointing",
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def checkpoint_without_dropout(model: nn.Module) -> None:
+    """Put only the checkpointed modules (the layers themselves, not their dropout or attention
+    modules) in training mode, so that checkpointing runs while dropout stays as it was set."""
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False) is True:
+            module.training = True
+
+
 def load_tokenizer(name: str):
     """The tokenizer of model ``name`` (portable name, local folder or hub id)."""
     try:

@@ -35,7 +35,9 @@ from repmatch.errors import RepmatchError
 from repmatch.grassmann import lowrank_singular_vectors, repmatch_score
 from repmatch.lora import draw_lora_init, short_layer_name
 from repmatch.models import (
+    attention_kernel,
     check_lengths,
+    compute_dtype,
     first_position_block,
     first_position_only,
     load_classifier,
@@ -152,6 +154,7 @@ class InstanceScorer:
         self.reference = reference
         self.config = config
         self.device = resolve_device(device)
+        self.dtype = compute_dtype(config.dtype, self.device)
         self.task = reference.task
         self.targets = reference.targets
         self.tokenizer = load_tokenizer(reference.model)
@@ -197,6 +200,9 @@ class InstanceScorer:
             if self.device.type == "cpu" and config.steps == 1
             else None
         )
+        # Lower precision: the model's weights only, after the LoRA inits and the probes above
+        # (float32); the per-instance maths stays float32 (see repmatch.updates).
+        self.model.to(self.dtype)
 
     def instance_updates(
         self,
@@ -215,7 +221,11 @@ class InstanceScorer:
             raise ValueError("packed rows are for one-step scores only (steps == 1)")
         batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
         labels = labels.to(self.device)
-        with first_position_only(self.readout_block, packed.starts if packed else None):
+        where = packed.starts if packed else None
+        with (
+            attention_kernel(self.dtype, self.device),
+            first_position_only(self.readout_block, where),
+        ):
             if config.steps == 1:
                 update, extra = one_step_updates, {"segments": packed.segments if packed else None}
             else:
@@ -262,7 +272,11 @@ class InstanceScorer:
         else:  # one instance per row; padding belongs to none
             rows = torch.arange(labels.shape[0], device=self.device)[:, None]
             segments = torch.where(batch["attention_mask"].bool(), rows, -1)
-        with first_position_only(self.readout_block, packed.starts if packed else None):
+        where = packed.starts if packed else None
+        with (
+            attention_kernel(self.dtype, self.device),
+            first_position_only(self.readout_block, where),
+        ):
             taps = token_gradients(self.model, batch, labels, self.targets, task=self.task)
         return torch.stack(
             [
@@ -374,6 +388,7 @@ def score_instances(
     """
     config = config or ScoreConfig()
     device = distributed.start(device)  # under torchrun: this rank's device, the process group
+    compute_dtype(config.dtype, device)  # float16 off CUDA refused before any work
     examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"no instances to score in {examples.name}")

@@ -28,7 +28,11 @@ from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
 from repmatch.models import (
+    attention_kernel,
     check_lengths,
+    checkpoint_without_dropout,
+    compute_dtype,
+    enable_gradient_checkpointing,
     head_module_names,
     load_classifier,
     load_tokenizer,
@@ -106,10 +110,13 @@ def _train_adapter(
     task.check_labels(examples, num_labels)
 
     started = time.perf_counter()
+    compute_dtype(config.dtype, device)  # float16 off CUDA refused before any work
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(
         config.model, task=task, num_labels=num_labels, head_seed=config.head_seed
     )
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     target_names = find_target_modules(model, config.targets)
     check_rank(model, target_names, config.rank)
     lora = lora_config(
@@ -200,6 +207,10 @@ def fit(
     for name, module in peft_model.named_modules():
         if ".lora_dropout." in name:
             module.train(config.lora_dropout > 0)
+    checkpoint_without_dropout(peft_model)  # layers set to checkpoint do so, dropout or not
+    dtype = compute_dtype(config.dtype, device)  # autocast: matmuls in dtype, weights float32
+    autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype != torch.float32}
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     epoch_losses = []
     steps = config.epochs * -(-len(encoded) // config.batch_size)
     quiet = not progress or not distributed.is_main()
@@ -209,7 +220,8 @@ def fit(
             for positions in length_grouped_batches(encoded.lengths, config.batch_size, rng):
                 mine, weight = _share(positions, processes)
                 batch = encoded.batch(mine, device=device)
-                logits = task.logits(model(**batch), batch)
+                with torch.autocast(**autocast), attention_kernel(dtype, device):
+                    logits = task.logits(model(**batch), batch).float()
                 if processes == 1:
                     loss = task.loss(logits, labels[mine])
                     summed = loss.item() * len(mine)
@@ -218,8 +230,13 @@ def fit(
                     summed = loss.item() * weight
                     loss = loss * (weight * processes / len(positions))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:  # float16: the loss scaled against underflowing gradients
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 total += summed
                 count += len(positions)
                 bar.update()

@@ -56,8 +56,9 @@ def _forward_hooks(
 def summed_loss(
     model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor, task: Task
 ) -> torch.Tensor:
-    """Loss summed over instances (not averaged): each instance's factors get their own gradient."""
-    return task.loss(task.logits(model(**batch), batch), labels, reduction="sum")
+    """Loss summed over instances (not averaged): each instance's factors get their own gradient.
+    Computed in float32 whatever the model's precision."""
+    return task.loss(task.logits(model(**batch), batch).float(), labels, reduction="sum")
 
 
 class StackedLora:
@@ -94,9 +95,10 @@ class StackedLora:
 
     def _hook(self, name: str):
         def add_update(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
-            x = inputs[0]  # (N, T, d_in)
+            x = inputs[0].to(self.A[name].dtype)  # (N, T, d_in), in the factors' float32
             low = x @ self.A[name].transpose(-1, -2)  # (N, T, r)
-            return output + self.scaling * (low @ self.B[name].transpose(-1, -2))  # (N, T, d_out)
+            update = self.scaling * (low @ self.B[name].transpose(-1, -2))  # (N, T, d_out)
+            return output + update.to(output.dtype)
 
         return add_update
 
@@ -124,8 +126,9 @@ class _LayerTaps:
     def _hook(self, name: str):
         def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
             a0 = self.initial[name]
-            with torch.no_grad():
-                self.projected[name] = inputs[0].detach() if a0 is None else inputs[0] @ a0.mT
+            with torch.no_grad():  # float32 whatever the model's precision
+                h = inputs[0].detach().float()
+                self.projected[name] = h if a0 is None else h @ a0.mT
             if not output.requires_grad:
                 output = output.detach().requires_grad_()
             self.outputs[name] = output
@@ -162,7 +165,9 @@ def one_step_updates(
     decay = 1.0 - adamw.lr * adamw.weight_decay
     updates: Updates = {seed: {} for seed in seeds}
     for name, delta in zip(names, deltas, strict=True):
-        g = scaling * _per_instance_sum(delta, taps.projected[name], segments, labels.shape[0])
+        g = scaling * _per_instance_sum(
+            delta.float(), taps.projected[name], segments, labels.shape[0]
+        )
         b1 = -adamw.lr * g / (g.abs() + adamw.eps)  # (N, d_out, S * r)
         start = 0
         for seed in seeds:
@@ -191,7 +196,10 @@ def token_gradients(
     with taps.attached():
         loss = summed_loss(model, batch, labels, task)
         deltas = torch.autograd.grad(loss, [taps.outputs[name] for name in names])
-    return {name: (taps.projected[name], delta) for name, delta in zip(names, deltas, strict=True)}
+    return {
+        name: (taps.projected[name], delta.float())
+        for name, delta in zip(names, deltas, strict=True)
+    }
 
 
 def _per_instance_sum(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from repmatch.config import TrainConfig, help_text
+from repmatch.config import DTYPES, TrainConfig, help_text
 
 TRAIN_DEFAULTS_NOTE = (
     "Defaults suit short CPU runs on the bundled model; the paper (BERT-base) used rank 4, "
@@ -66,6 +66,7 @@ def add_shared_arguments(group: argparse._ArgumentGroup, d) -> None:
     """Flags that training and scoring share, with the defaults of config ``d``."""
     for name in ("rank", "alpha", "lr", "weight_decay", "batch_size", "max_length"):
         option(group, d, name)
+    option(group, d, "dtype", choices=list(DTYPES))
 
 
 def add_device_argument(parser: argparse._ActionsContainer) -> None:
@@ -92,6 +93,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--base-dropout", action="store_true", help=help_text(TrainConfig, "base_dropout")
     )
     group.add_argument("--num-labels", type=int, help=help_text(TrainConfig, "num_labels"))
+    group.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help=help_text(TrainConfig, "gradient_checkpointing"),
+    )
 
 
 def add_seed_only(parser: argparse.ArgumentParser) -> None:

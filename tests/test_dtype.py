@@ -1,0 +1,124 @@
+"""Lower precision (``dtype``) for training and scoring: float32 stays the exact default,
+bfloat16 runs the model's matmuls in bfloat16 and agrees with float32 by rank, float16 is refused
+off CUDA, and the choice is recorded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy.stats import spearmanr
+
+from repmatch.adapters import load_adapter
+from repmatch.compare import compare_adapters
+from repmatch.config import ScoreConfig, TrainConfig
+from repmatch.data import DataSpec
+from repmatch.errors import RepmatchError
+from repmatch.models import attention_kernel, compute_dtype
+from repmatch.scoring import InstanceScorer, score_instances
+from repmatch.training import train_adapter
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def reference(scoring_reference) -> str:
+    return scoring_reference
+
+
+def test_float32_is_the_default_everywhere():
+    assert TrainConfig().dtype == ScoreConfig().dtype == "float32"
+    assert compute_dtype("float32", torch.device("cpu")) is torch.float32
+    assert compute_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+
+
+def _attention_ops(dtype: torch.dtype) -> set[str]:
+    """The aten attention ops one attention forward/backward in ``dtype`` runs on the CPU, inside
+    :func:`attention_kernel`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    q = torch.randn(2, 4, 8, 16, dtype=dtype, requires_grad=True)
+    mask = torch.ones(2, 1, 8, 8, dtype=torch.bool).tril()
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        with attention_kernel(dtype, torch.device("cpu")):
+            torch.nn.functional.scaled_dot_product_attention(
+                q, q, q, attn_mask=mask
+            ).sum().backward()
+    return {e.key for e in trace.key_averages() if "attention" in e.key}
+
+
+def test_bfloat16_attention_on_the_cpu_avoids_the_fused_kernel():
+    """torch's fused CPU attention has a slow bfloat16 backward; the math kernel is used then."""
+    assert any("flash" in op for op in _attention_ops(torch.float32))  # torch's own choice
+    assert not any("flash" in op for op in _attention_ops(torch.bfloat16))
+
+
+@pytest.mark.parametrize("config", [TrainConfig, ScoreConfig])
+def test_unknown_dtype_is_refused(config):
+    with pytest.raises(RepmatchError, match="dtype must be one of float32, bfloat16, float16") as e:
+        config(dtype="half")
+    assert e.value.field == "dtype"
+
+
+def test_float16_is_refused_on_the_cpu_before_any_work(reference, tiny_data, tmp_path):
+    data = DataSpec(str(tiny_data["single"]))
+    with pytest.raises(RepmatchError, match="float16 needs a CUDA GPU.*use bfloat16") as e:
+        score_instances(
+            data, reference, ScoreConfig(dtype="float16"), out=tmp_path / "s.parquet", device="cpu"
+        )
+    assert e.value.field == "dtype"
+    with pytest.raises(RepmatchError, match="float16 needs a CUDA GPU"):
+        train_adapter(data, TrainConfig(dtype="float16"), tmp_path / "adapter", device="cpu")
+    assert not list(tmp_path.iterdir())  # no output, no lock, no partial folder
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"rank": 1}, {"rank": 2, "steps": 2, "lr": 1e-2}, {"rank": 1, "measure": "gradient"}],
+    ids=["one-step", "two-steps", "gradient-measure"],
+)
+def test_bfloat16_scores_rank_instances_like_float32(settings, reference, tiny_data, tmp_path):
+    data = DataSpec(str(tiny_data["single"]))
+    exact = score_instances(data, reference, ScoreConfig(**settings), progress=False, device="cpu")
+    out = tmp_path / "bf16.parquet"
+    config = ScoreConfig(**settings, dtype="bfloat16")
+    low = score_instances(data, reference, config, out=out, progress=False, device="cpu")
+    assert list(low["id"]) == list(exact["id"])
+    assert not np.array_equal(low["score"], exact["score"])  # it did run in another precision
+    assert np.ptp(exact["score"]) > 1e-2
+    assert spearmanr(low["score"], exact["score"])[0] >= 0.95
+    assert np.abs(low["score"] - exact["score"]).max() < 0.1
+    record = json.loads(out.with_name(out.name + ".json").read_text())
+    assert record["score"]["dtype"] == "bfloat16"
+
+
+def test_bfloat16_scorer_keeps_the_engine_maths_in_float32(reference):
+    scorer = InstanceScorer(load_adapter(reference), ScoreConfig(dtype="bfloat16"), device="cpu")
+    assert {p.dtype for p in scorer.model.parameters()} == {torch.bfloat16}
+    assert all(a0.dtype == torch.float32 for f in scorer.initial.values() for a0 in f.values())
+    assert scorer.position_offset is not None  # the probes ran (in float32) and still pack rows
+    exact = InstanceScorer(load_adapter(reference), ScoreConfig(), device="cpu")
+    for seed, factors in exact.initial.items():  # the same LoRA inits as float32
+        for name, a0 in factors.items():
+            assert torch.equal(scorer.initial[seed][name], a0)
+
+
+def test_bfloat16_training_keeps_float32_weights_and_trains_a_like_adapter(
+    tiny_model, tiny_data, tmp_path
+):
+    data = DataSpec(str(tiny_data["single"]))
+    settings = {"model": tiny_model("bert"), "rank": 2, "batch_size": 8, "lr": 1e-2}
+    exact = train_adapter(data, TrainConfig(**settings), tmp_path / "f32", progress=False)
+    low = train_adapter(
+        data, TrainConfig(**settings, dtype="bfloat16"), tmp_path / "bf16", progress=False
+    )
+    tensors = load_file(low / "adapter_model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {torch.float32}
+    reference = load_file(exact / "adapter_model.safetensors")
+    assert any(not torch.equal(tensors[k], reference[k]) for k in tensors)
+    assert load_adapter(low).record["train"]["dtype"] == "bfloat16"
+    # the same init and data: the updates span nearly the same subspaces
+    assert compare_adapters(exact, low).score > 0.9
