@@ -348,7 +348,7 @@ def test_cli_select_then_train(scored, tiny_model, tmp_path, capsys):
     argv = ["select", str(scored), "--random", "10", "--balanced", "--seed", "4", "--out"]
     assert main([*argv, str(out)]) == 0
     printed = capsys.readouterr().out.strip()
-    summary = "selected 10 of 40 instances (random, balanced, by score); classes: 0 5, 1 5"
+    summary = "selected 10 of 40 instances (random, balanced, seed 4); classes: 0 5, 1 5"
     assert printed == f"{summary}; written to {out}"
     assert main([*argv, str(again)]) == 0
     assert again.read_text() == out.read_text()

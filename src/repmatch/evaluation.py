@@ -1,0 +1,508 @@
+"""Fine-tuning on data subsets and measuring the result (the paper's Table 1 protocol).
+
+For every training subset and seed: fine-tune the base model on the subset (every weight, as the
+paper's Table 1, or LoRA on the value projections with a trained head), predict the evaluation
+data, and compute the task's metrics (:meth:`repmatch.tasks.Task.metrics`: accuracy and macro-F1
+for classification, Pearson and Spearman for regression). Results: one row per (subset, seed),
+and per subset the mean and sample standard deviation over seeds.
+
+- A subset written by ``repmatch select`` is read with the columns and task its record names;
+  any other data file is read with the usual detection.
+- Classes are matched by name when every subset names them (string labels), else by class index;
+  the head has one output per class of any subset. Evaluation data holding a label that no subset
+  has is refused, as are subsets or evaluation data of different task kinds.
+- Seeded: run ``s`` draws the head, the batch order, dropout and (LoRA) the LoRA init from seed
+  ``s``, under :func:`torch.random.fork_rng`, so the caller's RNG is untouched and the same call
+  gives the same numbers.
+- With ``out``, every finished run is saved as ``runs/<subset>-seed<s>-<key>.json`` (``key``: a
+  digest of the settings, the subset and the evaluation data), so an interrupted evaluation picks
+  up where it stopped; ``results.csv`` (per subset), ``runs.csv`` (per run) and ``results.json``
+  (both, the configuration and the data records) are written when all runs are done.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from repmatch.adapters import RECORD_FILE
+from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
+from repmatch.batching import EncodedExamples, plan_batches
+from repmatch.config import EvalConfig, TrainConfig
+from repmatch.data import DataSpec, Examples, as_examples
+from repmatch.errors import RepmatchError
+from repmatch.models import (
+    check_lengths,
+    load_classifier,
+    load_tokenizer,
+    portable_model_name,
+    resolve_device,
+)
+from repmatch.selection import selection_record
+from repmatch.tasks import Task, get_task
+from repmatch.training import fit, train_adapter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvalConfig", "Evaluation", "evaluate_subsets", "load_subset", "predict"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Results: ``runs`` one row per (subset, seed) with every metric and ``seconds``;
+    ``summary`` one row per subset with ``<metric>_mean`` and ``<metric>_std`` (sample standard
+    deviation over seeds; undefined, NaN, for one seed); ``record`` what ``results.json`` holds."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    metrics: list[str]
+    record: dict[str, Any]
+
+
+def load_subset(data: DataSpec | Examples | str | Path | object) -> Examples:
+    """A training subset: a file written by ``repmatch select`` is read with the columns and task
+    its record names; anything else as :func:`repmatch.data.as_examples` reads it."""
+    if isinstance(data, (str, Path)):
+        record = selection_record(data)
+        if record is not None:
+            columns = record.get("columns") or {}
+            return as_examples(
+                DataSpec(
+                    str(data),
+                    text_column=columns.get("text"),
+                    text_pair_column=columns.get("text_pair"),
+                    label_column=columns.get("label"),
+                    id_column=columns.get("id"),
+                    task=record.get("task"),
+                )
+            )
+    return as_examples(data)
+
+
+def evaluate_subsets(
+    train: Sequence[DataSpec | Examples | str | Path | object],
+    evaluation: DataSpec | Examples | str | Path | object,
+    config: EvalConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> Evaluation:
+    """Fine-tune on every subset of ``train`` under every seed and evaluate on ``evaluation``.
+
+    ``train``: data files (selections or any data), specs, Examples, DataFrames or Datasets;
+    ``evaluation``: the same kinds. ``out``: a folder for the results and the finished runs
+    (resumable; see the module docstring). ``device``: where models run (default: a CUDA GPU if
+    there is one, else the CPU).
+    """
+    config = config or EvalConfig()
+    if not train:
+        raise RepmatchError("pass at least one training subset", field="train")
+    if out is None:
+        return _evaluate(train, evaluation, config, None, progress=progress, device=device)
+    out = Path(out)
+    with exclusive_output(out):
+        _check_output(out)
+        return _evaluate(train, evaluation, config, out, progress=progress, device=device)
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RepmatchError(f"output {out} is a file; name a folder for the results", field="out")
+    if out.is_dir() and any(out.iterdir()):
+        ours = (out / "runs").is_dir() or _is_results(out / "results.json")
+        if not ours:
+            raise RepmatchError(
+                f"output folder {out} is not empty and holds no evaluation; choose another output",
+                field="out",
+            )
+
+
+def _is_results(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == run_record("evaluation")["format"]
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@dataclass
+class _Subset:
+    name: str
+    source: str
+    examples: Examples
+
+
+def _evaluate(
+    train: Sequence[object],
+    evaluation_data: object,
+    config: EvalConfig,
+    out: Path | None,
+    *,
+    progress: bool,
+    device: str | torch.device | None,
+) -> Evaluation:
+    subsets = _load_subsets(train)
+    evaluation = as_examples(evaluation_data)
+    task = _common_task(subsets, evaluation)
+    classes, num_labels = _common_classes([s.examples for s in subsets])
+    for subset in subsets:
+        subset.examples = subset.examples.aligned_to(classes, num_labels)
+    evaluation = _aligned_evaluation(evaluation, [s.examples for s in subsets], classes, num_labels)
+    device = resolve_device(device)
+    tokenizer = load_tokenizer(config.model)
+
+    rows = []
+    for subset in subsets:
+        for seed in config.seeds:
+            key = _run_key(config, subset.examples, evaluation, seed)
+            run_file = (
+                None if out is None else out / "runs" / f"{subset.name}-seed{seed}-{key}.json"
+            )
+            row = _read_run(run_file)
+            if row is None:
+                row = _run(subset, evaluation, seed, config, task, tokenizer, device, progress)
+                row["key"] = key
+                if run_file is not None:
+                    write_json(run_file, _finite(row))
+            else:
+                logger.info("reusing %s", run_file)
+            rows.append(row)
+            logger.info("%s seed %d: %s", subset.name, seed, row["metrics"])
+
+    metrics = list(rows[0]["metrics"])
+    runs = pd.DataFrame(
+        [
+            {
+                "subset": row["subset"],
+                "seed": row["seed"],
+                "num_train": row["num_train"],
+                **row["metrics"],
+                "seconds": row["seconds"],
+            }
+            for row in rows
+        ]
+    )
+    summary = _summary(runs, metrics, [s.name for s in subsets])
+    record = run_record(
+        "evaluation",
+        evaluate=config.to_dict(),
+        model=portable_model_name(config.model),
+        task=task.name,
+        label_names=classes,
+        num_labels=num_labels,
+        subsets=[
+            {
+                "name": s.name,
+                "source": s.source,
+                "data_fingerprint": s.examples.fingerprint(),
+                "num_examples": len(s.examples),
+            }
+            for s in subsets
+        ],
+        evaluation={
+            "data": evaluation.spec.to_dict() if evaluation.spec is not None else None,
+            "data_name": evaluation.name,
+            "data_fingerprint": evaluation.fingerprint(),
+            "num_examples": len(evaluation),
+        },
+        device=str(device),
+        metrics=metrics,
+        summary=_json_rows(summary),
+        runs=[_finite(row) for row in rows],
+    )
+    if out is not None:
+        _write_results(out, summary, runs, record)
+    return Evaluation(runs=runs, summary=summary, metrics=metrics, record=record)
+
+
+def _load_subsets(train: Sequence[object]) -> list[_Subset]:
+    subsets = []
+    for item in train:
+        examples = load_subset(item)
+        if len(examples) == 0:
+            raise RepmatchError(f"training subset {examples.name} holds no instances")
+        source = str(item) if isinstance(item, (str, Path)) else examples.name
+        subsets.append(_Subset(_name(item, examples), source, examples))
+    seen: dict[str, int] = {}
+    for subset in subsets:  # unique names: runs are saved by name
+        count = seen.get(subset.name, 0)
+        seen[subset.name] = count + 1
+        if count:
+            subset.name = f"{subset.name}-{count + 1}"
+    return subsets
+
+
+def _name(item: object, examples: Examples) -> str:
+    """A subset's short name: its file name without extensions, else the data's name."""
+    if isinstance(item, (str, Path)):
+        name = Path(item).name.split(".")[0] or Path(item).name
+    else:
+        name = examples.name
+    return name.replace("/", "-")
+
+
+def _common_task(subsets: list[_Subset], evaluation: Examples) -> Task:
+    first = subsets[0]
+    for subset in subsets[1:]:
+        if subset.examples.task != first.examples.task:
+            raise RepmatchError(
+                f"training subsets are of different task kinds: {first.name} is "
+                f"{first.examples.task}, {subset.name} is {subset.examples.task}; "
+                "evaluate subsets of one task together"
+            )
+    if evaluation.task != first.examples.task:
+        raise RepmatchError(
+            f"the evaluation data {evaluation.name} is a {evaluation.task} task but the training "
+            f"subsets are {first.examples.task}; evaluate on data of the same task",
+            field="task",
+        )
+    return get_task(first.examples.task)
+
+
+def _has_classes(examples: Examples) -> bool:
+    return get_task(examples.task).problem_type == "single_label_classification"
+
+
+def _common_classes(subsets: list[Examples]) -> tuple[list[str] | None, int]:
+    """The classes of the head: names present in any subset (sorted) when every subset names
+    its classes, else ``None`` and the largest class count."""
+    if _has_classes(subsets[0]) and all(s.label_names is not None for s in subsets):
+        present = {s.label_names[v] for s in subsets for v in np.unique(s.labels).tolist()}  # type: ignore[index]
+        names = sorted(present)
+        return names, len(names)
+    return None, max(s.num_labels for s in subsets)
+
+
+def _aligned_evaluation(
+    evaluation: Examples, subsets: list[Examples], classes: list[str] | None, num_labels: int
+) -> Examples:
+    """The evaluation data with labels as the head's classes; raise for a label no subset has."""
+    if not _has_classes(evaluation):
+        return evaluation.aligned_to(classes, num_labels)
+    seen = {v for s in subsets for v in np.unique(s.labels).tolist()}  # aligned class indices
+    index = {name: i for i, name in enumerate(classes or [])}
+    for value in np.unique(evaluation.labels).tolist():
+        named = classes is not None and evaluation.label_names is not None
+        label = evaluation.label_names[value] if evaluation.label_names is not None else value
+        position = index.get(label, -1) if named else value
+        if position not in seen:
+            rows = np.flatnonzero(evaluation.labels == value)
+            shown = classes if classes is not None else sorted(seen)
+            raise RepmatchError(
+                f"the evaluation data {evaluation.name} has label {label!r} ({rows.size} "
+                f"instances, e.g. id {evaluation.ids[rows[0]]!r}) that no training subset has "
+                f"(their labels: {', '.join(map(str, shown))}); drop it from the evaluation "
+                "data with the labels filter, or train on subsets that include it",
+                field="labels",
+            )
+    return evaluation.aligned_to(classes, num_labels)
+
+
+def _run_key(config: EvalConfig, subset: Examples, evaluation: Examples, seed: int) -> str:
+    """Digest of everything that determines one run's numbers."""
+    settings = {key: value for key, value in config.to_dict().items() if key != "seeds"}
+    payload = {
+        "settings": settings,
+        "seed": seed,
+        "subset": subset.fingerprint(),
+        "subset_classes": [subset.label_names, subset.num_labels],
+        "evaluation": evaluation.fingerprint(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _read_run(run_file: Path | None) -> dict[str, Any] | None:
+    if run_file is None or not run_file.is_file():
+        return None
+    try:
+        row = json.loads(run_file.read_text())
+    except (OSError, ValueError):
+        return None  # a damaged file is recomputed and replaced
+    if not isinstance(row, dict) or not isinstance(row.get("metrics"), dict):
+        return None
+    return {**row, "metrics": {k: _nan(v) for k, v in row["metrics"].items()}}
+
+
+def _run(
+    subset: _Subset,
+    evaluation: Examples,
+    seed: int,
+    config: EvalConfig,
+    task: Task,
+    tokenizer,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """Fine-tune on one subset with one seed, predict, score: one result row."""
+    started = time.perf_counter()
+    examples = subset.examples
+    train_config = config.train_config(seed)
+    if config.method == "full":
+        model, losses = _fine_tune_full(examples, train_config, task, tokenizer, device, progress)
+        predictions = predict(model, tokenizer, evaluation, task, config=config, device=device)
+    else:
+        with tempfile.TemporaryDirectory(prefix="repmatch-evaluate-") as folder:
+            model, losses = _fine_tune_lora(
+                examples, train_config, task, Path(folder), device, progress
+            )
+            predictions = predict(model, tokenizer, evaluation, task, config=config, device=device)
+    metrics = task.metrics(predictions, task.references(evaluation))
+    return {
+        "subset": subset.name,
+        "source": subset.source,
+        "seed": seed,
+        "num_train": len(examples),
+        "metrics": metrics,
+        "epoch_losses": losses,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _fine_tune_full(
+    examples: Examples,
+    train_config: TrainConfig,
+    task: Task,
+    tokenizer,
+    device: torch.device,
+    progress: bool,
+) -> tuple[torch.nn.Module, list[float]]:
+    """Every weight of the base model (and its seeded head) trained on ``examples``."""
+    model = load_classifier(
+        train_config.model,
+        task=task,
+        num_labels=examples.num_labels,
+        head_seed=train_config.head_seed,
+    )
+    model.requires_grad_(True)
+    model.to(device)
+    encoded = EncodedExamples(tokenizer, examples, max_length=train_config.max_length)
+    check_lengths(model, encoded.lengths, examples.ids, train_config.max_length)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(train_config.seed)  # dropout draws from here, not the caller's RNG
+        losses = fit(
+            model,
+            encoded,
+            task.targets(examples, encoded),
+            train_config,
+            task=task,
+            data_name=examples.name,
+            progress=progress,
+        )
+    return model, losses
+
+
+def _fine_tune_lora(
+    examples: Examples,
+    train_config: TrainConfig,
+    task: Task,
+    folder: Path,
+    device: torch.device,
+    progress: bool,
+) -> tuple[torch.nn.Module, list[float]]:
+    """A LoRA adapter with a trained head (``repmatch train``), loaded onto the base model."""
+    from peft import PeftModel
+
+    adapter = train_adapter(
+        examples, train_config, folder / "adapter", progress=progress, device=device
+    )
+    base = load_classifier(
+        train_config.model,
+        task=task,
+        num_labels=examples.num_labels,
+        head_seed=train_config.head_seed,
+    )
+    model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
+    losses = json.loads((adapter / RECORD_FILE).read_text())["epoch_losses"]
+    return model, losses
+
+
+def predict(
+    model: torch.nn.Module,
+    tokenizer,
+    examples: Examples,
+    task: Task,
+    *,
+    config: EvalConfig,
+    device: torch.device,
+) -> np.ndarray:
+    """The task's predictions (:meth:`Task.predictions`) for every example, in data order:
+    (N,) class indices, scores or (extractive QA) answer texts."""
+    model.eval()
+    encoded = EncodedExamples(tokenizer, examples, max_length=config.max_length)
+    check_lengths(model, encoded.lengths, examples.ids, config.max_length)
+    positions, outputs = [], []
+    with torch.no_grad():
+        for batch in plan_batches(encoded, config.eval_batch_size, device):
+            logits = task.logits(model(**batch.inputs), batch.inputs)
+            outputs.append(task.predictions(logits, encoded, batch.positions))
+            positions.append(batch.positions)
+    order = np.concatenate(positions)
+    stacked = np.concatenate(outputs)
+    predictions = np.empty_like(stacked)
+    predictions[order] = stacked
+    return predictions
+
+
+def _summary(runs: pd.DataFrame, metrics: list[str], names: list[str]) -> pd.DataFrame:
+    """Mean and sample std of every metric (and seconds per run) per subset, in subset order."""
+    rows = []
+    for name in names:
+        group = runs[runs["subset"] == name]
+        row: dict[str, Any] = {
+            "subset": name,
+            "num_train": int(group["num_train"].iloc[0]),
+            "seeds": len(group),
+        }
+        for metric in metrics:
+            values = group[metric].to_numpy(np.float64)
+            row[f"{metric}_mean"] = float(values.mean())
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        row["seconds_mean"] = float(group["seconds"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _nan(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None`` (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [_finite(row) for row in frame.to_dict(orient="records")]
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    return buffer.getvalue()
+
+
+def _write_results(out: Path, summary: pd.DataFrame, runs: pd.DataFrame, record: dict) -> None:
+    for name, frame in (("results.csv", summary), ("runs.csv", runs)):
+        with atomic_path(out / name) as temporary:
+            temporary.write_text(_csv(frame))
+    write_json(out / "results.json", record)
