@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from repmatch.errors import RepmatchError
 
 #: Command modules of this package, in the order ``repmatch --help`` lists them.
-COMMANDS = ("train", "compare", "datasets", "score", "select", "evaluate", "overlap", "report", "demo")
+COMMANDS = (
+    "train",
+    "compare",
+    "datasets",
+    "score",
+    "select",
+    "evaluate",
+    "overlap",
+    "report",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
