@@ -19,7 +19,12 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "llama")
-"""The tiny architectures built by :func:`tiny_model`."""
+"""The tiny architectures every model test runs on (:func:`tiny_model` builds these and
+:data:`DECODERS`)."""
+
+DECODERS = ("llama", "qwen2", "mistral")
+"""Tiny decoder-only architectures with grouped-query attention (4 query heads sharing 2 key and
+value heads, so the value projection is narrower than the hidden size): tests/test_decoders.py."""
 
 VALUE_LEAF = {
     "bert": "value",
@@ -55,6 +60,8 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
         DistilBertConfig,
         ElectraConfig,
         LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
         RobertaConfig,
     )
 
@@ -89,8 +96,9 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
             intermediate_size=2 * hidden,
             **common,
         )
-    if arch == "llama":
-        return LlamaConfig(
+    if arch in DECODERS:
+        config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
+        return config_class[arch](
             hidden_size=hidden,
             num_hidden_layers=2,
             num_attention_heads=4,

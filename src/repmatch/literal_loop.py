@@ -28,7 +28,7 @@ from peft import LoraConfig, get_peft_model
 
 from repmatch.adapters import load_adapter
 from repmatch.data import Examples
-from repmatch.models import load_classifier, load_tokenizer
+from repmatch.models import align_pad_token, load_classifier, load_tokenizer
 from repmatch.tasks import token_span
 
 __all__ = ["LiteralLoop", "literal_layer_scores", "literal_scores"]
@@ -96,6 +96,7 @@ class LiteralLoop:
         self.device = torch.device(device)
         self.base.to(self.device)  # PEFT still draws the LoRA init on the CPU
         self.tokenizer = load_tokenizer(record["model"])
+        align_pad_token(self.tokenizer, self.base)
         self.names = targets or list(adapter.layers)
         self.dtype = dtype
         self.reference_vectors = {

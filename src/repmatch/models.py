@@ -328,6 +328,66 @@ def first_position_block(model: PreTrainedModel) -> nn.Module | None:
     return block if _same_logits(pruned, full) else None
 
 
+def last_position_blocks(model: PreTrainedModel) -> tuple[nn.Module, nn.Module] | None:
+    """The last layer's attention output projection and post-attention norm, if the logits read
+    that layer at one position per row: each sequence's last real token (decoders).
+
+    Decoder classifiers (LLaMA, Qwen2, Mistral) score every position and pool the last one that is
+    not padding (:func:`read_positions`), so in the last layer the attention output projection
+    and the feed-forward block behind the post-attention norm are needed at that position only:
+    cut there (:func:`first_position_only` with ``at=read_positions(...)``), every other position
+    of the last layer holds values the head never reads. The keys and values of the last layer
+    still see every position. Found by name (``layers[-1].self_attn.o_proj`` and
+    ``layers[-1].post_attention_layernorm``) and checked on a right-padded random probe: the
+    logits must not change. Any other model gives None (nothing skipped).
+    """
+    layers = getattr(model.base_model, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        return None
+    projection = getattr(getattr(layers[-1], "self_attn", None), "o_proj", None)
+    norm = getattr(layers[-1], "post_attention_layernorm", None)
+    if not isinstance(projection, nn.Module) or not isinstance(norm, nn.Module):
+        return None
+    pad_id = model.config.pad_token_id
+    if pad_id is None:
+        return None
+    input_ids = _probe_ids(model, (2, 7), seed=0)
+    input_ids[input_ids == pad_id] = pad_id + 1
+    input_ids[1, 5:] = pad_id
+    batch = {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long()}
+    blocks = (projection, norm)
+    try:
+        with torch.no_grad():
+            full = model(**batch).logits
+            with first_position_only(blocks, read_positions(model, input_ids)):
+                pruned = model(**batch).logits
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        return None
+    return blocks if _same_logits(pruned, full) else None
+
+
+def read_positions(
+    model: PreTrainedModel, input_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns (two (N,) tensors) of the token a decoder classifier reads in each row of
+    ``input_ids`` (N, T): the last one that is not the pad id, as transformers pools it."""
+    columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+    last = (columns * (input_ids != model.config.pad_token_id)).argmax(dim=1)
+    return torch.arange(input_ids.shape[0], device=input_ids.device), last
+
+
+def align_pad_token(tokenizer, model: PreTrainedModel) -> None:
+    """Make ``tokenizer`` pad with ``model``'s pad id.
+
+    Decoder classifiers read the last token that is not the pad id (:func:`read_positions`), so
+    padding with another id (a tokenizer pad token the model's config does not name, the config's
+    pad set from the end-of-sequence id by :func:`load_classifier`) would read padding.
+    """
+    pad_id = model.config.pad_token_id
+    if pad_id is not None and tokenizer.pad_token_id != pad_id:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(pad_id))
+
+
 def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> int | None:
     """The first position id, if sequences packed into rows give this model's padded logits.
 
@@ -380,18 +440,22 @@ def _same_logits(logits: torch.Tensor, expected: torch.Tensor) -> bool:
 
 @contextmanager
 def first_position_only(
-    block: nn.Module | None, at: tuple[torch.Tensor, torch.Tensor] | None = None
+    block: nn.Module | tuple[nn.Module, ...] | None,
+    at: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Iterator[None]:
-    """Inside: ``block`` (from :func:`first_position_block`) sees one position per sequence.
+    """Inside: ``block`` (from :func:`first_position_block`, or the blocks of
+    :func:`last_position_blocks`) sees one position per sequence.
 
     Its (R, T, H) inputs are cut to (N, 1, H): position 0 of every row, or with ``at`` (two (N,)
-    tensors: rows and columns) the first tokens of sequences packed into rows. Every later layer
-    then works on those positions only, and the logits come out one row per sequence, in the
-    order of ``at``. ``None`` changes nothing.
+    tensors: rows and columns) the first tokens of sequences packed into rows, or the positions a
+    decoder reads (:func:`read_positions`). Every later layer then works on those positions
+    only, and the logits come out one row per sequence, in the order of ``at``. ``None`` changes
+    nothing.
     """
     if block is None:
         yield
         return
+    blocks = block if isinstance(block, tuple) else (block,)
 
     def first(tensor: torch.Tensor) -> torch.Tensor:
         return tensor[:, :1] if at is None else tensor[at[0], at[1]].unsqueeze(1)
@@ -399,8 +463,9 @@ def first_position_only(
     def cut(module: nn.Module, args: tuple) -> tuple:
         return tuple(first(a) if isinstance(a, torch.Tensor) and a.ndim == 3 else a for a in args)
 
-    handle = block.register_forward_pre_hook(cut)
+    handles = [module.register_forward_pre_hook(cut) for module in blocks]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()

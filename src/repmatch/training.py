@@ -28,6 +28,7 @@ from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
 from repmatch.models import (
+    align_pad_token,
     attention_kernel,
     check_lengths,
     checkpoint_without_dropout,
@@ -115,6 +116,7 @@ def _train_adapter(
     model = load_classifier(
         config.model, task=task, num_labels=num_labels, head_seed=config.head_seed
     )
+    align_pad_token(tokenizer, model)  # decoders read the last token that is not padding
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     target_names = find_target_modules(model, config.targets)
