@@ -25,6 +25,7 @@ COMMANDS = (
     "score",
     "select",
     "evaluate",
+    "baseline",
     "overlap",
     "report",
     "demo",
