@@ -284,6 +284,18 @@ def test_prototypicality_file_record_and_values(data, encoder, tiny_data, tmp_pa
 # 4. The command line
 
 
+@pytest.mark.parametrize("argv", [[], ["baseline"], ["datasets"], ["score"]])
+def test_cli_help_lists_the_baseline_and_its_options(argv, capsys):
+    """Regression: a bare % in a help string broke ``repmatch --help``."""
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    expected = {(): "representation baseline", ("baseline",): "--threshold"}
+    expected |= {("datasets",): "--baseline-threshold", ("score",): "prototypicality"}
+    assert expected[tuple(argv)] in printed
+
+
 def test_cli_baseline_json_and_text(encoder, tiny_data, capsys):
     argv = ["baseline", str(tiny_data["single"]), str(tiny_data["topics"]), "--model", encoder]
     assert main([*argv, "--threshold", "0.6", "--sample", "25", "--json"]) == 0

@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     d = BaselineConfig()
     parser = commands.add_parser(
         "baseline",
-        help="the paper's representation baseline: % of instance pairs with [CLS] cosine > T",
+        help="the paper's representation baseline: %% of instance pairs with [CLS] cosine > T",
         description=DESCRIPTION,
     )
     common.add_data_arguments(parser, many=True)  # D1 D2; --sample N: at most N of each
