@@ -16,9 +16,10 @@ import pytest
 from conftest import FAST_TRAIN
 from repmatch.cli import main
 from repmatch.compare import compare_adapters
-from repmatch.config import ScoreConfig, SelectConfig, TrainConfig
+from repmatch.config import BaselineConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
 from repmatch.data import DataSpec, save_overlap_subsets
 from repmatch.errors import RepmatchError
+from repmatch.evaluation import evaluate_subsets
 from repmatch.report import GENERATOR, TOP, build_report, recognise, write_report
 from repmatch.scoring import score_instances
 from repmatch.selection import select_to_file
@@ -51,19 +52,27 @@ def runs(tmp_path_factory, tiny_model, tiny_data, trained_adapter, one_torch_thr
     )
     save_overlap_subsets(str(tiny_data["pair"]), folder / "overlap")
     select_to_file(scores, SelectConfig(k=5, balanced=True), folder / "top5.jsonl")
+    evaluate_subsets(
+        [folder / "top5.jsonl", folder / "scored.csv"],
+        tiny_data["single"],
+        EvalConfig(model=tiny_model("bert"), method="lora", seeds=(0, 1), epochs=1, rank=2),
+        out=folder / "evaluation",
+        progress=False,
+    )
     return {
         "adapters": [Path(first), Path(second)],
         "comparison": comparison,
         "datasets": folder / "datasets",
         "scores": scores,
         "selection": folder / "top5.jsonl",
+        "evaluation": folder / "evaluation",
         "overlap": folder / "overlap",
     }
 
 
 def _all(runs: dict) -> list[Path]:
     """Every run: the adapters, then one of each other kind."""
-    others = ("comparison", "datasets", "scores", "selection", "overlap")
+    others = ("comparison", "datasets", "scores", "selection", "evaluation", "overlap")
     return [*runs["adapters"], *(runs[name] for name in others)]
 
 
@@ -79,6 +88,8 @@ def test_runs_are_recognised_by_their_records(runs):
     assert recognise(record).kind == "scores" and recognise(record).path == runs["scores"]
     assert recognise(runs["selection"]).kind == "selection"
     assert recognise(runs["selection"].with_name("top5.jsonl.json")).path == runs["selection"]
+    assert recognise(runs["evaluation"]).kind == "evaluation"
+    assert recognise(runs["evaluation"] / "results.json").path == runs["evaluation"]
     assert recognise(runs["overlap"]).kind == "overlap"
     assert recognise(runs["overlap"] / "overlap.json").path == runs["overlap"]
 
@@ -120,6 +131,7 @@ def test_the_page_has_every_section(runs):
         "Dataset matrix",
         "Instance scores",
         "Selection",
+        "Evaluation",
         "Overlap subsets",
     ]
     assert "<title>Tiny &lt;runs&gt;</title>" in page
@@ -129,8 +141,24 @@ def test_the_page_has_every_section(runs):
     assert "Seed stability" in page and "Spearman" in page
     spearman = json.loads(runs["scores"].with_name("scores.parquet.json").read_text())
     assert f"{spearman['seed_spearman']['0-1']:.4f}" in page
-    # images: grids of 2 comparisons, the matrix, histogram, per class, seed scatter
-    assert page.count('<img alt="') == 6
+    # images: grids of 2 comparisons, the matrix, histogram, per class, seed scatter, metric bars
+    assert page.count('<img alt="') == 7
+
+
+def test_the_matrix_shows_the_representation_baseline_beside_it(
+    runs, tiny_model, tiny_data, tmp_path
+):
+    folder = shutil.copytree(runs["datasets"], tmp_path / "datasets")  # adapters reused
+    specs = [DataSpec(str(tiny_data[name])) for name in ("single", "topics")]
+    config = TrainConfig(model=tiny_model("bert"), **FAST_TRAIN)
+    baseline = BaselineConfig(model=tiny_model("bert"), sample=20, threshold=0.5)
+    result = dataset_similarity(
+        specs, config, folder, seeds=(0, 1), baseline=baseline, progress=False
+    )
+    page = build_report([folder])
+    assert "Representation baseline" in page and "cosine above 0.5" in page
+    assert f"{result.baseline.percent[0, 1]:.2f} %" in page
+    assert "Representation baseline" not in build_report([runs["datasets"]])
 
 
 def test_the_page_is_self_contained(runs):
@@ -187,6 +215,21 @@ def test_the_selection_section_lists_what_was_chosen(runs):
     ids = re.findall(r'<tr><td class="num">(\d+)</td><td class="num">[01]</td>', page)
     assert [int(i) for i in ids] == chosen["id"].tolist()
     assert all(html.escape(text) in page for text in chosen["text"])
+
+
+def test_the_evaluation_section_has_every_subset_and_run(runs):
+    page = build_report([runs["evaluation"]])
+    record = json.loads((runs["evaluation"] / "results.json").read_text())
+    for row in record["summary"]:
+        mean, std = row["accuracy_mean"], row["accuracy_std"]
+        assert f"<td>{row['subset']}</td>" in page
+        assert f"{mean:.4f} ± {std:.4f}" in page
+    for run in record["runs"]:
+        accuracy, f1 = (f"{run['metrics'][m]:.4f}" for m in ("accuracy", "macro_f1"))
+        row = f'<tr><td>{run["subset"]}</td><td class="num">{run["seed"]}</td>'
+        assert f'{row}<td class="num">{accuracy}</td><td class="num">{f1}</td>' in page
+    assert page.count("<tr>") >= 1 + len(record["summary"]) + 1 + len(record["runs"])
+    assert "accuracy per subset" in page
 
 
 def test_text_that_cannot_be_reloaded_is_said_so(runs, tmp_path):
@@ -309,13 +352,13 @@ def test_the_page_renders_in_headless_chromium(runs, tmp_path):
     dom = _browser(tmp_path, "--dump-dom", page=out).stdout
     # the page's script ran after load and found every image decoded
     images = len(re.findall(r"<img ", dom))
-    assert images == 6
+    assert images == 7
     assert f'data-rendered="{images}/{images}"' in dom
     widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
     assert len(widths) == images and min(widths) > 100
     headings = re.findall(r"<h2>(.*?)</h2>", dom)
     kinds = ("Adapters", "Adapter comparison", "Dataset matrix", "Instance scores", "Selection")
-    for kind in (*kinds, "Overlap subsets"):
+    for kind in (*kinds, "Evaluation", "Overlap subsets"):
         assert any(h.startswith(kind) for h in headings), (kind, headings)
     # a screenshot of the laptop-sized window is a real PNG
     shot = tmp_path / "shot.png"

@@ -5,9 +5,11 @@ A *run* is the output of a stage, recognised by its run record (never by guessin
 - an adapter folder (``repmatch.json``, or any PEFT LoRA folder with ``adapter_config.json``);
   two or more adapters given together are also compared, pair by pair, with their per-layer grids;
 - a comparison saved with ``repmatch compare A B --json > FILE.json``;
-- a ``repmatch datasets`` folder (``matrix.json``), or that file;
+- a ``repmatch datasets`` folder (``matrix.json``, and ``baseline.json`` when it holds the
+  representation baseline), or that file;
 - instance scores ``FILE.parquet`` with their record ``FILE.parquet.json`` (either path);
 - a selection ``FILE`` (any data format) with its record ``FILE.json`` (``repmatch select``);
+- a ``repmatch evaluate`` folder (``results.json``);
 - a ``repmatch overlap`` folder (``overlap.json``).
 
 Every kind is one :class:`Kind` in :data:`KINDS`: the record files it is found by, the format
@@ -494,9 +496,43 @@ def _draw_matrices(runs: list[Run]) -> list[Section]:
             + _table(["", *names], cells)
             + "<h3>Settings</h3>"
             + _facts(settings)
+            + _baseline(run.path / BASELINE_FILE)
         )
         sections.append(Section("matrix", f"Dataset matrix: {run.path}", body))
     return sections
+
+
+BASELINE_FILE = "baseline.json"
+"""The representation baseline a ``datasets`` run writes beside its matrix when asked for."""
+
+
+def _baseline(path: Path) -> str:
+    """The representation baseline beside a matrix (paper Table 2), when there is one."""
+    if not path.is_file():
+        return ""
+    record = _read_record(path)
+    if _format_of(record) != "repmatch-baseline-matrix/":
+        return ""
+    names = [str(name) for name in record["names"]]
+    percent = np.asarray(record["percent"], dtype=float)
+    config = record.get("config") or {}
+    rows = [
+        [name, *(f"{value:.2f} %" for value in row)]
+        for name, row in zip(names, percent, strict=True)
+    ]
+    settings = [
+        ("threshold", config.get("threshold")),
+        ("model", config.get("model")),
+        ("pooling", config.get("pooling")),
+        ("instances embedded", record.get("sizes")),
+    ]
+    return (
+        "<h3>Representation baseline</h3><p>The paper's baseline beside RepMatch: the share of "
+        "instance pairs (one from each dataset) whose pooled embeddings of the base model have a "
+        f"cosine above {_e(config.get('threshold'))}.</p>"
+        + _table(["", *names], rows)
+        + _facts(settings)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,6 +559,8 @@ def _scores_body(run: Run) -> str:
     settings = [
         ("data", record.get("data_name")),
         ("instances", len(table)),
+        ("method", record.get("method")),
+        ("embedding", record.get("embedding")),
         ("reference", record.get("reference")),
         ("measure", config.get("measure")),
         *((key, config.get(key)) for key in ("rank", "lr", "steps", "seeds", "side")),
@@ -750,6 +788,71 @@ def _chosen_rows(path: Path, columns: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Evaluations
+
+
+def _draw_evaluations(runs: list[Run]) -> list[Section]:
+    return [
+        Section("evaluation", f"Evaluation: {run.path}", _evaluation_body(run.record or {}))
+        for run in runs
+    ]
+
+
+def _evaluation_body(record: dict) -> str:
+    config = record.get("evaluate") or {}
+    evaluation = record.get("evaluation") or {}
+    metrics = [str(metric) for metric in record["metrics"]]
+    summary = record["summary"]
+    settings = [
+        ("evaluated on", f"{evaluation.get('data_name')} ({evaluation.get('num_examples')})"),
+        ("model", record.get("model")),
+        ("task", record.get("task")),
+        *((key, config.get(key)) for key in ("method", "epochs", "lr", "batch_size", "seeds")),
+        ("device", record.get("device")),
+    ]
+    rows = [
+        [row["subset"], row["num_train"], row["seeds"]]
+        + [_mean_std(row.get(f"{m}_mean"), row.get(f"{m}_std")) for m in metrics]
+        for row in summary
+    ]
+    body = (
+        "<p>Fine-tuned on each subset once per seed and evaluated on the same data: mean ± "
+        "sample std over seeds.</p>" + _table(["subset", "instances", "seeds", *metrics], rows)
+    )
+    if metrics and summary:
+        body += _img(_metric_bars(summary, metrics[0]), f"{metrics[0]} per subset")
+    per_run = [
+        [run["subset"], run["seed"], *(run["metrics"].get(m) for m in metrics), run.get("seconds")]
+        for run in record.get("runs") or []
+    ]
+    return (
+        body
+        + "<h3>Every run</h3>"
+        + _table(["subset", "seed", *metrics, "seconds"], per_run)
+        + "<h3>Settings</h3>"
+        + _facts(settings)
+    )
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.4f}" + ("" if std is None or math.isnan(std) else f" ± {std:.4f}")
+
+
+def _metric_bars(summary: list[dict], metric: str) -> bytes:
+    names = [str(row["subset"]) for row in summary]
+    means = [row.get(f"{metric}_mean") or 0.0 for row in summary]
+    stds = [row.get(f"{metric}_std") or 0.0 for row in summary]
+    figure = _new_figure(min(2.5 + 1.0 * len(names), 10.0), 3.0)
+    ax = figure.add_subplot()
+    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="#3b6ea8")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel(metric)
+    return _figure_png(figure)
+
+
+# --------------------------------------------------------------------------------------------
 # Overlap subsets
 
 
@@ -815,6 +918,13 @@ KINDS: tuple[Kind, ...] = (
         "repmatch-selection/",
         "a selection FILE with FILE.json (`repmatch select`)",
         _draw_selections,
+    ),
+    Kind(
+        "evaluation",
+        ("results.json",),
+        "repmatch-evaluation/",
+        "a `repmatch evaluate` folder (results.json)",
+        _draw_evaluations,
     ),
     Kind(
         "overlap",

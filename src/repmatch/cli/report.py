@@ -12,10 +12,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Draws one HTML page (images, styles and data inline; nothing fetched from "
         "a network) for the runs given: adapter folders (two or more are also compared, with "
         "their per-layer grids), a comparison saved with `repmatch compare A B --json > "
-        "FILE.json`, `repmatch datasets` folders (matrix heat map, ± over seeds), instance "
-        "scores FILE.parquet (distribution, per-class view, top and bottom instances with their "
-        "text, seed stability) and `repmatch overlap` folders. Writes OUT and its record "
-        "OUT.json.",
+        "FILE.json`, `repmatch datasets` folders (matrix heat map, ± over seeds, the "
+        "representation baseline when there is one), instance scores FILE.parquet "
+        "(distribution, per-class view, top and bottom instances with their text, seed "
+        "stability), selections (FILE with FILE.json), `repmatch evaluate` folders and "
+        "`repmatch overlap` folders. Writes OUT and its record OUT.json.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="output of a repmatch command")
     parser.add_argument("--out", required=True, metavar="FILE.html", help="page to write")
