@@ -367,7 +367,7 @@ class EvalConfig:
     validation split, so evaluations on it are slightly favoured).
     """
 
-    model: str = _field(BUNDLED_MODEL, "base model: hub id or local folder (default: bundled)")
+    model: str = _field(BUNDLED_MODEL, "base model to fine-tune: hub id or local folder")
     method: EvalMethod = _field(
         "full", "full: fine-tune every weight (paper Table 1); lora: LoRA plus a trained head"
     )
