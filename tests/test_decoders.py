@@ -136,7 +136,7 @@ def test_train_compare_and_score_match_the_literal_loop(arch, tiny_model, tiny_d
     subset = load_examples(data).select(range(12))
     for score in (ScoreConfig(rank=1, batch_size=5), ScoreConfig(rank=2, steps=2, lr=1e-2)):
         scorer = InstanceScorer(adapter, score, device="cpu")
-        assert scorer.reads_last_token and scorer.position_offset is None
+        assert scorer.readout.last_token and scorer.position_offset is None
         engine = score_instances(subset, adapters[0], score, progress=False, device="cpu")
         loop = LiteralLoop(
             adapters[0], rank=score.rank, steps=score.steps, lr=score.lr, pad_to=48

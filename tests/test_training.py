@@ -479,3 +479,30 @@ def test_gradient_checkpointing_recomputes_layers_and_trains_the_same_adapter(
     for key in plain:  # dropout stayed off: the same gradients, the same adapter
         torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-6, atol=1e-7)
     assert load_adapter(out).record["train"]["gradient_checkpointing"] is True
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "llama"])
+def test_last_layer_cut_to_the_read_position_trains_the_same_adapter(
+    arch, tiny_model, tiny_data, tmp_path, monkeypatch
+):
+    """Training computes the last layer at the position the head reads only ([CLS], or a
+    decoder's last token) where a probe shows it exact: the adapter is the one without the cut."""
+    from repmatch.models import ReadoutCut
+
+    widths = []
+    probe = training._readout_cut
+
+    def watched(model, task, config):
+        cut = probe(model, task, config)
+        blocks = cut.blocks if isinstance(cut.blocks, tuple) else (cut.blocks,)
+        blocks[-1].register_forward_hook(lambda module, args, out: widths.append(out.shape[1]))
+        return cut
+
+    monkeypatch.setattr(training, "_readout_cut", watched)
+    cut = _train(tiny_model(arch), tiny_data["single"], tmp_path / "cut", epochs=2)
+    assert widths and set(widths) == {1}  # every step ran the cut block at one position
+    monkeypatch.setattr(training, "_readout_cut", lambda model, task, config: ReadoutCut())
+    plain = _train(tiny_model(arch), tiny_data["single"], tmp_path / "plain", epochs=2)
+    expected, result = _tensors(plain), _tensors(cut)
+    for key in expected:
+        torch.testing.assert_close(result[key], expected[key], rtol=1e-4, atol=1e-6)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -364,6 +365,42 @@ def last_position_blocks(model: PreTrainedModel) -> tuple[nn.Module, nn.Module] 
     except (RuntimeError, ValueError, IndexError, TypeError):
         return None
     return blocks if _same_logits(pruned, full) else None
+
+
+@dataclass(frozen=True)
+class ReadoutCut:
+    """Where a classifier's head reads the last layer, to cut that layer to those positions.
+
+    ``blocks``: the modules that see one position per sequence inside :meth:`applied` (None:
+    nothing is cut); ``last_token``: the head reads each row's last real token (decoders), else
+    position 0 ([CLS]), or each sequence's first token when sequences are packed into rows.
+    """
+
+    blocks: nn.Module | tuple[nn.Module, ...] | None = None
+    last_token: bool = False
+
+    @classmethod
+    def probe(cls, model: PreTrainedModel) -> ReadoutCut:
+        """The cut a probe shows exact for ``model`` (in eval mode): at [CLS]
+        (:func:`first_position_block`), else at a decoder's last token
+        (:func:`last_position_blocks`), else none."""
+        block = first_position_block(model)
+        if block is not None:
+            return cls(block)
+        blocks = last_position_blocks(model)
+        return cls(blocks, last_token=blocks is not None)
+
+    def applied(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.Tensor,
+        starts: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        """The context (:func:`first_position_only`) that cuts a batch of ``input_ids``; with
+        ``starts`` for packed rows (:class:`repmatch.batching.PackedBatch`)."""
+        if starts is None and self.last_token:
+            starts = read_positions(model, input_ids)
+        return first_position_only(self.blocks, starts)
 
 
 def read_positions(

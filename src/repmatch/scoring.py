@@ -35,19 +35,16 @@ from repmatch.errors import RepmatchError
 from repmatch.grassmann import lowrank_singular_vectors, repmatch_score
 from repmatch.lora import draw_lora_init, short_layer_name
 from repmatch.models import (
+    ReadoutCut,
     align_pad_token,
     attention_kernel,
     check_lengths,
     compute_dtype,
-    first_position_block,
-    first_position_only,
-    last_position_blocks,
     load_classifier,
     load_tokenizer,
     max_positions,
     packed_position_offset,
     portable_model_name,
-    read_positions,
     resolve_device,
 )
 from repmatch.tasks import Task, get_task
@@ -196,31 +193,19 @@ class InstanceScorer:
         align_pad_token(self.tokenizer, self.model)  # decoders read the last token not padding
         # Heads that read one position of the last layer ([CLS], or a decoder's last token) need
         # it there only.
-        self.readout_block = (
-            first_position_block(self.model) if self.task.reads_one_position else None
+        self.readout = (
+            ReadoutCut.probe(self.model) if self.task.reads_one_position else ReadoutCut()
         )
-        self.reads_last_token = False
-        if self.readout_block is None and self.task.reads_one_position:
-            self.readout_block = last_position_blocks(self.model)
-            self.reads_last_token = self.readout_block is not None
         # One-step scores on the CPU pack short sequences into rows where that is exact (not for
         # decoders: their head reads one position per row).
         self.position_offset = (
-            packed_position_offset(self.model, self.readout_block)
-            if self.device.type == "cpu" and config.steps == 1 and not self.reads_last_token
+            packed_position_offset(self.model, self.readout.blocks)
+            if self.device.type == "cpu" and config.steps == 1 and not self.readout.last_token
             else None
         )
         # Lower precision: the model's weights only, after the LoRA inits and the probes above
         # (float32); the per-instance maths stays float32 (see repmatch.updates).
         self.model.to(self.dtype)
-
-    def _read_at(self, batch: dict[str, torch.Tensor], packed: PackedBatch | None):
-        """Where the cut last layer reads each sequence (None: position 0 of every row)."""
-        if packed is not None:
-            return packed.starts
-        if self.reads_last_token:
-            return read_positions(self.model, batch["input_ids"])
-        return None
 
     def instance_updates(
         self,
@@ -239,10 +224,10 @@ class InstanceScorer:
             raise ValueError("packed rows are for one-step scores only (steps == 1)")
         batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
         labels = labels.to(self.device)
-        where = self._read_at(batch, packed)
+        where = packed.starts if packed else None
         with (
             attention_kernel(self.dtype, self.device),
-            first_position_only(self.readout_block, where),
+            self.readout.applied(self.model, batch["input_ids"], where),
         ):
             if config.steps == 1:
                 update, extra = one_step_updates, {"segments": packed.segments if packed else None}
@@ -290,10 +275,10 @@ class InstanceScorer:
         else:  # one instance per row; padding belongs to none
             rows = torch.arange(labels.shape[0], device=self.device)[:, None]
             segments = torch.where(batch["attention_mask"].bool(), rows, -1)
-        where = self._read_at(batch, packed)
+        where = packed.starts if packed else None
         with (
             attention_kernel(self.dtype, self.device),
-            first_position_only(self.readout_block, where),
+            self.readout.applied(self.model, batch["input_ids"], where),
         ):
             taps = token_gradients(self.model, batch, labels, self.targets, task=self.task)
         return torch.stack(

@@ -28,6 +28,7 @@ from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
 from repmatch.models import (
+    ReadoutCut,
     align_pad_token,
     attention_kernel,
     check_lengths,
@@ -188,9 +189,14 @@ def fit(
     With W > 1 processes (:mod:`repmatch.distributed`), every process computes the same batch
     order and takes a contiguous slice of each batch; its summed loss times W / (batch size)
     makes DistributedDataParallel's gradient average the batch mean, as in one process, however
-    unevenly the batch splits."""
+    unevenly the batch splits.
+
+    With dropout off, a head that reads one position of the last layer gets that layer at that
+    position only (:class:`repmatch.models.ReadoutCut`, switched on where a probe shows the
+    logits unchanged): the same gradients for less work."""
     device = next(peft_model.parameters()).device
     labels = labels.to(device)
+    cut = _readout_cut(peft_model, task, config)
     processes = distributed.world_size()
     model = peft_model
     if processes > 1:
@@ -222,21 +228,25 @@ def fit(
             for positions in length_grouped_batches(encoded.lengths, config.batch_size, rng):
                 mine, weight = _share(positions, processes)
                 batch = encoded.batch(mine, device=device)
-                with torch.autocast(**autocast), attention_kernel(dtype, device):
-                    logits = task.logits(model(**batch), batch).float()
-                if processes == 1:
-                    loss = task.loss(logits, labels[mine])
-                    summed = loss.item() * len(mine)
-                else:
-                    loss = task.loss(logits, labels[mine], reduction="sum")
-                    summed = loss.item() * weight
-                    loss = loss * (weight * processes / len(positions))
                 optimizer.zero_grad(set_to_none=True)
+                # the cut holds through the backward pass, where checkpointed layers rerun
+                with cut.applied(peft_model, batch["input_ids"]):
+                    with torch.autocast(**autocast), attention_kernel(dtype, device):
+                        logits = task.logits(model(**batch), batch).float()
+                    if processes == 1:
+                        loss = task.loss(logits, labels[mine])
+                        summed = loss.item() * len(mine)
+                    else:
+                        loss = task.loss(logits, labels[mine], reduction="sum")
+                        summed = loss.item() * weight
+                        loss = loss * (weight * processes / len(positions))
+                    if scaler is None:
+                        loss.backward()
+                    else:  # float16: the loss scaled against underflowing gradients
+                        scaler.scale(loss).backward()
                 if scaler is None:
-                    loss.backward()
                     optimizer.step()
-                else:  # float16: the loss scaled against underflowing gradients
-                    scaler.scale(loss).backward()
+                else:
                     scaler.step(optimizer)
                     scaler.update()
                 total += summed
@@ -247,6 +257,16 @@ def fit(
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
     return epoch_losses
+
+
+def _readout_cut(model, task: Task, config: TrainConfig) -> ReadoutCut:
+    """The exact last-layer cut for training ``model`` (a PEFT model or a plain classifier):
+    none when dropout is on (the cut would change which random masks are drawn)."""
+    if not task.reads_one_position or config.base_dropout:
+        return ReadoutCut()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model.eval()  # the probe compares logits, dropout off; fit sets the training modes next
+    return ReadoutCut.probe(base)
 
 
 def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
