@@ -283,8 +283,9 @@ def _e(value: object) -> str:
 
 
 def _num(value: object, digits: int = 4) -> str:
+    """A number for a table cell: whole numbers as they are (ids too), floats to ``digits``."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return f"{int(value):,}"
+        return str(int(value))
     if isinstance(value, (float, np.floating)):
         return "–" if math.isnan(value) else f"{float(value):.{digits}f}"
     return _e(value)
@@ -860,16 +861,14 @@ def _draw_overlap(runs: list[Run]) -> list[Section]:
     sections = []
     for run in runs:
         record = run.record or {}
-        bands = record["bands"]
         rows = [
-            (band, f"{100 * low:g}–{100 * high:g} %", size, record["files"].get(band))
+            (band, _band(*record["bands"][band]), size, record["files"].get(band))
             for band, size in record["sizes"].items()
-            for low, high in [bands[band]]
         ]
         source = record.get("source") or {}
         entailment = record.get("entailment_name") or f"label {record.get('entailment_label')}"
         body = (
-            f"<p>{_num(record['non_entailment'])} of {_num(source.get('num_examples'))} instances "
+            f"<p>{record['non_entailment']:,} of {source.get('num_examples', 0):,} instances "
             f"of <code>{_e(_data_name(source))}</code> are not entailment "
             f"(entailment = {_e(entailment)}).</p>"
             + _table(["subset", "overlap", "instances", "file"], rows)
@@ -877,6 +876,11 @@ def _draw_overlap(runs: list[Run]) -> list[Section]:
         )
         sections.append(Section("overlap", f"Overlap subsets: {run.path}", body))
     return sections
+
+
+def _band(low: float, high: float) -> str:
+    """``60–80 %``, or ``100 %`` for a band of one value."""
+    return f"{100 * low:g} %" if low == high else f"{100 * low:g}–{100 * high:g} %"
 
 
 # --------------------------------------------------------------------------------------------
