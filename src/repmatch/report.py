@@ -823,7 +823,7 @@ def _evaluation_body(record: dict) -> str:
     if metrics and summary:
         body += _img(_metric_bars(summary, metrics[0]), f"{metrics[0]} per subset")
     per_run = [
-        [run["subset"], run["seed"], *(run["metrics"].get(m) for m in metrics), run.get("seconds")]
+        [run["subset"], run["seed"], *(run["metrics"].get(m) for m in metrics), _seconds(run)]
         for run in record.get("runs") or []
     ]
     return (
@@ -833,6 +833,11 @@ def _evaluation_body(record: dict) -> str:
         + "<h3>Settings</h3>"
         + _facts(settings)
     )
+
+
+def _seconds(run: dict) -> object:
+    seconds = run.get("seconds")
+    return _Raw(f"{seconds:.1f}", "num") if isinstance(seconds, (int, float)) else None
 
 
 def _mean_std(mean: float | None, std: float | None) -> str:
