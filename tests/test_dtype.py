@@ -63,15 +63,14 @@ def test_unknown_dtype_is_refused(config):
     assert e.value.field == "dtype"
 
 
-def test_float16_is_refused_on_the_cpu_before_any_work(reference, tiny_data, tmp_path):
+def test_float16_is_refused_for_scoring_and_on_the_cpu(tiny_data, tmp_path):
+    with pytest.raises(RepmatchError, match="float16 is not offered for scoring.*bfloat16") as e:
+        ScoreConfig(dtype="float16")
+    assert e.value.field == "dtype"
     data = DataSpec(str(tiny_data["single"]))
     with pytest.raises(RepmatchError, match="float16 needs a CUDA GPU.*use bfloat16") as e:
-        score_instances(
-            data, reference, ScoreConfig(dtype="float16"), out=tmp_path / "s.parquet", device="cpu"
-        )
-    assert e.value.field == "dtype"
-    with pytest.raises(RepmatchError, match="float16 needs a CUDA GPU"):
         train_adapter(data, TrainConfig(dtype="float16"), tmp_path / "adapter", device="cpu")
+    assert e.value.field == "dtype"
     assert not list(tmp_path.iterdir())  # no output, no lock, no partial folder
 
 

@@ -210,13 +210,19 @@ class ScoreConfig:
     model: str | None = _field(None, "base model (default: the reference adapter's)")
     dtype: Dtype = _field(
         "float32",
-        "precision of the model's forward/backward: float32 (exact), bfloat16, or float16 (CUDA "
-        "only); per-instance updates, SVDs and scores stay float32",
+        "precision of the model's forward/backward: float32 (exact) or bfloat16; per-instance "
+        "updates, SVDs and scores stay float32",
     )
 
     def __post_init__(self) -> None:
         check_positive(self, "rank", "lr", "steps", "batch_size", "max_length", "chunk_size")
         check_choice(self, "dtype", DTYPES)
+        if self.dtype == "float16":
+            raise RepmatchError(
+                "dtype float16 is not offered for scoring: the per-instance gradients are not "
+                "loss-scaled and float16's range can lose them; use bfloat16",
+                field="dtype",
+            )
         check_positive(self, "alpha")
         check_whole(self, "rank", "steps", "batch_size", "max_length", "chunk_size")
         object.__setattr__(self, "seeds", check_seeds(self.seeds))
