@@ -687,6 +687,19 @@ def test_spec_round_trips_through_json() -> None:
         DataSpec.from_dict({"source": "x", "colour": "red"})
 
 
+def test_spec_record_makes_local_paths_absolute(tmp_path: Path, monkeypatch) -> None:
+    """Records name local data by absolute path, so a later stage reloads it from anywhere."""
+    (tmp_path / "data.csv").write_text("text,label\na,0\n")
+    (tmp_path / "keep.txt").write_text("0\n")
+    monkeypatch.chdir(tmp_path)
+    record = DataSpec("data.csv", indices_file="keep.txt").to_record()
+    assert record["source"] == str(tmp_path / "data.csv")
+    assert record["indices_file"] == str(tmp_path / "keep.txt")
+    hub = DataSpec("glue", hub_config="sst2").to_record()  # not a local path: kept as given
+    assert hub["source"] == "glue"
+    assert DataSpec.from_dict(record).source == str(tmp_path / "data.csv")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

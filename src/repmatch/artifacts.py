@@ -105,7 +105,7 @@ def run_record(kind: str, **fields: Any) -> dict[str, Any]:
 def data_record(examples: Any) -> dict[str, Any]:
     """What a run used as data (:class:`~repmatch.data.Examples`): spec, name, fingerprint, size."""
     return {
-        "data": examples.spec.to_dict() if examples.spec is not None else None,
+        "data": examples.spec.to_record() if examples.spec is not None else None,
         "data_name": examples.name,
         "data_fingerprint": examples.fingerprint(),
         "num_examples": len(examples),

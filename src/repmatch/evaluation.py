@@ -214,7 +214,7 @@ def _evaluate(
             for s in subsets
         ],
         evaluation={
-            "data": evaluation.spec.to_dict() if evaluation.spec is not None else None,
+            "data": evaluation.spec.to_record() if evaluation.spec is not None else None,
             "data_name": evaluation.name,
             "data_fingerprint": evaluation.fingerprint(),
             "num_examples": len(evaluation),

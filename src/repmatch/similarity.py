@@ -163,7 +163,7 @@ def _similarity(
             "train": {key: value for key, value in config.to_dict().items() if key != "seed"},
             "seeds": list(seeds),
             "data": [
-                examples.spec.to_dict() if examples.spec is not None else examples.name
+                examples.spec.to_record() if examples.spec is not None else examples.name
                 for examples in loaded
             ],
         },

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -126,6 +127,15 @@ class DataSpec:
         """All fields as a JSON-serialisable dict (``labels`` as a list)."""
         out = dataclasses.asdict(self)
         out["labels"] = list(self.labels) if self.labels is not None else None
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        """:meth:`to_dict` for run records: local paths made absolute, so that a later stage
+        (``select``, ``report``) reloads the data from any working directory. Hub names stay."""
+        out = self.to_dict()
+        for key in ("source", "indices_file"):
+            if out[key] and Path(out[key]).exists():
+                out[key] = str(Path(out[key]).resolve())
         return out
 
     @classmethod
