@@ -145,7 +145,8 @@ def test_datasets_writes_the_matrix(tiny_model, tiny_data, tmp_path, capsys):
     data = [str(tiny_data["single"]), str(tiny_data["topics"])]
     rc = main(["datasets", *data, "--model", tiny_model("bert"), *FAST_FLAGS, "--out", str(out)])
     assert rc == 0
-    printed = capsys.readouterr().out.splitlines()
+    title, *printed = capsys.readouterr().out.splitlines()
+    assert title == "RepMatch"  # one seed: no ± (the baseline, when asked for, follows)
     assert printed[0].split() == ["single", "topics"]
     assert printed[1].split()[:2] == ["single", "1.0000"]
     assert printed[2].split()[0] == "topics" and printed[2].split()[2] == "1.0000"
