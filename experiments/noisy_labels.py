@@ -1,0 +1,180 @@
+"""Can instance scores find flipped labels? (issue 9; paper §5.3 claims the least representative
+instances are outliers or noise).
+
+Per dataset and seed: a pool with ``--noise`` of its labels flipped (seeded; binary: the other
+class, multi-class: a uniformly drawn other class), a reference adapter trained on the *noisy*
+pool, and one suspicion score per instance from each detector:
+
+- RepMatch one-step, rank 1 and rank 4 (low score = suspicious);
+- the label-aware ``gradient`` measure, cos(-grad L(x), ΔW_ref) (low = suspicious);
+- the reference model's loss on the instance's (possibly flipped) label (high = suspicious);
+- cleanlab's ``find_label_issues`` with out-of-sample probabilities from K-fold LoRA models with
+  a trained head (its ranking; the self-confidence label quality for AUROC and AP).
+
+Each detector is judged by AUROC, average precision and precision at the number flipped; the
+summary gives mean ± std over seeds and the time each step took.
+
+    python experiments/noisy_labels.py --out ../runs/noisy --summary results/noisy-labels.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from repmatch.adapters import load_adapter
+from repmatch.batching import EncodedExamples, plan_batches
+from repmatch.config import ScoreConfig, TrainConfig
+from repmatch.data import DataSpec, Examples, as_examples
+from repmatch.models import load_classifier, load_tokenizer
+from repmatch.scoring import score_instances
+from repmatch.tasks import get_task
+from repmatch.training import train_or_reuse
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+POOLS = {"SST-2": (SHARED / "sst2", "train"), "SST-5": (SHARED / "sst5", "train")}
+
+
+@contextmanager
+def timed(seconds: dict, key: str):
+    started = time.perf_counter()
+    yield
+    seconds[key] = round(seconds.get(key, 0.0) + time.perf_counter() - started, 1)
+
+
+def flip_labels(labels: np.ndarray, num_labels: int, share: float, seed: int):
+    """Labels with ``share`` of them flipped to another class: (noisy labels, flipped mask)."""
+    rng = np.random.default_rng(seed)
+    flipped = np.zeros(len(labels), dtype=bool)
+    flipped[rng.choice(len(labels), size=round(share * len(labels)), replace=False)] = True
+    offsets = rng.integers(1, num_labels, size=len(labels))  # never 0: always another class
+    noisy = np.where(flipped, (labels + offsets) % num_labels, labels)
+    return noisy.astype(labels.dtype), flipped
+
+
+def noisy_examples(clean: Examples, noisy: np.ndarray, name: str) -> Examples:
+    return replace(clean, labels=noisy, name=name, spec=None)
+
+
+def adapter_logits(folder: Path, examples: Examples, max_length: int) -> torch.Tensor:
+    """Logits of the model an adapter folder describes (base, LoRA and head): (N, C)."""
+    from peft import PeftModel
+
+    adapter = load_adapter(folder)
+    task = get_task(adapter.task)
+    base = load_classifier(
+        adapter.base_model, num_labels=adapter.num_labels, head_seed=adapter.head_seed, task=task
+    )
+    model = PeftModel.from_pretrained(base, str(folder)).eval()
+    encoded = EncodedExamples(load_tokenizer(adapter.base_model), examples, max_length=max_length)
+    logits = torch.empty(len(examples), adapter.num_labels)
+    with torch.inference_mode():
+        for batch in plan_batches(encoded, 64, torch.device("cpu")):
+            logits[batch.positions] = task.logits(model(**batch.inputs), batch.inputs).float()
+    return logits
+
+
+def out_of_sample_probabilities(
+    examples: Examples, folds: int, config: TrainConfig, folder: Path, seed: int
+) -> np.ndarray:
+    """Softmax of K-fold models, each predicting the fold it did not train on: (N, C)."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    probabilities = np.zeros((len(examples), examples.num_labels))
+    for k, held_out in enumerate(np.array_split(order, folds)):
+        kept = np.setdiff1d(order, held_out)
+        adapter = train_or_reuse(examples.select(kept), config, folder / f"fold{k}", progress=False)
+        logits = adapter_logits(adapter, examples.select(held_out), config.max_length)
+        probabilities[held_out] = torch.softmax(logits, dim=-1).numpy()
+    return probabilities
+
+
+def judge(suspicion: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
+    """AUROC, average precision and precision at the number flipped of one detector."""
+    top = np.argsort(-suspicion, kind="stable")[: flipped.sum()]
+    return {
+        "auroc": float(roc_auc_score(flipped, suspicion)),
+        "average_precision": float(average_precision_score(flipped, suspicion)),
+        "precision_at_flipped": float(flipped[top].mean()),
+    }
+
+
+def run(name: str, seed: int, args, seconds: dict) -> dict[str, dict[str, float]]:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    source, split = POOLS[name]
+    clean = as_examples(DataSpec(str(source), split=split, sample=args.pool, seed=0))
+    noisy, flipped = flip_labels(clean.labels, clean.num_labels, args.noise, seed)
+    examples = noisy_examples(clean, noisy, f"{name}-noisy-s{seed}")
+    folder = Path(args.out) / name / f"seed{seed}"
+    train = TrainConfig(seed=seed)
+    with timed(seconds, "reference"):
+        reference = train_or_reuse(examples, train, folder / "reference", progress=False)
+    suspicion = {}
+    for label, config in {
+        "repmatch-r1": ScoreConfig(rank=1, seeds=(seed,)),
+        "repmatch-r4": ScoreConfig(rank=4, seeds=(seed,)),
+        "gradient": ScoreConfig(measure="gradient"),
+    }.items():
+        with timed(seconds, label):
+            table = score_instances(examples, reference, config, progress=False)
+        suspicion[label] = -table["score"].to_numpy()
+    with timed(seconds, "reference-loss"):
+        logits = adapter_logits(reference, examples, train.max_length)
+        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(noisy), reduction="none")
+    suspicion["reference-loss"] = loss.numpy()
+    with timed(seconds, "cleanlab"):
+        folds = replace(train, train_head=True, epochs=args.fold_epochs)
+        probabilities = out_of_sample_probabilities(
+            examples, args.folds, folds, folder / "folds", seed
+        )
+        quality = get_label_quality_scores(noisy, probabilities)
+        ranked = find_label_issues(noisy, probabilities, return_indices_ranked_by="self_confidence")
+    suspicion["cleanlab"] = -quality
+    results = {label: judge(values, flipped) for label, values in suspicion.items()}
+    results["cleanlab"]["issues_found"] = int(len(ranked))
+    results["cleanlab"]["precision_of_issues"] = float(flipped[ranked].mean()) if len(ranked) else 0
+    results["cleanlab"]["recall_of_issues"] = float(flipped[ranked].sum() / flipped.sum())
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(POOLS), choices=list(POOLS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--pool", type=int, default=2000)
+    parser.add_argument("--noise", type=float, default=0.1)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--fold-epochs", type=int, default=2)
+    parser.add_argument("--out", default="../runs/noisy")
+    parser.add_argument("--summary", default="results/noisy-labels.json")
+    args = parser.parse_args()
+    summary = {"settings": vars(args)}
+    for name in args.datasets:
+        seconds: dict = {}
+        per_seed = [run(name, seed, args, seconds) for seed in range(args.seeds)]
+        table = pd.DataFrame(
+            [{"detector": d, **m} for results in per_seed for d, m in results.items()]
+        )
+        grouped = table.groupby("detector", sort=False)
+        summary[name] = {
+            "mean": grouped.mean().round(4).to_dict(orient="index"),
+            "std": grouped.std(ddof=1).round(4).to_dict(orient="index"),
+            "per_seed": per_seed,
+            "seconds": seconds,
+        }
+        print(name, "\n", grouped.mean().round(3).to_string(), flush=True)
+        Path(args.summary).write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
