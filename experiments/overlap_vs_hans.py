@@ -5,8 +5,10 @@ Per NLI split: the Full / Mid / No word-overlap subsets of its non-entailment pa
 (:func:`repmatch.data.overlap_subsets`), and ``--repeats`` samples of up to ``--size`` instances
 of each (sample seed r, LoRA seed r); an adapter is trained on every sample and compared with an
 adapter trained on HANS. A sample smaller than ``--size`` (the Full subsets here are tiny) is
-trained for proportionally more epochs, so every adapter takes about as many optimizer steps as
-one epoch over ``--size`` instances; otherwise the smaller subsets would simply have moved less.
+trained for proportionally more epochs, so every adapter makes about ``--passes`` instance passes
+(one epoch over 300 instances by default); otherwise the smaller subsets would simply have moved
+less. ``--size`` equal to the smallest subset compares the bands at the same number of distinct
+instances as well.
 A random sample of all non-entailment pairs is the control.
 
     python experiments/overlap_vs_hans.py --out ../runs/overlap --summary results/table3-table5.json
@@ -49,6 +51,9 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--passes", type=int, default=300, help="instance passes per adapter (epochs x size)"
+    )
     parser.add_argument("--hans-sample", type=int, default=2000)
     parser.add_argument("--out", default="../runs/overlap")
     parser.add_argument("--summary", default="results/table3-table5.json")
@@ -76,7 +81,7 @@ def main() -> None:
             scores = []
             for repeat in range(args.repeats):
                 chosen = sample(examples, args.size, repeat)
-                epochs = max(1, math.ceil(args.size / len(chosen)))
+                epochs = max(1, math.ceil(args.passes / len(chosen)))
                 tic = time.perf_counter()
                 adapter = train_or_reuse(
                     chosen,
