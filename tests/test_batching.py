@@ -99,7 +99,9 @@ class _CountingTokenizer:
     offset=st.sampled_from([0, 2]),
 )
 def test_packed_rows_hold_every_sequence_once_and_see_only_themselves(lengths, extra_width, offset):
-    examples = SimpleNamespace(texts=[str(n) for n in lengths], text_pairs=None, task="classification")
+    examples = SimpleNamespace(
+        texts=[str(n) for n in lengths], text_pairs=None, task="classification"
+    )
     encoded = EncodedExamples(_CountingTokenizer(), examples, max_length=512)
     positions = list(range(len(lengths)))[::-1]
     width = max(lengths) + extra_width
@@ -130,7 +132,9 @@ def test_packed_rows_hold_every_sequence_once_and_see_only_themselves(lengths, e
 
 
 def test_packing_fills_rows_first_fit_longest_first():
-    examples = SimpleNamespace(texts=["6", "3", "3", "2", "5"], text_pairs=None, task="classification")
+    examples = SimpleNamespace(
+        texts=["6", "3", "3", "2", "5"], text_pairs=None, task="classification"
+    )
     packed = EncodedExamples(_CountingTokenizer(), examples, max_length=512).packed(range(5), 8)
     assert packed.inputs["input_ids"].shape == (3, 8)  # 19 tokens: [6, 2], [5, 3], [3]
     assert packed.order.tolist() == [0, 3, 4, 1, 2]

@@ -116,6 +116,24 @@ def test_changed_config_trains_new_adapters(one_seed, specs, config, monkeypatch
     assert trained == [changed, config]  # nor does the data fingerprint
 
 
+def test_adapter_from_before_a_new_setting_is_reused(one_seed, specs, config, monkeypatch):
+    """A record written before a setting existed matches that setting's default."""
+    out, first = one_seed
+    trained = []
+    monkeypatch.setattr(
+        training, "train_adapter", lambda examples, cfg, folder, **kw: trained.append(cfg)
+    )
+    folder = Path(first.adapters["single"][0])
+    record = json.loads((folder / "repmatch.json").read_text())
+    del record["train"]["dtype"], record["train"]["gradient_checkpointing"]
+    (folder / "repmatch.json").write_text(json.dumps(record))
+    examples = load_examples(specs[0])
+    train_or_reuse(examples, config, folder, progress=False)
+    assert trained == []  # the missing settings are at their defaults: reused
+    train_or_reuse(examples, replace(config, dtype="bfloat16"), folder, progress=False)
+    assert len(trained) == 1  # not at the default: trained again
+
+
 def _reuse(one_seed, run: Path, names: dict[str, str]) -> None:
     """Copy the one-seed run's adapters into ``run``, renamed per ``names`` (new -> old)."""
     out, _ = one_seed

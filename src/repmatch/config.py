@@ -63,6 +63,12 @@ def to_json(config: Any) -> dict[str, Any]:
     return {key: plain(value) for key, value in dataclasses.asdict(config).items()}
 
 
+def with_defaults(cls: type, recorded: dict[str, Any]) -> dict[str, Any]:
+    """A config recorded by an earlier version, with the fields added since then set to their
+    defaults (a new field's default keeps what runs did before it existed), as JSON."""
+    return to_json(cls()) | dict(recorded)
+
+
 def check_positive(config: Any, *names: str) -> None:
     """Raise unless every named field is a number > 0."""
     for name in names:

@@ -23,7 +23,7 @@ from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
 from repmatch.artifacts import data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
-from repmatch.config import TrainConfig
+from repmatch.config import TrainConfig, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
@@ -324,8 +324,10 @@ def train_or_reuse(
             record = json.loads(record_file.read_text())
         except (OSError, ValueError):
             record = {}
+        recorded = record.get("train")
         if (
-            record.get("train") == config.to_dict()
+            isinstance(recorded, dict)
+            and with_defaults(TrainConfig, recorded) == config.to_dict()
             and record.get("data_fingerprint") == examples.fingerprint()
         ):
             logger.info("reusing %s", folder)
