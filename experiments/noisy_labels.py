@@ -159,21 +159,24 @@ def main() -> None:
     parser.add_argument("--summary", default="results/noisy-labels.json")
     args = parser.parse_args()
     summary = {"settings": vars(args)}
-    for name in args.datasets:
-        seconds: dict = {}
-        per_seed = [run(name, seed, args, seconds) for seed in range(args.seeds)]
-        table = pd.DataFrame(
-            [{"detector": d, **m} for results in per_seed for d, m in results.items()]
-        )
-        grouped = table.groupby("detector", sort=False)
-        summary[name] = {
-            "mean": grouped.mean().round(4).to_dict(orient="index"),
-            "std": grouped.std(ddof=1).round(4).to_dict(orient="index"),
-            "per_seed": per_seed,
-            "seconds": seconds,
-        }
-        print(name, "\n", grouped.mean().round(3).to_string(), flush=True)
-        Path(args.summary).write_text(json.dumps(summary, indent=1))
+    per_seed: dict[str, list] = {name: [] for name in args.datasets}
+    seconds: dict[str, dict] = {name: {} for name in args.datasets}
+    for seed in range(args.seeds):  # seed-major: every dataset gets each seed in turn
+        for name in args.datasets:
+            per_seed[name].append(run(name, seed, args, seconds[name]))
+            table = pd.DataFrame(
+                [{"detector": d, **m} for results in per_seed[name] for d, m in results.items()]
+            )
+            grouped = table.groupby("detector", sort=False)
+            summary[name] = {
+                "seeds_done": len(per_seed[name]),
+                "mean": grouped.mean().round(4).to_dict(orient="index"),
+                "std": grouped.std(ddof=1).round(4).to_dict(orient="index"),
+                "per_seed": per_seed[name],
+                "seconds": seconds[name],
+            }
+            print(name, f"seeds 0..{seed}\n", grouped.mean().round(3).to_string(), flush=True)
+            Path(args.summary).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
