@@ -400,7 +400,14 @@ def _interrupt_after(command: list[str], marker: str, timeout: float = 240) -> s
         assert __import__("time").monotonic() < deadline, "never reached " + marker
         __import__("time").sleep(0.05)
     process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    try:
+        process.wait(timeout=120)  # generous: CI machines may be loaded
+    except subprocess.TimeoutExpired:
+        process.kill()
+        reader.join(timeout=10)
+        raise AssertionError(
+            "still running 120 s after Ctrl-C; its stderr:\n" + "".join(seen)
+        ) from None
     reader.join(timeout=10)
     process.stderr_text = "".join(seen)  # type: ignore[attr-defined]
     return process
