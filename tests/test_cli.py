@@ -383,7 +383,14 @@ def _interrupt_after(command: list[str], marker: str, timeout: float = 240) -> s
     import threading
 
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        text=True,
+        # A job started in the background (`cmd &`) inherits SIGINT ignored, and Python then
+        # keeps ignoring it: give the child the default handler, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen: list[str] = []
 
