@@ -17,7 +17,7 @@ import torch
 import repmatch.evaluation
 from repmatch.artifacts import data_record, run_record, write_json
 from repmatch.cli import main
-from repmatch.config import EvalConfig, ScoreConfig, SelectConfig
+from repmatch.config import EvalConfig, ScoreConfig, SelectConfig, key_json
 from repmatch.data import DataSpec, load_examples
 from repmatch.errors import RepmatchError
 from repmatch.evaluation import evaluate_subsets, load_subset
@@ -180,11 +180,8 @@ def _named(rng: random.Random, labels: list[str]) -> pd.DataFrame:
     )
 
 
-def test_label_sets_are_aligned_by_name(tiny_model, monkeypatch):
-    rng = random.Random(0)
-    only_pos = _named(rng, ["pos"] * 6)  # read alone, "pos" is its class 0
-    both = _named(rng, ["neg", "pos"] * 4)
-    evaluation = _named(rng, ["pos", "neg"] * 5)
+def _labels_seen_by_runs(monkeypatch) -> list:
+    """(subset labels, evaluation labels) as each run gets them, appended as runs start."""
     seen = []
     original = repmatch.evaluation._run
 
@@ -193,6 +190,15 @@ def test_label_sets_are_aligned_by_name(tiny_model, monkeypatch):
         return original(subset, evaluation, *args, **kwargs)
 
     monkeypatch.setattr(repmatch.evaluation, "_run", capture)
+    return seen
+
+
+def test_label_sets_are_aligned_by_name(tiny_model, monkeypatch):
+    rng = random.Random(0)
+    only_pos = _named(rng, ["pos"] * 6)  # read alone, "pos" is its class 0
+    both = _named(rng, ["neg", "pos"] * 4)
+    evaluation = _named(rng, ["pos", "neg"] * 5)
+    seen = _labels_seen_by_runs(monkeypatch)
     result = evaluate_subsets([only_pos, both], evaluation, _config(tiny_model, seeds=(0,)))
     assert result.record["label_names"] == ["neg", "pos"] and result.record["num_labels"] == 2
     assert seen[0] == ([1] * 6, [1, 0] * 5)  # "pos" is class 1 of the head, in every data set
@@ -209,6 +215,32 @@ def test_evaluation_labels_no_subset_has(tiny_model, tmp_path):
     numbered = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": [0, 1, 2]})
     with pytest.raises(RepmatchError, match="has label 2 .* no training subset has"):
         evaluate_subsets([numbered[:2]], numbered, _config(tiny_model))
+
+
+def test_unseen_classes_included_on_request(tiny_model, monkeypatch):
+    rng = random.Random(0)
+    train = _named(rng, ["neg", "pos"] * 4)
+    evaluation = _named(rng, ["neg", "pos", "mid"] * 3)
+    seen = _labels_seen_by_runs(monkeypatch)
+    config = _config(tiny_model, seeds=(0,), unseen_classes="include")
+    result = evaluate_subsets([train], evaluation, config)
+    assert result.record["label_names"] == ["mid", "neg", "pos"]
+    assert result.record["num_labels"] == 3
+    assert seen[0] == ([1, 2] * 4, [1, 2, 0] * 3)  # "mid" is a head class no subset trains
+    numbered = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": [0, 1, 2]})
+    result = evaluate_subsets([numbered[:2]], numbered, config)
+    assert result.record["num_labels"] == 3 and len(result.runs) == 1
+
+
+def test_added_setting_keeps_earlier_run_keys(tiny_model):
+    data = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": [0, 1, 0]})
+    examples = load_subset(data)
+    default = EvalConfig(model=tiny_model("bert"))
+    included = EvalConfig(model=tiny_model("bert"), unseen_classes="include")
+    assert "unseen_classes" not in key_json(default)  # added later, left out at its default
+    assert key_json(included)["unseen_classes"] == "include"
+    keys = [repmatch.evaluation._run_key(c, examples, examples, 0) for c in (default, included)]
+    assert keys[0] != keys[1]
 
 
 def test_subsets_of_different_kinds(tiny_model, tiny_data):

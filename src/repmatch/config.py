@@ -40,11 +40,12 @@ DEFAULT_HEAD_SEED = 42
 """Seed of the frozen classification head, as in the reference script (training and scoring)."""
 
 
-def _field(default: Any, help: str) -> Any:
-    """A dataclass field with its help text."""
+def _field(default: Any, help: str, *, added: bool = False) -> Any:
+    """A dataclass field with its help text. ``added``: the field came after outputs were first
+    keyed by this config, so :func:`key_json` leaves it out while it is at its default."""
     if isinstance(default, (list, dict)):
         raise TypeError("mutable defaults are not allowed in configs")
-    return field(default=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help, "added": added})
 
 
 def help_text(config: type, name: str) -> str:
@@ -52,15 +53,28 @@ def help_text(config: type, name: str) -> str:
     return next(f.metadata.get("help", "") for f in dataclasses.fields(config) if f.name == name)
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as they come back from JSON."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def to_json(config: Any) -> dict[str, Any]:
     """A config as a JSON-ready dict: tuples become lists (as they come back from JSON)."""
+    return {key: _plain(value) for key, value in dataclasses.asdict(config).items()}
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        return value
 
-    return {key: plain(value) for key, value in dataclasses.asdict(config).items()}
+def key_json(config: Any) -> dict[str, Any]:
+    """A config as JSON for content keys (adapter folders, evaluation runs): a field marked
+    ``added`` is left out while at its default, so adding a setting that keeps the old behaviour
+    at its default does not orphan the outputs keyed before it existed."""
+    at_default = {
+        f.name
+        for f in dataclasses.fields(config)
+        if f.metadata.get("added") and _plain(getattr(config, f.name)) == _plain(f.default)
+    }
+    return {key: value for key, value in to_json(config).items() if key not in at_default}
 
 
 def with_defaults(cls: type, recorded: dict[str, Any]) -> dict[str, Any]:
@@ -359,6 +373,8 @@ class SelectConfig:
 
 
 EvalMethod = Literal["full", "lora"]
+UnseenClasses = Literal["error", "include"]
+UNSEEN_CLASSES: tuple[str, ...] = ("error", "include")
 """How ``repmatch evaluate`` fine-tunes: every weight, or LoRA with a trained head."""
 
 EVAL_LR = {"full": 3e-5, "lora": 1e-3}
@@ -393,6 +409,12 @@ class EvalConfig:
     rank: int = _field(4, "LoRA rank (method lora)")
     alpha: float = _field(8.0, "LoRA alpha (method lora)")
     eval_batch_size: int = _field(64, "instances per forward pass when predicting")
+    unseen_classes: UnseenClasses = _field(
+        "error",
+        "evaluation labels that no training subset has: error (refuse the evaluation) or include "
+        "(the head gets every evaluation class, so a subset lacking one is scored on it anyway)",
+        added=True,
+    )
 
     def __post_init__(self) -> None:
         if self.method not in EVAL_LR:
@@ -407,6 +429,7 @@ class EvalConfig:
             raise RepmatchError(
                 f"weight_decay must be >= 0, got {self.weight_decay!r}", field="weight_decay"
             )
+        check_choice(self, "unseen_classes", UNSEEN_CLASSES)
 
     def to_dict(self) -> dict[str, Any]:
         return to_json(self)

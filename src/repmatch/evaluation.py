@@ -10,7 +10,10 @@ and per subset the mean and sample standard deviation over seeds.
   any other data file is read with the usual detection.
 - Classes are matched by name when every subset names them (string labels), else by class index;
   the head has one output per class of any subset. Evaluation data holding a label that no subset
-  has is refused, as are subsets or evaluation data of different task kinds.
+  has is refused, unless ``unseen_classes="include"``: then the head also gets every class of the
+  evaluation data, and a subset that lacks a class (an unbalanced top-K) is scored on it: its
+  head output for that class never saw a positive example. Subsets or evaluation data of
+  different task kinds are refused.
 - Seeded: run ``s`` draws the head, the batch order, dropout and (LoRA) the LoRA init from seed
   ``s``, under :func:`torch.random.fork_rng`, so the caller's RNG is untouched and the same call
   gives the same numbers.
@@ -42,7 +45,7 @@ import torch
 from repmatch.adapters import RECORD_FILE
 from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
 from repmatch.batching import EncodedExamples, plan_batches
-from repmatch.config import EvalConfig, TrainConfig
+from repmatch.config import EvalConfig, TrainConfig, key_json
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.models import (
@@ -158,10 +161,18 @@ def _evaluate(
     subsets = _load_subsets(train)
     evaluation = as_examples(evaluation_data)
     task = _common_task(subsets, evaluation)
-    classes, num_labels = _common_classes([s.examples for s in subsets])
+    include = config.unseen_classes == "include"
+    classes, num_labels = _common_classes(
+        [s.examples for s in subsets] + ([evaluation] if include else [])
+    )
     for subset in subsets:
         subset.examples = subset.examples.aligned_to(classes, num_labels)
-    evaluation = _aligned_evaluation(evaluation, [s.examples for s in subsets], classes, num_labels)
+    if include:
+        evaluation = evaluation.aligned_to(classes, num_labels)
+    else:
+        evaluation = _aligned_evaluation(
+            evaluation, [s.examples for s in subsets], classes, num_labels
+        )
     device = resolve_device(device)
     tokenizer = load_tokenizer(config.model)
 
@@ -306,7 +317,8 @@ def _aligned_evaluation(
                 f"the evaluation data {evaluation.name} has label {label!r} ({rows.size} "
                 f"instances, e.g. id {evaluation.ids[rows[0]]!r}) that no training subset has "
                 f"(their labels: {', '.join(map(str, shown))}); drop it from the evaluation "
-                "data with the labels filter, or train on subsets that include it",
+                "data with the labels filter, train on subsets that include it, or score the "
+                "subsets on it anyway with unseen_classes='include' (--unseen-classes include)",
                 field="labels",
             )
     return evaluation.aligned_to(classes, num_labels)
@@ -314,7 +326,7 @@ def _aligned_evaluation(
 
 def _run_key(config: EvalConfig, subset: Examples, evaluation: Examples, seed: int) -> str:
     """Digest of everything that determines one run's numbers."""
-    settings = {key: value for key, value in config.to_dict().items() if key != "seeds"}
+    settings = {key: value for key, value in key_json(config).items() if key != "seeds"}
     payload = {
         "settings": settings,
         "seed": seed,

@@ -23,7 +23,7 @@ from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
 from repmatch.artifacts import data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
-from repmatch.config import TrainConfig, with_defaults
+from repmatch.config import TrainConfig, key_json, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
@@ -300,7 +300,7 @@ def _save_atomically(peft_model, record: dict, out: Path, *, overwrite: bool) ->
 def adapter_key(config: TrainConfig, examples: Examples) -> str:
     """Short hash of everything that determines an adapter: training config and data."""
     payload = json.dumps(
-        {"train": config.to_dict(), "data": examples.fingerprint()}, sort_keys=True
+        {"train": key_json(config), "data": examples.fingerprint()}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
