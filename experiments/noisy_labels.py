@@ -41,7 +41,11 @@ from repmatch.tasks import get_task
 from repmatch.training import train_or_reuse
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-POOLS = {"SST-2": (SHARED / "sst2", "train"), "SST-5": (SHARED / "sst5", "train")}
+POOLS = {
+    "SST-2": (SHARED / "sst2", "train"),
+    "SST-5": (SHARED / "sst5", "train"),
+    "MNLI": (SHARED / "mnli", "validation"),  # no train split in shared/data
+}
 
 
 @contextmanager
@@ -107,6 +111,20 @@ def judge(suspicion: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
     }
 
 
+def run_or_reuse(name: str, seed: int, args) -> dict:
+    """One seed's detector results and stage times, read from ``detectors.json`` when there."""
+    cached = Path(args.out) / name / f"seed{seed}" / "detectors.json"
+    settings = {key: getattr(args, key) for key in ("pool", "noise", "folds", "fold_epochs")}
+    if cached.is_file():
+        record = json.loads(cached.read_text())
+        if record["settings"] == settings:
+            return record
+    seconds: dict[str, float] = {}
+    record = {"settings": settings, "results": run(name, seed, args, seconds), "seconds": seconds}
+    cached.write_text(json.dumps(record, indent=1))
+    return record
+
+
 def run(name: str, seed: int, args, seconds: dict) -> dict[str, dict[str, float]]:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -160,10 +178,13 @@ def main() -> None:
     args = parser.parse_args()
     summary = {"settings": vars(args)}
     per_seed: dict[str, list] = {name: [] for name in args.datasets}
-    seconds: dict[str, dict] = {name: {} for name in args.datasets}
+    seconds: dict[str, list] = {name: [] for name in args.datasets}
     for seed in range(args.seeds):  # seed-major: every dataset gets each seed in turn
         for name in args.datasets:
-            per_seed[name].append(run(name, seed, args, seconds[name]))
+            record = run_or_reuse(name, seed, args)
+            per_seed[name].append(record["results"])
+            if record["seconds"] is not None:  # unknown for seeds run before the cache existed
+                seconds[name].append(record["seconds"])
             table = pd.DataFrame(
                 [{"detector": d, **m} for results in per_seed[name] for d, m in results.items()]
             )
@@ -173,7 +194,8 @@ def main() -> None:
                 "mean": grouped.mean().round(4).to_dict(orient="index"),
                 "std": grouped.std(ddof=1).round(4).to_dict(orient="index"),
                 "per_seed": per_seed[name],
-                "seconds": seconds[name],
+                "seconds_per_seed": pd.DataFrame(seconds[name]).mean().round(1).to_dict(),
+                "seeds_timed": len(seconds[name]),
             }
             print(name, f"seeds 0..{seed}\n", grouped.mean().round(3).to_string(), flush=True)
             Path(args.summary).write_text(json.dumps(summary, indent=1))

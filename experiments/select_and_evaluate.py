@@ -26,11 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from repmatch.config import EvalConfig, ScoreConfig, SelectConfig, TrainConfig
 from repmatch.data import DataSpec, as_examples
-from repmatch.evaluation import evaluate_subsets
+from repmatch.evaluation import evaluate_subsets, load_subset
 from repmatch.representation import prototypicality_scores
 from repmatch.scoring import score_instances
 from repmatch.selection import select_to_file
@@ -127,17 +128,37 @@ def subset_file(folder: Path, subset: str, k: int, seed: int) -> Path:
     return path
 
 
+def missing_classes(path: Path, evaluation: DataSpec) -> list:
+    """Classes of the evaluation data that the subset in ``path`` lacks (classification only)."""
+    train, held_out = load_subset(path), as_examples(evaluation)
+    if train.task != "classification":
+        return []
+
+    def classes(examples) -> set:
+        names = examples.label_names
+        return {names[v] if names else v for v in np.unique(examples.labels).tolist()}
+
+    return sorted(classes(held_out) - classes(train), key=str)
+
+
 def evaluate(folder: Path, subset: str, k: int, seeds: list[int], evaluation, config) -> dict:
-    """Mean, std and per-run metrics of ``subset`` over ``seeds``."""
+    """Mean, std and per-run metrics of ``subset`` over ``seeds``.
+
+    A subset lacking some evaluation classes (an unbalanced top-K) is still evaluated, with those
+    classes in the head (``unseen_classes="include"``), and the result names them; for a subset
+    with every class the head, and so every number, is the same either way.
+    """
     drawn = SUBSETS[subset][1]["how"] == "random"
     groups = [[s] for s in seeds] if drawn else [seeds]
-    runs = []
+    runs, missing = [], set()
     for group in groups:
         path = subset_file(folder, subset, k, group[0])
+        lacking = missing_classes(path, evaluation)
+        missing.update(lacking)
         result = evaluate_subsets(
             [path],
             evaluation,
-            replace(config, seeds=tuple(group)),
+            replace(config, seeds=tuple(group), unseen_classes="include" if lacking else "error"),
             out=folder / "evaluations" / path.stem,
             progress=False,
         )
@@ -150,6 +171,7 @@ def evaluate(folder: Path, subset: str, k: int, seeds: list[int], evaluation, co
         "std": numeric.std(ddof=1).round(4).to_dict(),
         "runs": table.round(4).to_dict(orient="records"),
         "seconds": round(float(table["seconds"].sum()), 1),
+        "missing_classes": sorted(missing, key=str),
     }
 
 
