@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from repmatch.adapters import load_adapter
+from repmatch.adapters import load_adapter, load_adapter_model
 from repmatch.batching import EncodedExamples, plan_batches
 from repmatch.config import ScoreConfig, TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples
-from repmatch.models import load_classifier, load_tokenizer
+from repmatch.models import load_tokenizer
 from repmatch.scoring import score_instances
 from repmatch.tasks import get_task
 from repmatch.training import train_or_reuse
@@ -71,16 +71,10 @@ def noisy_examples(clean: Examples, noisy: np.ndarray, name: str) -> Examples:
 
 def adapter_logits(folder: Path, examples: Examples, max_length: int) -> torch.Tensor:
     """Logits of the model an adapter folder describes (base, LoRA and head): (N, C)."""
-    from peft import PeftModel
-
-    adapter = load_adapter(folder)
+    adapter, model = load_adapter(folder), load_adapter_model(folder, device="cpu")
     task = get_task(adapter.task)
-    base = load_classifier(
-        adapter.base_model, num_labels=adapter.num_labels, head_seed=adapter.head_seed, task=task
-    )
-    model = PeftModel.from_pretrained(base, str(folder)).eval()
     encoded = EncodedExamples(load_tokenizer(adapter.base_model), examples, max_length=max_length)
-    logits = torch.empty(len(examples), adapter.num_labels)
+    logits = torch.empty(len(examples), examples.num_labels)
     with torch.inference_mode():
         for batch in plan_batches(encoded, 64, torch.device("cpu")):
             logits[batch.positions] = task.logits(model(**batch.inputs), batch.inputs).float()

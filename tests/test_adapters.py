@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification
 
 from conftest import HIDDEN, VALUE_LEAF
-from repmatch.adapters import RECORD_FILE, Adapter, load_adapter
+from repmatch.adapters import RECORD_FILE, Adapter, load_adapter, load_adapter_model
 from repmatch.errors import RepmatchError
-from repmatch.models import BUNDLED_MODEL, resolve_model_path
+from repmatch.models import BUNDLED_MODEL, load_classifier, resolve_model_path
 
 
 def copy_adapter(folder: str | Path, to: Path) -> Path:
@@ -260,3 +260,35 @@ def test_fingerprint_follows_the_weights(trained_adapter, tmp_path):
     changed = copy_adapter(folder, tmp_path / "changed")
     rewrite_weights(changed, lambda key, value: value * 2 if ".lora_B." in key else value)
     assert load_adapter(changed).fingerprint() != load_adapter(folder).fingerprint()
+
+
+# --------------------------------------------------------------------------------------------
+# The model an adapter describes
+
+
+@pytest.mark.parametrize("data", ["pair", "regression"])
+def test_adapter_model_is_base_plus_delta_w_and_head(data, trained_adapter, tiny_model):
+    folder = trained_adapter("bert", data=data, head_seed=7, train_head=True)
+    adapter = load_adapter(folder)
+    model = load_adapter_model(folder, device="cpu")
+    assert not model.training
+    # by hand: the seeded base model, ΔW = s·B·A added to each adapted weight, the saved head
+    expected = load_classifier(
+        tiny_model("bert"), num_labels=adapter.num_labels, head_seed=7, task=adapter.task
+    )
+    modules = dict(expected.named_modules())
+    with torch.no_grad():
+        for name, factors in adapter.layers.items():
+            modules[name].weight += factors.delta_weight().float()
+    expected.load_state_dict(adapter.head, strict=False)
+    inputs = {"input_ids": torch.tensor([[2, 5, 7, 9, 3]]), "attention_mask": torch.ones(1, 5)}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, expected(**inputs).logits)
+
+
+def test_adapter_model_needs_a_head(trained_adapter, tmp_path):
+    folder = copy_adapter(trained_adapter("bert"), tmp_path / "headless")
+    (folder / RECORD_FILE).unlink()
+    rewrite_weights(folder, lambda key, tensor: tensor if ".lora_" in key else None)
+    with pytest.raises(RepmatchError, match="holds no head to predict with"):
+        load_adapter_model(folder)

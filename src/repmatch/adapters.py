@@ -158,6 +158,33 @@ def load_adapter(path: str | Path) -> Adapter:
     )
 
 
+def load_adapter_model(
+    path: str | Path, *, device: str | torch.device | None = None
+) -> torch.nn.Module:
+    """The model an adapter folder describes, ready to predict: its base model with the recorded
+    task and head seed, and the LoRA factors and saved head loaded by PEFT; eval mode, frozen, on
+    ``device`` (default: a CUDA GPU if there is one, else the CPU)."""
+    from peft import PeftModel
+
+    from repmatch.config import DEFAULT_HEAD_SEED
+    from repmatch.models import load_classifier, resolve_device
+
+    adapter = load_adapter(path)
+    recorded = (adapter.record or {}).get("num_labels")
+    num_labels = recorded if isinstance(recorded, int) else adapter.num_labels
+    if not adapter.base_model or num_labels is None:
+        raise RepmatchError(
+            f"{adapter.path} names no base model or holds no head to predict with; pass a folder "
+            "written by `repmatch train` (or a PEFT SEQ_CLS adapter with its head)"
+        )
+    head_seed = adapter.head_seed if adapter.head_seed is not None else DEFAULT_HEAD_SEED
+    base = load_classifier(
+        adapter.base_model, num_labels=num_labels, head_seed=head_seed, task=adapter.task
+    )
+    model = PeftModel.from_pretrained(base, str(adapter.path))
+    return model.to(resolve_device(device)).eval()
+
+
 def _read_json(file: Path) -> dict:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))

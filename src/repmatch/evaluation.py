@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from repmatch.adapters import RECORD_FILE
+from repmatch.adapters import RECORD_FILE, load_adapter_model
 from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
 from repmatch.batching import EncodedExamples, plan_batches
 from repmatch.config import EvalConfig, TrainConfig, key_json
@@ -426,18 +426,10 @@ def _fine_tune_lora(
     progress: bool,
 ) -> tuple[torch.nn.Module, list[float]]:
     """A LoRA adapter with a trained head (``repmatch train``), loaded onto the base model."""
-    from peft import PeftModel
-
     adapter = train_adapter(
         examples, train_config, folder / "adapter", progress=progress, device=device
     )
-    base = load_classifier(
-        train_config.model,
-        task=task,
-        num_labels=examples.num_labels,
-        head_seed=train_config.head_seed,
-    )
-    model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
+    model = load_adapter_model(adapter, device=device)
     losses = json.loads((adapter / RECORD_FILE).read_text())["epoch_losses"]
     return model, losses
 
