@@ -1,0 +1,92 @@
+"""Adapter sections: a table of the adapters given, with their training settings, and every
+pair of them compared (RepMatch and the per-layer Grassmann grids); a comparison saved with
+``repmatch compare A B --json`` is drawn the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from repmatch.errors import RepmatchError
+from repmatch.report.page import Section, _e, _img, _note, _plain, _saved_png, _table
+from repmatch.report.runs import Run
+
+
+def _draw_adapters(runs: list[Run]) -> list[Section]:
+    from repmatch.compare import compare_adapters
+
+    rows = []
+    for run in runs:
+        record = run.record or {}
+        train = record.get("train") or {}
+        losses = record.get("epoch_losses") or [None]
+        rows.append(
+            (
+                str(run.path),
+                record.get("data_name"),
+                record.get("num_examples"),
+                record.get("task"),
+                record.get("model"),
+                train.get("rank"),
+                train.get("seed"),
+                train.get("epochs"),
+                _plain(train.get("lr")),
+                losses[-1],
+            )
+        )
+    header = ["adapter", "data", "instances", "task", "model", "rank", "seed", "epochs", "lr"]
+    body = _table([*header, "final loss"], rows)
+    if any(run.record is None for run in runs):
+        body += _note("Adapters without repmatch.json were made elsewhere: settings unknown.")
+    sections = [Section("adapter", "Adapters", body)]
+    for first, second in itertools.combinations(runs, 2):
+        title = f"Adapter comparison: {first.path.name} vs {second.path.name}"
+        try:
+            comparison = compare_adapters(first.path, second.path)
+        except RepmatchError as err:
+            sections.append(Section("comparison", title, _note(f"Not comparable: {err}")))
+            continue
+        sections.append(Section("comparison", title, _comparison_body(comparison)))
+    return sections
+
+
+def _draw_comparisons(runs: list[Run]) -> list[Section]:
+    from repmatch.compare import Comparison
+
+    sections = []
+    for run in runs:
+        record = run.record or {}
+        comparison = Comparison(
+            score=float(record["score"]),
+            layers={k: float(v) for k, v in record["layers"].items()},
+            grids={k: np.asarray(v, dtype=float) for k, v in record["grids"].items()},
+            side=record["side"],
+            first=str(record["first"]),
+            second=str(record["second"]),
+            notes=list(record.get("notes") or []),
+        )
+        title = f"Adapter comparison: {run.path.name}"
+        sections.append(Section("comparison", title, _comparison_body(comparison)))
+    return sections
+
+
+def _comparison_body(comparison) -> str:
+    from repmatch.lora import short_layer_name
+    from repmatch.plotting import plot_layer_grids
+
+    png = _saved_png(lambda path: plot_layer_grids(comparison, path))
+    layers = [
+        (short_layer_name(name), "×".join(map(str, comparison.grids[name].shape)), score)
+        for name, score in comparison.layers.items()
+    ]
+    return (
+        f"<p><b>RepMatch = {comparison.score:.4f}</b> ({_e(comparison.side)} singular vectors) "
+        f"between <code>{_e(comparison.first)}</code> and <code>{_e(comparison.second)}</code>. "
+        "Each panel is a layer's Grassmann grid φ(i, j) over the ranks of the two updates; "
+        "a layer scores its grid's maximum, RepMatch is their mean.</p>"
+        + _img(png, "per-layer Grassmann grids")
+        + _table(["layer", "grid", "score"], layers)
+        + "".join(_note(note) for note in comparison.notes)
+    )
