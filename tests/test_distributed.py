@@ -25,6 +25,7 @@ from repmatch.artifacts import ChunkStore
 from repmatch.data import DataSpec
 from repmatch.errors import RepmatchError
 from repmatch.scoring import ScoreConfig, score_instances
+from repmatch.similarity import dataset_similarity
 from repmatch.training import TrainConfig, train_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -260,3 +261,26 @@ def test_device_per_rank(monkeypatch):
         assert distributed.rank_device("auto") == "auto"  # the CPU: every rank on it
     assert distributed.rank_device("cpu") == "cpu"
     assert distributed.local_rank() == 1
+
+
+@pytest.mark.distributed
+def test_two_processes_write_the_matrix_of_one(tiny_model, tiny_data, tmp_path):
+    model = tiny_model("bert")
+    data = [str(tiny_data["single"]), str(tiny_data["topics"])]
+    one = dataset_similarity(
+        [DataSpec(d) for d in data],
+        TrainConfig(model=model, **TRAIN),
+        tmp_path / "one",
+        seeds=(0, 1),
+        progress=False,
+    )
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in TRAIN.items()]
+    two = tmp_path / "two"
+    argv = ["datasets", *data, "--model", model, *flags, "--seeds", "0", "1", "--quiet"]
+    done = _launch(*argv, "--out", str(two))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("written to") == 1  # the main process reports
+    written = json.loads((two / "matrix.json").read_text())
+    np.testing.assert_allclose(written["mean"], one.mean, rtol=1e-4, atol=1e-5)
+    assert len(list((two / "adapters").glob("*/seed*"))) == 4
+    assert not list(tmp_path.glob(".two*"))  # no lock left

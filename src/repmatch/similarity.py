@@ -9,6 +9,9 @@ with a ``baseline`` config also the representation baseline of the same data (pa
 With one seed, entry (i, j) compares the two datasets' adapters trained with that seed, so the
 diagonal is 1. With several seeds, every entry averages over ordered pairs of *different* seeds,
 so the diagonal measures seed robustness and no entry is inflated by a shared LoRA init.
+
+Under ``torchrun`` (:mod:`repmatch.distributed`) the processes train each adapter together (data
+parallel, as ``repmatch train``); the main process compares them and writes the outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import csv
 import io
 import itertools
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,11 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from repmatch import distributed
 from repmatch.adapters import load_adapter
 from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
 from repmatch.compare import compare_adapters
 from repmatch.config import BaselineConfig, Side, TrainConfig, check_seeds, check_side
-from repmatch.data import DataSpec, as_examples
+from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.plotting import plot_similarity_matrix
 from repmatch.representation import BaselineMatrix, baseline_matrix
@@ -96,7 +101,12 @@ def dataset_similarity(
     seeds = check_seeds(seeds)
     check_side(side)
     out = Path(out_dir)
-    with exclusive_output(out):  # one writer per output
+    device = distributed.start(device)  # under torchrun: this rank's device, the process group
+
+    def claim(stack: ExitStack) -> None:
+        stack.enter_context(exclusive_output(out))  # one writer per output
+
+    with distributed.checked_on_main(claim):
         return _similarity(
             datasets, config, out, seeds, side, progress=progress, device=device, baseline=baseline
         )
@@ -128,6 +138,31 @@ def _similarity(
             )
             train_or_reuse(examples, seeded, folder, progress=progress, device=device)
             folders[name][seed] = str(folder)
+    if not distributed.is_main():  # under torchrun: the main process compares and writes
+        return distributed.broadcast(None)
+    result = _compare_and_write(loaded, names, folders, config, out, seeds, side)
+    if baseline is not None:
+        matrix = baseline_matrix(loaded, baseline, names=names, progress=progress, device=device)
+        with atomic_path(out / "baseline.csv") as temporary:
+            temporary.write_text(matrix.to_csv())
+        write_json(
+            out / "baseline.json",
+            run_record("baseline-matrix", **matrix.to_dict(), data=_data_records(loaded)),
+        )
+        result = replace(result, baseline=matrix)
+    return distributed.broadcast(result)
+
+
+def _compare_and_write(
+    loaded: list[Examples],
+    names: list[str],
+    folders: dict[str, dict[int, str]],
+    config: TrainConfig,
+    out: Path,
+    seeds: tuple[int, ...],
+    side: Side,
+) -> SimilarityMatrix:
+    """RepMatch between every pair of the trained adapters; the matrix files written."""
 
     adapters = {
         (n, s): load_adapter(p) for n, by_seed in folders.items() for s, p in by_seed.items()
@@ -162,23 +197,18 @@ def _similarity(
         config={
             "train": {key: value for key, value in config.to_dict().items() if key != "seed"},
             "seeds": list(seeds),
-            "data": [
-                examples.spec.to_record() if examples.spec is not None else examples.name
-                for examples in loaded
-            ],
+            "data": _data_records(loaded),
         },
     )
     _write(result, out, record, len(seed_pairs) > 1)
-    if baseline is None:
-        return result
-    matrix = baseline_matrix(loaded, baseline, names=names, progress=progress, device=device)
-    with atomic_path(out / "baseline.csv") as temporary:
-        temporary.write_text(matrix.to_csv())
-    write_json(
-        out / "baseline.json",
-        run_record("baseline-matrix", **matrix.to_dict(), data=record["config"]["data"]),
-    )
-    return replace(result, baseline=matrix)
+    return result
+
+
+def _data_records(loaded: list[Examples]) -> list:
+    return [
+        examples.spec.to_record() if examples.spec is not None else examples.name
+        for examples in loaded
+    ]
 
 
 def _write(result: SimilarityMatrix, out: Path, record: dict, with_std: bool) -> None:

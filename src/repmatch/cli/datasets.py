@@ -47,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.similarity import dataset_similarity
 
     specs = [common.data_spec(args, source) for source in args.data]
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
         baseline=baseline,
     )
+    if not distributed.is_main():  # under torchrun: the main process reports
+        return
     names = result.names
     print("RepMatch" + (" (mean ± std over seed pairs)" if len(result.seeds) > 1 else ""))
     _print_matrix(
