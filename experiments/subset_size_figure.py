@@ -1,0 +1,68 @@
+"""Accuracy against subset size (paper Fig. 4) from ``select_and_evaluate.py --sizes ...``.
+
+Reads the summary JSON (one dataset), draws mean accuracy with a ± one standard deviation band per
+subset kind over the sizes, and prints the table the figure shows.
+
+    python experiments/subset_size_figure.py --summary results/subset-size.json \
+        --out results/subset-size.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+LABELS = {"random": "Random", "repmatch": "RepMatch (rank 1)", "prototypicality": "Prototypicality"}
+
+
+def curves(results: dict, metric: str) -> dict[str, list[tuple[int, float, float]]]:
+    """Subset kind -> [(size, mean, std)] sorted by size, from ``"<kind>-<size>"`` entries."""
+    found: dict[str, list[tuple[int, float, float]]] = {}
+    for key, result in results.items():
+        match = re.fullmatch(r"(.+)-(\d+)", key)
+        if match is None or match.group(1) not in LABELS:
+            continue
+        size = int(match.group(2))
+        found.setdefault(match.group(1), []).append(
+            (size, result["mean"][metric], result["std"][metric])
+        )
+    return {kind: sorted(points) for kind, points in found.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--summary", default="results/subset-size.json")
+    parser.add_argument("--dataset", default="SST-2")
+    parser.add_argument("--metric", default="accuracy")
+    parser.add_argument("--out", default="results/subset-size.png")
+    args = parser.parse_args()
+    entry = json.loads(Path(args.summary).read_text())[args.dataset]
+    lines = curves(entry["results"], args.metric)
+    figure, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for kind, points in lines.items():
+        sizes, means, stds = (np.array(column) for column in zip(*points, strict=True))
+        ax.plot(sizes, means, marker="o", label=LABELS[kind])
+        ax.fill_between(sizes, means - stds, means + stds, alpha=0.2)
+        print(kind, ", ".join(f"{s}: {m:.3f}±{d:.3f}" for s, m, d in points))
+    ax.set_xscale("log", base=2)
+    sizes = sorted({size for points in lines.values() for size, _, _ in points})
+    ax.set_xticks(sizes, [str(size) for size in sizes])
+    ax.set_xlabel("training instances (log scale)")
+    ax.set_ylabel(f"{args.metric} on {entry['evaluation']['split']} (mean ± std over seeds)")
+    seeds = len(entry["eval_config"]["seeds"])
+    ax.set_title(f"{args.dataset}: full fine-tuning of all-MiniLM-L6-v2, {seeds} seeds")
+    ax.legend()
+    figure.savefig(args.out, dpi=120)
+    print("written to", args.out)
+
+
+if __name__ == "__main__":
+    main()
