@@ -35,6 +35,7 @@ from repmatch.evaluation import evaluate_subsets, load_subset
 from repmatch.representation import prototypicality_scores
 from repmatch.scoring import score_instances
 from repmatch.selection import select_to_file
+from repmatch.tasks import get_task
 from repmatch.training import train_or_reuse
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -131,7 +132,7 @@ def subset_file(folder: Path, subset: str, k: int, seed: int) -> Path:
 def missing_classes(path: Path, evaluation: DataSpec) -> list:
     """Classes of the evaluation data that the subset in ``path`` lacks (classification only)."""
     train, held_out = load_subset(path), as_examples(evaluation)
-    if train.task != "classification":
+    if get_task(train.task).problem_type != "single_label_classification":
         return []
 
     def classes(examples) -> set:
@@ -175,6 +176,16 @@ def evaluate(folder: Path, subset: str, k: int, seeds: list[int], evaluation, co
     }
 
 
+def save(summary_path: Path, name: str, entry: dict) -> None:
+    """Write ``entry`` as dataset ``name`` of the summary, keeping what other runs wrote there
+    since (several runs of this script may share one summary, one dataset each)."""
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary[name] = entry
+    partial = summary_path.with_name(summary_path.name + ".partial")
+    partial.write_text(json.dumps(summary, indent=1))
+    partial.replace(summary_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
@@ -207,8 +218,8 @@ def main() -> None:
                     m: f"{result['mean'][m]:.4f}±{result['std'][m]:.4f}" for m in result["mean"]
                 }
                 print(name, f"{subset}-{k}", shown, f"{result['seconds']} s", flush=True)
-                summary_path.write_text(json.dumps(summary, indent=1))
-        summary_path.write_text(json.dumps(summary, indent=1))
+                save(summary_path, name, entry)
+        save(summary_path, name, entry)
 
 
 if __name__ == "__main__":

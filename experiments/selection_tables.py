@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from repmatch.evaluation import load_subset
+from repmatch.tasks import get_task
 
 SUBSET_NAMES = {
     "random": "Random-{k} (new draw per seed)",
@@ -62,7 +63,7 @@ def class_counts(runs: Path, summary: dict, names: list[str]) -> list[str]:
                 cells.append("–")
                 continue
             subset = load_subset(path)
-            if subset.task not in ("classification", "pair-classification"):
+            if get_task(subset.task).problem_type != "single_label_classification":
                 cells.append("–")
                 continue
             counts = Counter(subset.labels.tolist())
