@@ -373,9 +373,11 @@ class SelectConfig:
 
 
 EvalMethod = Literal["full", "lora"]
-UnseenClasses = Literal["error", "include"]
-UNSEEN_CLASSES: tuple[str, ...] = ("error", "include")
 """How ``repmatch evaluate`` fine-tunes: every weight, or LoRA with a trained head."""
+
+UnseenClasses = Literal["error", "include"]
+"""What ``repmatch evaluate`` does with evaluation labels that no training subset has."""
+UNSEEN_CLASSES: tuple[str, ...] = ("error", "include")
 
 EVAL_LR = {"full": 3e-5, "lora": 1e-3}
 """Learning rate of each evaluation method when none is given (see :class:`EvalConfig`)."""

@@ -368,9 +368,7 @@ def _run(
         predictions = predict(model, tokenizer, evaluation, task, config=config, device=device)
     else:
         with tempfile.TemporaryDirectory(prefix="repmatch-evaluate-") as folder:
-            model, losses = _fine_tune_lora(
-                examples, train_config, task, Path(folder), device, progress
-            )
+            model, losses = _fine_tune_lora(examples, train_config, Path(folder), device, progress)
             predictions = predict(model, tokenizer, evaluation, task, config=config, device=device)
     metrics = task.metrics(predictions, task.references(evaluation))
     return {
@@ -420,7 +418,6 @@ def _fine_tune_full(
 def _fine_tune_lora(
     examples: Examples,
     train_config: TrainConfig,
-    task: Task,
     folder: Path,
     device: torch.device,
     progress: bool,

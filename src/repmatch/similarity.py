@@ -163,7 +163,6 @@ def _compare_and_write(
     side: Side,
 ) -> SimilarityMatrix:
     """RepMatch between every pair of the trained adapters; the matrix files written."""
-
     adapters = {
         (n, s): load_adapter(p) for n, by_seed in folders.items() for s, p in by_seed.items()
     }
@@ -205,6 +204,7 @@ def _compare_and_write(
 
 
 def _data_records(loaded: list[Examples]) -> list:
+    """Each dataset's spec record (in-memory data: its name), as the outputs record them."""
     return [
         examples.spec.to_record() if examples.spec is not None else examples.name
         for examples in loaded
