@@ -75,19 +75,22 @@ def class_counts(runs: Path, summary: dict, names: list[str]) -> list[str]:
 def timing_table(summary: dict, names: list[str]) -> list[str]:
     stages = ("reference", "score-r1", "score-r4", "prototypicality")
     rows = [
-        "| dataset | pool | evaluation | " + " | ".join(stages) + " | evaluations (all runs) |",
-        "|---" * (len(stages) + 4) + "|",
+        "| dataset | pool | evaluation | "
+        + " | ".join(stages)
+        + " | evaluations (all runs) | per run |",
+        "|---" * (len(stages) + 5) + "|",
     ]
     for name in names:
         entry = summary[name]
         pool, evaluation = entry["pool"], entry["evaluation"]
         total = sum(result["seconds"] for result in entry["results"].values())
+        runs = sum(len(result["runs"]) for result in entry["results"].values())
         times = [str(entry["seconds"].get(stage, "reused")) for stage in stages]
         rows.append(
             f"| {name} | {pool.get('sample') or 'all'} of {pool.get('split') or 'file'} | "
             f"{evaluation.get('sample') or 'all'} of {evaluation.get('split') or 'file'} | "
             + " | ".join(times)
-            + f" | {total:.0f} ({len(entry['results'])} subsets) |"
+            + f" | {total:.0f} ({len(entry['results'])} subsets) | {total / runs:.0f} |"
         )
     return rows
 
