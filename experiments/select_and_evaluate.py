@@ -100,12 +100,15 @@ def timed(seconds: dict, key: str):
 def scores(pool: DataSpec, folder: Path, setup: Setup, seconds: dict) -> None:
     """Reference adapter, RepMatch (rank 1 and 4) and prototypicality scores of the pool.
 
-    ``seconds`` gets the time of each stage that ran (a reused reference takes about 0 s).
+    ``seconds`` gets the time of each stage that ran; reused stages keep their recorded time.
     """
     train = replace(TrainConfig(), max_length=setup.max_length)
     examples = as_examples(pool)
-    with timed(seconds, "reference"):
+    if (folder / "reference" / "repmatch.json").is_file():  # reused: keep the recorded time
         reference = train_or_reuse(examples, train, folder / "reference", progress=False)
+    else:
+        with timed(seconds, "reference"):
+            reference = train_or_reuse(examples, train, folder / "reference", progress=False)
     for rank in (1, 4):
         out = folder / f"repmatch-r{rank}.parquet"
         if not out.is_file():
