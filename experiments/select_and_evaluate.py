@@ -213,8 +213,11 @@ def main() -> None:
         scores(pool, folder, setup, entry["seconds"])
         config = EvalConfig(seeds=tuple(seeds), max_length=setup.max_length)
         entry["eval_config"] = config.to_dict()
+        classes = get_task(as_examples(pool).task).problem_type == "single_label_classification"
         for k in args.sizes:
             for subset in args.subsets:
+                if SUBSETS[subset][1].get("balanced") and not classes:
+                    continue  # no classes to balance (extractive QA, regression)
                 result = evaluate(folder, subset, k, seeds, evaluation, config)
                 entry["results"][f"{subset}-{k}"] = result
                 shown = {
