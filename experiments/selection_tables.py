@@ -31,10 +31,14 @@ def split_key(key: str) -> tuple[str, int]:
     return kind, int(size)
 
 
+PERCENT = {"exact_match", "f1"}  # SQuAD's metrics (torchmetrics) come in % already
+
+
 def cell(result: dict | None, metric: str) -> str:
     if result is None or metric not in result["mean"]:
         return "–"
-    text = f"{100 * result['mean'][metric]:.1f} ± {100 * result['std'][metric]:.1f}"
+    scale = 1 if metric in PERCENT else 100
+    text = f"{scale * result['mean'][metric]:.1f} ± {scale * result['std'][metric]:.1f}"
     missing = result.get("missing_classes") or []
     return text + (f" (lacks {', '.join(map(str, missing))})" if missing else "")
 
