@@ -71,7 +71,8 @@ def noisy_examples(clean: Examples, noisy: np.ndarray, name: str) -> Examples:
 
 def adapter_logits(folder: Path, examples: Examples, max_length: int) -> torch.Tensor:
     """Logits of the model an adapter folder describes (base, LoRA and head): (N, C)."""
-    adapter, model = load_adapter(folder), load_adapter_model(folder, device="cpu")
+    adapter = load_adapter(folder)
+    model = load_adapter_model(adapter, device="cpu")
     task = get_task(adapter.task)
     encoded = EncodedExamples(load_tokenizer(adapter.base_model), examples, max_length=max_length)
     logits = torch.empty(len(examples), examples.num_labels)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from repmatch.config import EvalConfig, ScoreConfig, SelectConfig, TrainConfig
-from repmatch.data import DataSpec, as_examples
+from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.evaluation import evaluate_subsets, load_subset
 from repmatch.representation import prototypicality_scores
 from repmatch.scoring import score_instances
@@ -97,13 +97,12 @@ def timed(seconds: dict, key: str):
     seconds[key] = round(time.perf_counter() - started, 1)
 
 
-def scores(pool: DataSpec, folder: Path, setup: Setup, seconds: dict) -> None:
+def scores(examples: Examples, folder: Path, setup: Setup, seconds: dict) -> None:
     """Reference adapter, RepMatch (rank 1 and 4) and prototypicality scores of the pool.
 
     ``seconds`` gets the time of each stage that ran; reused stages keep their recorded time.
     """
     train = replace(TrainConfig(), max_length=setup.max_length)
-    examples = as_examples(pool)
     if (folder / "reference" / "repmatch.json").is_file():  # reused: keep the recorded time
         reference = train_or_reuse(examples, train, folder / "reference", progress=False)
     else:
@@ -132,9 +131,9 @@ def subset_file(folder: Path, subset: str, k: int, seed: int) -> Path:
     return path
 
 
-def missing_classes(path: Path, evaluation: DataSpec) -> list:
+def missing_classes(path: Path, held_out: Examples) -> list:
     """Classes of the evaluation data that the subset in ``path`` lacks (classification only)."""
-    train, held_out = load_subset(path), as_examples(evaluation)
+    train = load_subset(path)
     if get_task(train.task).problem_type != "single_label_classification":
         return []
 
@@ -145,7 +144,9 @@ def missing_classes(path: Path, evaluation: DataSpec) -> list:
     return sorted(classes(held_out) - classes(train), key=str)
 
 
-def evaluate(folder: Path, subset: str, k: int, seeds: list[int], evaluation, config) -> dict:
+def evaluate(
+    folder: Path, subset: str, k: int, seeds: list[int], evaluation: Examples, config
+) -> dict:
     """Mean, std and per-run metrics of ``subset`` over ``seeds``.
 
     A subset lacking some evaluation classes (an unbalanced top-K) is still evaluated, with those
@@ -210,15 +211,16 @@ def main() -> None:
         evaluation = sized(setup.evaluation, out, args.eval_size)
         entry = summary.setdefault(name, {"seconds": {}, "results": {}})
         entry["pool"], entry["evaluation"] = pool.to_dict(), evaluation.to_dict()
-        scores(pool, folder, setup, entry["seconds"])
+        examples, held_out = as_examples(pool), as_examples(evaluation)  # read once
+        scores(examples, folder, setup, entry["seconds"])
         config = EvalConfig(seeds=tuple(seeds), max_length=setup.max_length)
         entry["eval_config"] = config.to_dict()
-        classes = get_task(as_examples(pool).task).problem_type == "single_label_classification"
+        classes = get_task(examples.task).problem_type == "single_label_classification"
         for k in args.sizes:
             for subset in args.subsets:
                 if SUBSETS[subset][1].get("balanced") and not classes:
                     continue  # no classes to balance (extractive QA, regression)
-                result = evaluate(folder, subset, k, seeds, evaluation, config)
+                result = evaluate(folder, subset, k, seeds, held_out, config)
                 entry["results"][f"{subset}-{k}"] = result
                 shown = {
                     m: f"{result['mean'][m]:.4f}±{result['std'][m]:.4f}" for m in result["mean"]

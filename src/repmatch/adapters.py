@@ -159,17 +159,19 @@ def load_adapter(path: str | Path) -> Adapter:
 
 
 def load_adapter_model(
-    path: str | Path, *, device: str | torch.device | None = None
+    adapter: str | Path | Adapter, *, device: str | torch.device | None = None
 ) -> torch.nn.Module:
-    """The model an adapter folder describes, ready to predict: its base model with the recorded
-    task and head seed, and the LoRA factors and saved head loaded by PEFT; eval mode, frozen, on
-    ``device`` (default: a CUDA GPU if there is one, else the CPU)."""
+    """The model an adapter folder (or an :class:`Adapter` already read from one) describes, ready
+    to predict: its base model with the recorded task and head seed, and the LoRA factors and
+    saved head loaded by PEFT; eval mode, frozen, on ``device`` (default: a CUDA GPU if there is
+    one, else the CPU)."""
     from peft import PeftModel
 
     from repmatch.config import DEFAULT_HEAD_SEED
     from repmatch.models import load_classifier, resolve_device
 
-    adapter = load_adapter(path)
+    if not isinstance(adapter, Adapter):
+        adapter = load_adapter(adapter)
     recorded = (adapter.record or {}).get("num_labels")
     num_labels = recorded if isinstance(recorded, int) else adapter.num_labels
     if not adapter.base_model or num_labels is None:
