@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -51,11 +50,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from options import ExperimentOptions, add_arguments, size
 from repmatch.adapters import RECORD_FILE, load_adapter
 from repmatch.config import EmbeddingConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.evaluation import evaluate_subsets, load_subset
+from repmatch.models import portable_model_name
 from repmatch.representation import prototypicality_scores
 from repmatch.scoring import score_instances
 from repmatch.selection import select_to_file
@@ -85,9 +86,11 @@ class Setup:
 SETUPS = {
     "SST-2": Setup(("sst2", "train"), ("sst2", "validation"), True, ("hans", "train")),
     "SST-5": Setup(("sst5", "train"), ("sst5", "test"), True, ("hans", "train")),
-    "IMDB": Setup(("imdb", "train"), ("imdb", "test"), True, ("hans", "train")),
+    "IMDB": Setup(("imdb", "train"), ("imdb", "test"), True, ("hans", "train"), max_length=512),
     # No NLI train split in shared/data: the largest pool is a validation split.
-    "MNLI": Setup(("mnli", "validation"), ("mnli", "validation_mismatched"), False, ("sst2", "train")),
+    "MNLI": Setup(
+        ("mnli", "validation"), ("mnli", "validation_mismatched"), False, ("sst2", "train")
+    ),
     "SNLI": Setup(("snli", "validation"), ("snli", "test"), False, ("sst2", "train")),
     # Written by experiments/squad_split.py (validation split by article); no controls for spans.
     "SQuAD": Setup(
@@ -144,25 +147,37 @@ class Run:
 
     data: Path
     out: Path
-    train: TrainConfig  # the reference's settings; epochs None-able via ``epochs``
+    options: ExperimentOptions  # model, device, dtype, max_length
+    train: TrainConfig  # the references' settings but epochs
     epochs: int | None  # reference epochs (None: 10 sentiment / 5 otherwise)
     score: ScoreConfig
-    evaluate: EvalConfig
-    eval_epochs: int | None
+    evaluate: EvalConfig  # the evaluation's settings but epochs
+    eval_epochs: int | None  # (None: 10 sentiment / 5 otherwise)
     shuffle_seed: int
-    device: str | None
+
+    @property
+    def device(self) -> str:
+        return self.options.device
+
+    def configs(self, setup: Setup) -> tuple[TrainConfig, ScoreConfig, EvalConfig]:
+        """The reference, scoring and evaluation settings of one dataset."""
+        sentiment = 10 if setup.sentiment else 5
+        train = replace(self.train, epochs=self.epochs or sentiment)
+        evaluate = replace(self.evaluate, epochs=self.eval_epochs or sentiment)
+        return tuple(
+            self.options.apply(c, max_length=setup.max_length)
+            for c in (train, self.score, evaluate)
+        )
 
 
-def source_spec(setup: Setup, which: str, run: Run, sample: int | None, seed: int = 0) -> DataSpec:
-    path, split = getattr(setup, which) if which in ("pool", "evaluation") else which
-    root = run.out.parent if setup.written else run.data
-    return DataSpec(source=str(root / path), split=split, sample=sample, seed=seed)
-
-
-def sized(spec: DataSpec, size: int | None) -> DataSpec:
-    """The whole split, or a seeded random sample of ``size`` where the split is larger."""
-    total = len(as_examples(spec))
-    return replace(spec, sample=size if size is not None and total > size else None)
+def sized(source: tuple[str, str | None], root: Path, size: int | None) -> DataSpec:
+    """The split ``source`` (folder or file under ``root``, split): whole, or a seeded random
+    sample of ``size`` where it is larger (``None``: whole)."""
+    path, split = source
+    spec = DataSpec(source=str(root / path), split=split)
+    if size is None or len(as_examples(spec)) <= size:
+        return spec
+    return replace(spec, sample=size, seed=0)
 
 
 @contextmanager
@@ -180,22 +195,28 @@ def shuffled(examples: Examples, seed: int) -> Examples:
 
 
 def references(
-    examples: Examples, held_out: Examples, setup: Setup, run: Run, folder: Path, seconds: dict
+    examples: Examples,
+    held_out: Examples,
+    config: TrainConfig,
+    wanted: set[str],
+    setup: Setup,
+    run: Run,
+    folder: Path,
+    seconds: dict,
 ) -> dict[str, Path]:
-    """Train (or reuse) the reference adapters of the arms' scores: name -> adapter folder."""
-    epochs = run.epochs or (10 if setup.sentiment else 5)
-    config = replace(run.train, epochs=epochs, max_length=setup.max_length)
+    """Train (or reuse) the ``wanted`` reference adapters (of :data:`REFERENCES`): name ->
+    adapter folder."""
     made = {"reference": (examples, config)}
-    classes = get_task(examples.task).problem_type == "single_label_classification"
-    if classes:
+    if "shuffled" in wanted:
         made["shuffled"] = (shuffled(examples, run.shuffle_seed), config)
-    if setup.unrelated is not None and classes:
-        spec = source_spec(setup, setup.unrelated, run, None)
-        unrelated = as_examples(sized(spec, len(examples)))
+    if "unrelated" in wanted and setup.unrelated is not None:
+        unrelated = as_examples(sized(setup.unrelated, run.data, len(examples)))
         heads = max(unrelated.num_labels, examples.num_labels)
         made["unrelated"] = (unrelated, replace(config, num_labels=heads))
     folders = {}
     for name, (data, train) in made.items():
+        if name not in wanted:
+            continue
         record = folder / name / RECORD_FILE
         before = record.read_bytes() if record.is_file() else None
         started = time.perf_counter()
@@ -211,7 +232,7 @@ def scores(
     examples: Examples,
     adapters: dict[str, Path],
     stems: set[str],
-    setup: Setup,
+    score: ScoreConfig,
     run: Run,
     folder: Path,
     seconds: dict,
@@ -221,15 +242,16 @@ def scores(
     for stem in sorted(stems):
         out = folder / f"{stem}.parquet"
         if stem == "prototypicality":
-            config = EmbeddingConfig(model=run.train.model, max_length=setup.max_length)
-            if not stored(out, "embedding", config.to_dict(), examples):
+            config = EmbeddingConfig(model=score.model, max_length=score.max_length)
+            recorded = config.to_dict() | {"model": portable_model_name(config.model)}
+            if not stored(out, "embedding", recorded, examples):
                 with timed(seconds, stem):
                     prototypicality_scores(
                         examples, config, out=out, progress=False, device=run.device
                     )
             continue
         name, _, rank = stem.partition("-r")
-        config = replace(run.score, max_length=setup.max_length, rank=int(rank or run.score.rank))
+        config = replace(score, rank=int(rank or score.rank))
         if not stored(out, "score", config.to_dict(), examples, adapters[name]):
             with timed(seconds, f"score-{stem}"):
                 score_instances(
@@ -292,8 +314,9 @@ def subset_file(
     if not path.is_file():
         path.parent.mkdir(exist_ok=True)
         started = time.perf_counter()
-        select_to_file(folder / f"{ARMS[name].scores}.parquet", SelectConfig(k=k, **select), path,
-                       data=pool)
+        select_to_file(
+            folder / f"{ARMS[name].scores}.parquet", SelectConfig(k=k, **select), path, data=pool
+        )
         seconds["select"] = round(seconds.get("select", 0.0) + time.perf_counter() - started, 1)
     return path
 
@@ -319,6 +342,7 @@ def evaluate(
     pool: Examples,
     evaluation: Examples,
     config: EvalConfig,
+    device: str,
     seconds: dict,
 ) -> dict:
     """Mean, std and per-run metrics of arm ``name`` over its subsets and fine-tuning seeds.
@@ -341,6 +365,7 @@ def evaluate(
             replace(config, seeds=tuple(seeds), unseen_classes=unseen),
             out=folder / "evaluations" / path.stem,
             progress=False,
+            device=device,
         )
         runs.append(result.runs.assign(draw=str(draw), unseen_classes=unseen))
     table = pd.concat(runs, ignore_index=True)
@@ -421,38 +446,45 @@ def run_dataset(name: str, args: argparse.Namespace, run: Run, summary_path: Pat
     """Every stage of one dataset; returns its summary entry (also saved after every arm)."""
     setup, folder = SETUPS[name], run.out / name
     folder.mkdir(parents=True, exist_ok=True)
-    pool_size = min(args.pool or sys.maxsize, setup.max_pool or sys.maxsize)
-    pool = sized(source_spec(setup, "pool", run, None), pool_size)
-    held = sized(source_spec(setup, "evaluation", run, None), args.eval_size)
+    cap = [n for n in (args.pool, setup.max_pool) if n is not None]
+    root = run.out.parent if setup.written else run.data
+    pool = sized(setup.pool, root, min(cap) if cap else None)
+    held = sized(setup.evaluation, root, args.eval_size)
     examples, evaluation = as_examples(pool), as_examples(held)  # read once
     old = json.loads(summary_path.read_text()).get(name, {}) if summary_path.is_file() else {}
-    entry = {"seconds": old.get("seconds", {}), "results": {}}
-    seconds = entry["seconds"]
-    entry["pool"], entry["evaluation"] = pool.to_dict(), held.to_dict()
-    entry["pool_size"], entry["evaluation_size"] = len(examples), len(evaluation)
-    classes = get_task(examples.task).problem_type == "single_label_classification"
-    arms = [a for a in args.subsets if classes or not (ARMS[a].balanced or ARMS[a].scores in
-                                                       ("shuffled", "unrelated"))]
-    stems = {ARMS[a].scores for a in arms}
-    adapters = references(
-        examples, evaluation, setup, run, folder, seconds
-    ) if stems - {"prototypicality"} else {}
-    adapters = {n: f for n, f in adapters.items() if n in {s.split("-r")[0] for s in stems}}
-    entry["references"] = reference_records(adapters)
-    scores(examples, adapters, stems, setup, run, folder, seconds)
-    epochs = run.eval_epochs or (10 if setup.sentiment else 5)
-    config = replace(run.evaluate, epochs=epochs, max_length=setup.max_length)
-    entry["eval_config"] = {
-        key: value for key, value in config.to_dict().items() if key != "unseen_classes"
+    seconds = old.get("seconds", {})  # stages reused now keep the time of the run that made them
+    train, score, config = run.configs(setup)
+    entry = {
+        "options": run.options.record(),
+        "pool": pool.to_dict(),
+        "evaluation": held.to_dict(),
+        "pool_size": len(examples),
+        "evaluation_size": len(evaluation),
+        "score_config": score.to_dict(),
+        # unseen_classes differs per subset: each run records its own
+        "eval_config": {k: v for k, v in config.to_dict().items() if k != "unseen_classes"},
+        "seconds": seconds,
+        "results": {},
     }
-    entry["eval_config"]["unseen_classes"] = "per run (see runs)"
-    entry["score_config"] = run.score.to_dict()
-    seeds = list(run.evaluate.seeds)
+    classes = get_task(examples.task).problem_type == "single_label_classification"
+    arms = [
+        a
+        for a in args.subsets
+        if classes or not (ARMS[a].balanced or ARMS[a].scores in ("shuffled", "unrelated"))
+    ]
+    stems = {ARMS[a].scores for a in arms}
+    # the reference always: its held-out accuracy says whether the dataset can be decided
+    wanted = {"reference"} | {stem.partition("-r")[0] for stem in stems} & set(REFERENCES)
+    adapters = references(examples, evaluation, train, wanted, setup, run, folder, seconds)
+    entry["references"] = reference_records(adapters)
+    scores(examples, adapters, stems, score, run, folder, seconds)
     for k in args.sizes:
         for arm in arms:
-            subsets = draws(ARMS[arm], seeds, run.score, args.score_seeds)
+            subsets = draws(ARMS[arm], list(config.seeds), score, args.score_seeds)
             with timed(seconds, f"evaluate-{arm}-{k}"):
-                result = evaluate(folder, arm, k, subsets, examples, evaluation, config, seconds)
+                result = evaluate(
+                    folder, arm, k, subsets, examples, evaluation, config, run.device, seconds
+                )
             entry["results"][f"{arm}-{k}"] = result
             shown = {m: f"{result['mean'][m]:.4f}±{result['std'][m]:.4f}" for m in result["mean"]}
             print(name, f"{arm}-{k}", shown, f"{result['seconds']} s", flush=True)
@@ -474,9 +506,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ensemble", type=int, default=5, help="seeds 0..N-1 averaged for the ensemble arm"
     )
-    parser.add_argument("--pool", type=int, default=None, help="pool size (default: whole split)")
     parser.add_argument(
-        "--eval-size", type=int, default=None, help="evaluation size (default: whole split)"
+        "--pool", type=size, default=None, help="pool size where larger (default: all)"
+    )
+    parser.add_argument(
+        "--eval-size", type=size, default=None, help="evaluation size where larger (default: all)"
     )
     reference = parser.add_argument_group("references (paper: rank 1, batch 40, lr 1e-5)")
     reference.add_argument("--ref-rank", type=int, default=1)
@@ -500,37 +534,33 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=str(SHARED), help="folder of the datasets")
     parser.add_argument("--out", default="../runs/table1")
     parser.add_argument("--summary", default="results/table1-protocol.json")
+    add_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parser().parse_args(argv)
-    seeds = tuple(range(args.seeds))
-    score_seeds = tuple(range(max(args.score_seeds, args.ensemble, 1)))
     run = Run(
         data=Path(args.data),
         out=Path(args.out),
+        options=ExperimentOptions.from_args(args),
         train=TrainConfig(
-            model=args.model,
             rank=args.ref_rank,
             alpha=args.ref_alpha,
             lr=args.ref_lr,
             batch_size=args.ref_batch,
             targets=tuple(args.ref_targets),
-            dtype=args.dtype,
         ),
         epochs=args.ref_epochs,
-        score=ScoreConfig(seeds=score_seeds, model=args.model, dtype=args.dtype),
+        score=ScoreConfig(seeds=tuple(range(max(args.score_seeds, args.ensemble, 1)))),
         evaluate=EvalConfig(
-            model=args.model,
             method=args.eval_method,
-            seeds=seeds,
+            seeds=tuple(range(args.seeds)),
             lr=args.eval_lr,
             batch_size=args.eval_batch,
         ),
         eval_epochs=args.eval_epochs,
         shuffle_seed=args.shuffle_seed,
-        device=args.device,
     )
     summary_path = Path(args.summary)
     return {name: run_dataset(name, args, run, summary_path) for name in args.datasets}

@@ -1,0 +1,129 @@
+"""The experiment scripts end to end on a tiny model and tiny data laid out like ``shared/data``
+(``<dataset>/<split>.jsonl.gz``): every stage runs, the summary holds what the issue asks for,
+and a second run reuses every stage's output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import select_and_evaluate  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def write_split(root: Path, dataset: str, split: str, frame: pd.DataFrame) -> None:
+    folder = root / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_json(folder / f"{split}.jsonl.gz", orient="records", lines=True, compression="gzip")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, tiny_data) -> Path:
+    """sst2 (train, validation), snli (validation, test) and hans (train) from the tiny csvs."""
+    root = tmp_path_factory.mktemp("shared-data")
+    single, pair = pd.read_csv(tiny_data["single"]), pd.read_csv(tiny_data["pair"])
+    write_split(root, "sst2", "train", single)
+    write_split(root, "sst2", "validation", single.iloc[::2])
+    write_split(root, "snli", "validation", pair)
+    write_split(root, "snli", "test", pair.iloc[::2])
+    write_split(root, "hans", "train", pair.assign(label=(pair["label"] != 0).astype(int)))
+    return root
+
+
+def tiny_args(tiny_model, data_root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--model", tiny_model("bert"), "--device", "cpu",
+        "--data", str(data_root), "--out", str(tmp_path / "runs"),
+        "--summary", str(tmp_path / "summary.json"),
+        "--pool", "30", "--eval-size", "all", "--sizes", "6",
+        "--seeds", "2", "--score-seeds", "2", "--ensemble", "3",
+        "--ref-epochs", "1", "--ref-lr", "1e-2", "--ref-batch", "8",
+        "--eval-epochs", "1", "--eval-batch", "8",
+        *extra,
+    ]  # fmt: skip
+
+
+def top_ids(scores: pd.DataFrame, column: str, k: int) -> set:
+    return set(scores.sort_values([column, "id"], ascending=[False, True])["id"][:k])
+
+
+def test_table1_protocol_end_to_end(tiny_model, data_root, tmp_path):
+    argv = tiny_args(tiny_model, data_root, tmp_path, "--datasets", "SST-2")
+    entry = select_and_evaluate.main(argv)["SST-2"]
+    folder = tmp_path / "runs" / "SST-2"
+
+    assert entry["pool_size"] == 30 and entry["evaluation_size"] == 20
+    assert entry["options"]["model"] == tiny_model("bert")
+    assert set(entry["references"]) == {"reference", "shuffled", "unrelated"}
+    reference = entry["references"]["reference"]["train"]
+    assert (reference["rank"], reference["batch_size"], reference["epochs"]) == (1, 8, 1)
+    assert entry["references"]["unrelated"]["data_name"].startswith("hans")
+    assert entry["eval_config"]["batch_size"] == 8 and "unseen_classes" not in entry["eval_config"]
+    assert entry["score_config"]["seeds"] == [0, 1, 2]
+    for stage in ("reference", "shuffled", "unrelated", "prototypicality", "score-reference"):
+        assert entry["seconds"][stage] >= 0, stage
+
+    results = entry["results"]
+    assert set(results) == {f"{arm}-6" for arm in select_and_evaluate.DEFAULT_ARMS}
+    # a random arm: a new draw per fine-tuning seed; a scoring-seed arm: one top-6 per scoring
+    # seed, each fine-tuned under both fine-tuning seeds; the ensemble: one top-6
+    assert [(r["draw"], r["seed"]) for r in results["random-6"]["runs"]] == [("0", 0), ("1", 1)]
+    assert [(r["draw"], r["seed"]) for r in results["repmatch-6"]["runs"]] == [
+        ("0", 0), ("0", 1), ("1", 0), ("1", 1)
+    ]  # fmt: skip
+    assert [r["draw"] for r in results["repmatch-ensemble-6"]["runs"]] == ["mean", "mean"]
+    for result in results.values():
+        for run in result["runs"]:
+            assert 0 <= run["accuracy"] <= 1
+            assert run["unseen_classes"] == ("include" if result["missing_classes"] else "error")
+
+    # each scoring seed's subset is the top-6 of that seed's column; the ensemble the mean's
+    scores = pd.read_parquet(folder / "reference.parquet")
+    for seed in (0, 1):
+        chosen = set(results["repmatch-6"]["ids"][str(seed)])
+        assert chosen == top_ids(scores, f"score_seed{seed}", 6)
+    assert set(results["repmatch-ensemble-6"]["ids"]["mean"]) == top_ids(scores, "score", 6)
+    controls = pd.read_parquet(folder / "shuffled.parquet")
+    assert set(results["shuffled-6"]["ids"]["0"]) == top_ids(controls, "score_seed0", 6)
+
+    overlap = entry["overlap"]["6"]
+    shared = len(set(results["repmatch-6"]["ids"]["0"]) & set(results["repmatch-6"]["ids"]["1"]))
+    assert overlap["repmatch"]["s0 vs s1"] == {
+        "shared": shared,
+        "jaccard": round(shared / (12 - shared), 4),
+    }
+    assert set(overlap["unrelated vs repmatch"]) == {"s0", "s1"}
+    assert set(overlap["shuffled-balanced vs repmatch"]) == {"s0", "s1"}
+
+    # a second run reuses every stage: same figures, no stage timed again
+    saved = json.loads((tmp_path / "summary.json").read_text())["SST-2"]
+    adapter = folder / "reference" / "adapter_model.safetensors"
+    made = adapter.stat().st_mtime_ns
+    again = select_and_evaluate.main(argv)["SST-2"]
+    assert adapter.stat().st_mtime_ns == made
+    assert again["results"]["repmatch-6"]["runs"] == saved["results"]["repmatch-6"]["runs"]
+    for stage in ("reference", "shuffled", "unrelated", "prototypicality", "score-reference"):
+        assert again["seconds"][stage] == saved["seconds"][stage]
+
+
+def test_unrelated_control_with_another_head_size(tiny_model, data_root, tmp_path):
+    """SNLI (3 classes) against a reference trained on SST-2 (2 classes): its head gets 3
+    outputs so that every pool class indexes one; a stored scores file made otherwise is
+    refused."""
+    argv = tiny_args(
+        tiny_model, data_root, tmp_path, "--datasets", "SNLI", "--subsets", "unrelated"
+    )
+    entry = select_and_evaluate.main(argv)["SNLI"]
+    unrelated = entry["references"]["unrelated"]
+    assert unrelated["data_name"].startswith("sst2") and unrelated["train"]["num_labels"] == 3
+    assert len(entry["results"]["unrelated-6"]["runs"]) == 4
+    assert set(entry["references"]) == {"reference", "unrelated"}
+
+    with pytest.raises(select_and_evaluate.RepmatchError, match="other settings"):
+        select_and_evaluate.main([*argv, "--ensemble", "2"])
