@@ -11,7 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from repmatch.adapters import load_adapter
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import overlap_vs_hans  # noqa: E402
 import select_and_evaluate  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -127,3 +130,57 @@ def test_unrelated_control_with_another_head_size(tiny_model, data_root, tmp_pat
 
     with pytest.raises(select_and_evaluate.RepmatchError, match="other settings"):
         select_and_evaluate.main([*argv, "--ensemble", "2"])
+
+
+@pytest.fixture(scope="module")
+def nli_root(tmp_path_factory, data_root) -> Path:
+    """An MNLI-like validation split with 5 non-entailment pairs in each overlap band (full,
+    mid, no) and 5 entailment pairs, plus the tiny HANS of ``data_root``."""
+    root = tmp_path_factory.mktemp("nli-data")
+    premise = "the young cat sat on a warm mat"
+    hypotheses = {
+        "full": ["the cat sat", "a warm mat", "the young cat", "cat on a mat", "the mat"],
+        "mid": ["the cat sat loudly", "a warm mat outside", "the young dog sat",
+                "cat on a rug", "the mat was warm"],  # 3 of 4, 3 of 4, ..., 3 of 4 (75 %)
+        "no": ["dogs run fast", "birds sing", "rain fell hard", "it is cold", "nobody came"],
+    }  # fmt: skip
+    rows = [
+        {"premise": premise, "hypothesis": h, "label": 1 + i % 2}
+        for band in hypotheses.values()
+        for i, h in enumerate(band)
+    ] + [{"premise": premise, "hypothesis": "a cat sat", "label": 0}] * 5
+    write_split(root, "mnli", "validation", pd.DataFrame(rows))
+    (root / "hans").symlink_to(data_root / "hans")
+    return root
+
+
+def test_table5_with_aligned_heads(tiny_model, nli_root, tmp_path):
+    argv = [
+        "--model", tiny_model("bert"), "--device", "cpu", "--data", str(nli_root),
+        "--out", str(tmp_path / "runs"), "--summary", str(tmp_path / "table5.json"),
+        "--splits", "MNLI validation", "--size", "4", "--repeats", "2", "--passes", "8",
+        "--hans-sample", "all",
+    ]  # fmt: skip
+    entry = overlap_vs_hans.main(argv)["MNLI validation"]
+    assert entry["sizes"] == {"full": 5, "mid": 5, "no": 5, "all non-entailment (control)": 15}
+    assert entry["classes"]["full"] == {"1": 3, "2": 2}
+    assert entry["most_similar_band"] in ("full", "mid", "no")
+    for band, scores in entry["scores"].items():
+        assert len(scores["each"]) == 2 and all(0 <= s <= 1 for s in scores["each"]), band
+        assert scores["instances"] == 4 and scores["epochs"] == 2
+
+    # every band adapter: HANS's two classes, all non-entailment, HANS's head to the last bit
+    hans = load_adapter(tmp_path / "runs" / "hans")
+    band = load_adapter(tmp_path / "runs" / "aligned" / "mnli" / "validation" / "full" / "r0")
+    assert band.num_labels == hans.num_labels == 2
+    assert hans.head and band.head.keys() == hans.head.keys()
+    assert all(band.head[key].equal(hans.head[key]) for key in hans.head)
+    record = json.loads((band.path / "repmatch.json").read_text())
+    assert (
+        record["train"]["head_seed"]
+        == json.loads((hans.path / "repmatch.json").read_text())["train"]["head_seed"]
+    )
+
+    native = overlap_vs_hans.main([*argv, "--heads", "native", "--repeats", "1"])
+    assert load_adapter(tmp_path / "runs" / "mnli" / "validation" / "full" / "r0").num_labels == 3
+    assert native["settings"]["heads"] == "native"
