@@ -56,6 +56,7 @@ from repmatch.config import EmbeddingConfig, EvalConfig, ScoreConfig, SelectConf
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.evaluation import evaluate_subsets, load_subset
+from repmatch.heldout import learning_verdict
 from repmatch.models import portable_model_name
 from repmatch.representation import prototypicality_scores
 from repmatch.scoring import score_instances
@@ -77,21 +78,20 @@ class Setup:
     pool: tuple[str, str | None]  # (folder or file, split)
     evaluation: tuple[str, str | None]
     sentiment: bool  # paper: 10 epochs for sentiment, 5 otherwise
-    unrelated: tuple[str, str] | None  # train split of the unrelated task (control b)
+    unrelated: tuple[str, str, str] | None  # unrelated task (control b): folder, train, held out
     max_length: int = 128
     max_pool: int | None = None  # a smaller pool where scoring is slow (QA reads every token)
     written: bool = False
 
 
+HANS, SST2 = ("hans", "train", "validation"), ("sst2", "train", "validation")
 SETUPS = {
-    "SST-2": Setup(("sst2", "train"), ("sst2", "validation"), True, ("hans", "train")),
-    "SST-5": Setup(("sst5", "train"), ("sst5", "test"), True, ("hans", "train")),
-    "IMDB": Setup(("imdb", "train"), ("imdb", "test"), True, ("hans", "train"), max_length=512),
+    "SST-2": Setup(("sst2", "train"), ("sst2", "validation"), True, HANS),
+    "SST-5": Setup(("sst5", "train"), ("sst5", "test"), True, HANS),
+    "IMDB": Setup(("imdb", "train"), ("imdb", "test"), True, HANS, max_length=512),
     # No NLI train split in shared/data: the largest pool is a validation split.
-    "MNLI": Setup(
-        ("mnli", "validation"), ("mnli", "validation_mismatched"), False, ("sst2", "train")
-    ),
-    "SNLI": Setup(("snli", "validation"), ("snli", "test"), False, ("sst2", "train")),
+    "MNLI": Setup(("mnli", "validation"), ("mnli", "validation_mismatched"), False, SST2),
+    "SNLI": Setup(("snli", "validation"), ("snli", "test"), False, SST2),
     # Written by experiments/squad_split.py (validation split by article); no controls for spans.
     "SQuAD": Setup(
         ("squad/squad-pool.jsonl.gz", None),
@@ -206,25 +206,29 @@ def references(
 ) -> dict[str, Path]:
     """Train (or reuse) the ``wanted`` reference adapters (of :data:`REFERENCES`): name ->
     adapter folder."""
-    made = {"reference": (examples, config)}
+    made = {"reference": (examples, config)}  # evaluated on held_out; unrelated on its own
     if "shuffled" in wanted:
         made["shuffled"] = (shuffled(examples, run.shuffle_seed), config)
     if "unrelated" in wanted and setup.unrelated is not None:
-        unrelated = as_examples(sized(setup.unrelated, run.data, len(examples)))
+        path, split, other = setup.unrelated
+        unrelated = as_examples(sized((path, split), run.data, len(examples)))
+        its_held_out = as_examples(sized((path, other), run.data, len(held_out)))
         heads = max(unrelated.num_labels, examples.num_labels)
-        made["unrelated"] = (unrelated, replace(config, num_labels=heads))
+        made["unrelated"] = (unrelated, replace(config, num_labels=heads), its_held_out)
     folders = {}
-    for name, (data, train) in made.items():
+    for name, (data, train, *other) in made.items():
         if name not in wanted:
             continue
-        record = folder / name / RECORD_FILE
-        before = record.read_bytes() if record.is_file() else None
-        started = time.perf_counter()
         folders[name] = train_or_reuse(
-            data, train, folder / name, progress=False, device=run.device
+            data,
+            train,
+            folder / name,
+            progress=False,
+            device=run.device,
+            heldout=other[0] if other else held_out,
         )
-        if record.read_bytes() != before:  # trained now, not reused: time it
-            seconds[name] = round(time.perf_counter() - started, 1)
+        record = json.loads((folders[name] / RECORD_FILE).read_text())
+        seconds[name] = record["seconds"]  # training, as the adapter recorded it
     return folders
 
 
@@ -416,10 +420,14 @@ def overlaps(results: dict, k: int) -> dict:
 
 
 def reference_records(adapters: dict[str, Path]) -> dict:
-    """What each reference recorded about its training and held-out evaluation."""
+    """What each reference recorded: its training, and how it did on held-out data against the
+    majority-class rate (``learned``: :func:`repmatch.heldout.learning_verdict`)."""
     out = {}
     for name, folder in adapters.items():
-        record = json.loads((folder / "repmatch.json").read_text())
+        record = json.loads((folder / RECORD_FILE).read_text())
+        heldout = record.get("heldout") or {}
+        accuracy = (heldout.get("metrics") or {}).get("accuracy")
+        majority = heldout.get("majority_rate")
         out[name] = {
             "adapter": str(folder),
             "train": record.get("train"),
@@ -427,6 +435,13 @@ def reference_records(adapters: dict[str, Path]) -> dict:
             "num_examples": record.get("num_examples"),
             "epoch_losses": record.get("epoch_losses"),
             "seconds": record.get("seconds"),
+            "heldout": {
+                "data_name": heldout.get("data_name"),
+                "num_examples": heldout.get("num_examples"),
+                "metrics": heldout.get("metrics"),
+                "majority_rate": majority,
+            },
+            "learned": None if accuracy is None else learning_verdict(accuracy, majority),
         }
     return out
 
@@ -477,6 +492,8 @@ def run_dataset(name: str, args: argparse.Namespace, run: Run, summary_path: Pat
     wanted = {"reference"} | {stem.partition("-r")[0] for stem in stems} & set(REFERENCES)
     adapters = references(examples, evaluation, train, wanted, setup, run, folder, seconds)
     entry["references"] = reference_records(adapters)
+    learned = entry["references"]["reference"]["learned"]
+    entry["verdict"] = NOT_DECIDABLE if learned not in (None, "learned") else None
     scores(examples, adapters, stems, score, run, folder, seconds)
     for k in args.sizes:
         for arm in arms:
