@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from repmatch.adapters import load_adapter
+from repmatch.heldout import learning_verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import overlap_vs_hans  # noqa: E402
@@ -32,10 +33,12 @@ def data_root(tmp_path_factory, tiny_data) -> Path:
     root = tmp_path_factory.mktemp("shared-data")
     single, pair = pd.read_csv(tiny_data["single"]), pd.read_csv(tiny_data["pair"])
     write_split(root, "sst2", "train", single)
-    write_split(root, "sst2", "validation", single.iloc[::2])
+    write_split(root, "sst2", "validation", single.iloc[:20])  # 10 per class
     write_split(root, "snli", "validation", pair)
     write_split(root, "snli", "test", pair.iloc[::2])
-    write_split(root, "hans", "train", pair.assign(label=(pair["label"] != 0).astype(int)))
+    hans = pair.assign(label=(pair["label"] != 0).astype(int))
+    write_split(root, "hans", "train", hans)
+    write_split(root, "hans", "validation", hans.iloc[:20])
     return root
 
 
@@ -67,6 +70,18 @@ def test_table1_protocol_end_to_end(tiny_model, data_root, tmp_path):
     reference = entry["references"]["reference"]["train"]
     assert (reference["rank"], reference["batch_size"], reference["epochs"]) == (1, 8, 1)
     assert entry["references"]["unrelated"]["data_name"].startswith("hans")
+    # every reference says how it did on held-out data (the unrelated one on its own task's)
+    for name, record in entry["references"].items():
+        heldout = record["heldout"]
+        assert 0 <= heldout["metrics"]["accuracy"] <= 1, name
+        assert record["learned"] == learning_verdict(
+            heldout["metrics"]["accuracy"], heldout["majority_rate"]
+        )
+    assert entry["references"]["reference"]["heldout"]["majority_rate"] == 0.5
+    assert entry["references"]["reference"]["heldout"]["num_examples"] == 20
+    assert entry["references"]["unrelated"]["heldout"]["data_name"].startswith("hans")
+    learned = entry["references"]["reference"]["learned"] == "learned"
+    assert entry["verdict"] == (None if learned else select_and_evaluate.NOT_DECIDABLE)
     assert entry["eval_config"]["batch_size"] == 8 and "unseen_classes" not in entry["eval_config"]
     assert entry["score_config"]["seeds"] == [0, 1, 2]
     for stage in ("reference", "shuffled", "unrelated", "prototypicality", "score-reference"):
