@@ -37,6 +37,7 @@ from repmatch.compare import compare_adapters
 from repmatch.config import TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples, overlap_subsets
 from repmatch.errors import RepmatchError
+from repmatch.heldout import learning_verdict
 from repmatch.training import train_or_reuse
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -58,6 +59,19 @@ def sample(examples, size: int, seed: int):
 def training_seconds(adapter: Path) -> float:
     """How long the adapter took to train, as it recorded (also when reused now)."""
     return json.loads((adapter / RECORD_FILE).read_text())["seconds"]
+
+
+def heldout_record(adapter: Path) -> dict:
+    """The adapter's held-out accuracy beside the majority-class rate, and whether it learned."""
+    heldout = json.loads((adapter / RECORD_FILE).read_text())["heldout"]
+    accuracy, majority = heldout["metrics"]["accuracy"], heldout["majority_rate"]
+    return {
+        "data_name": heldout["data_name"],
+        "num_examples": heldout["num_examples"],
+        "metrics": heldout["metrics"],
+        "majority_rate": majority,
+        "learned": learning_verdict(accuracy, majority),
+    }
 
 
 def hans_classes(hans: Examples) -> tuple[int, int]:
@@ -137,17 +151,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="aligned: bands as HANS non-entailment, HANS's head; native: the split's 3 classes",
     )
     parser.add_argument("--data", default=str(SHARED), help="folder of the datasets")
+    parser.add_argument(
+        "--hans-eval",
+        type=size,
+        default=2000,
+        help="HANS validation pairs the HANS adapter is evaluated on (or all)",
+    )
     parser.add_argument("--out", default="../runs/overlap")
     parser.add_argument("--summary", default="results/table5-aligned.json")
     add_arguments(parser)
     args = parser.parse_args(argv)
     options = ExperimentOptions.from_args(args)
     config, device = options.apply(TrainConfig()), options.device
-    hans = as_examples(
-        DataSpec(str(Path(args.data) / "hans"), split="train", sample=args.hans_sample)
-    )
+    folder = Path(args.data) / "hans"
+    hans = as_examples(DataSpec(str(folder), split="train", sample=args.hans_sample))
+    heldout = as_examples(DataSpec(str(folder), split="validation"))
+    heldout = sample(heldout, args.hans_eval or len(heldout), 0)
     hans_adapter = train_or_reuse(
-        hans, config, Path(args.out) / "hans", progress=False, device=device
+        hans, config, Path(args.out) / "hans", progress=False, device=device, heldout=heldout
     )
     summary_path = Path(args.summary)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -156,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "options": options.record(),
         "train": config.to_dict(),
         "hans_seconds": training_seconds(hans_adapter),
+        "hans_heldout": heldout_record(hans_adapter),
     }
     hans_pair = (hans_adapter, hans_classes(hans)[1])
     for name in args.splits:

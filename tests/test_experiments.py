@@ -174,9 +174,13 @@ def test_table5_with_aligned_heads(tiny_model, nli_root, tmp_path):
         "--model", tiny_model("bert"), "--device", "cpu", "--data", str(nli_root),
         "--out", str(tmp_path / "runs"), "--summary", str(tmp_path / "table5.json"),
         "--splits", "MNLI validation", "--size", "4", "--repeats", "2", "--passes", "8",
-        "--hans-sample", "all",
+        "--hans-sample", "all", "--hans-eval", "all",
     ]  # fmt: skip
-    entry = overlap_vs_hans.main(argv)["MNLI validation"]
+    summary = overlap_vs_hans.main(argv)
+    heldout = summary["hans_heldout"]  # the reference says how well it learned HANS
+    assert heldout["num_examples"] == 20 and heldout["majority_rate"] == 0.65
+    assert heldout["learned"] == learning_verdict(heldout["metrics"]["accuracy"], 0.65)
+    entry = summary["MNLI validation"]
     assert entry["sizes"] == {"full": 5, "mid": 5, "no": 5, "all non-entailment (control)": 15}
     assert entry["classes"]["full"] == {"1": 3, "2": 2}
     assert entry["most_similar_band"] in ("full", "mid", "no")
