@@ -397,25 +397,27 @@ def overlap(a: set, b: set) -> dict:
 
 def overlaps(results: dict, k: int) -> dict:
     """Overlap of the top-Ks of every pair of scoring seeds within each scoring-seed arm, and of
-    each other arm's top-K with RepMatch's at the same seed (plain with plain, balanced with
-    balanced)."""
+    each other scored arm's top-K (a control's, the ensemble's) with RepMatch's at each seed
+    (plain with plain, balanced with balanced)."""
     found = {}
     for name, arm in ARMS.items():
         result = results.get(f"{name}-{k}")
-        if result is None or arm.draws != "score-seed":
+        if result is None or arm.draws not in ("score-seed", "ensemble"):
             continue
         chosen = {draw: set(ids) for draw, ids in result["ids"].items()}
-        found[name] = {
-            f"s{a} vs s{b}": overlap(chosen[a], chosen[b])
-            for a, b in itertools.combinations(chosen, 2)
-        }
-        mirror = results.get(f"repmatch{'-balanced' if arm.balanced else ''}-{k}")
-        if mirror is not None and not name.startswith("repmatch"):
-            found[f"{name} vs repmatch"] = {
-                f"s{draw}": overlap(ids, set(mirror["ids"][draw]))
-                for draw, ids in chosen.items()
-                if draw in mirror["ids"]
+        if len(chosen) > 1:
+            found[name] = {
+                f"s{a} vs s{b}": overlap(chosen[a], chosen[b])
+                for a, b in itertools.combinations(chosen, 2)
             }
+        mirror = "repmatch-balanced" if arm.balanced else "repmatch"
+        if name == mirror or f"{mirror}-{k}" not in results:
+            continue
+        found[f"{name} vs {mirror}"] = {
+            f"s{seed}": overlap(chosen.get(seed, chosen.get("mean", set())), set(ids))
+            for seed, ids in results[f"{mirror}-{k}"]["ids"].items()
+            if seed in chosen or "mean" in chosen
+        }
     return found
 
 

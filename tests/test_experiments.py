@@ -117,7 +117,10 @@ def test_table1_protocol_end_to_end(tiny_model, data_root, tmp_path):
         "jaccard": round(shared / (12 - shared), 4),
     }
     assert set(overlap["unrelated vs repmatch"]) == {"s0", "s1"}
-    assert set(overlap["shuffled-balanced vs repmatch"]) == {"s0", "s1"}
+    assert set(overlap["shuffled-balanced vs repmatch-balanced"]) == {"s0", "s1"}
+    ensemble = set(results["repmatch-ensemble-6"]["ids"]["mean"])
+    shared = len(ensemble & set(results["repmatch-6"]["ids"]["1"]))
+    assert overlap["repmatch-ensemble vs repmatch"]["s1"]["shared"] == shared
 
     # a second run reuses every stage: same figures, no stage timed again
     saved = json.loads((tmp_path / "summary.json").read_text())["SST-2"]
