@@ -43,7 +43,6 @@ import itertools
 import json
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,6 +51,7 @@ import pandas as pd
 
 from options import ExperimentOptions, add_arguments, size
 from repmatch.adapters import RECORD_FILE, load_adapter
+from repmatch.artifacts import record_path
 from repmatch.config import EmbeddingConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
@@ -180,14 +180,6 @@ def sized(source: tuple[str, str | None], root: Path, size: int | None) -> DataS
     return replace(spec, sample=size, seed=0)
 
 
-@contextmanager
-def timed(seconds: dict, key: str):
-    """Record the wall time of the block under ``seconds[key]``."""
-    started = time.perf_counter()
-    yield
-    seconds[key] = round(time.perf_counter() - started, 1)
-
-
 def shuffled(examples: Examples, seed: int) -> Examples:
     """The pool with its labels permuted (seeded): same texts, same class counts, no signal."""
     labels = np.random.default_rng(seed).permutation(examples.labels)
@@ -242,31 +234,30 @@ def scores(
     seconds: dict,
 ) -> None:
     """The scores files the arms need (``<stem>.parquet``), reused where already made with the
-    same settings; a stored file made otherwise is refused."""
+    same settings; a stored file made otherwise is refused. ``seconds`` gets each one's time as
+    its run record has it (also when reused)."""
     for stem in sorted(stems):
         out = folder / f"{stem}.parquet"
         if stem == "prototypicality":
             config = EmbeddingConfig(model=score.model, max_length=score.max_length)
             recorded = config.to_dict() | {"model": portable_model_name(config.model)}
             if not stored(out, "embedding", recorded, examples):
-                with timed(seconds, stem):
-                    prototypicality_scores(
-                        examples, config, out=out, progress=False, device=run.device
-                    )
+                prototypicality_scores(examples, config, out=out, progress=False, device=run.device)
+            seconds[stem] = json.loads(record_path(out).read_text())["seconds"]
             continue
         name, _, rank = stem.partition("-r")
         config = replace(score, rank=int(rank or score.rank))
         if not stored(out, "score", config.to_dict(), examples, adapters[name]):
-            with timed(seconds, f"score-{stem}"):
-                score_instances(
-                    examples,
-                    adapters[name],
-                    config,
-                    out=out,
-                    resume=True,
-                    progress=False,
-                    device=run.device,
-                )
+            score_instances(
+                examples,
+                adapters[name],
+                config,
+                out=out,
+                resume=True,
+                progress=False,
+                device=run.device,
+            )
+        seconds[f"score-{stem}"] = json.loads(record_path(out).read_text())["seconds"]
 
 
 def stored(
@@ -274,7 +265,7 @@ def stored(
 ) -> bool:
     """Whether ``out`` holds scores of ``examples`` made with ``config`` (under ``key`` in its
     run record) against ``reference``; raise if it holds scores made otherwise."""
-    record_file = out.with_name(out.name + ".json")
+    record_file = record_path(out)
     if not out.is_file() or not record_file.is_file():
         return False
     record = json.loads(record_file.read_text())
@@ -500,10 +491,10 @@ def run_dataset(name: str, args: argparse.Namespace, run: Run, summary_path: Pat
     for k in args.sizes:
         for arm in arms:
             subsets = draws(ARMS[arm], list(config.seeds), score, args.score_seeds)
-            with timed(seconds, f"evaluate-{arm}-{k}"):
-                result = evaluate(
-                    folder, arm, k, subsets, examples, evaluation, config, run.device, seconds
-                )
+            result = evaluate(
+                folder, arm, k, subsets, examples, evaluation, config, run.device, seconds
+            )
+            seconds[f"evaluate-{arm}-{k}"] = result["seconds"]  # the runs' own, also reused
             entry["results"][f"{arm}-{k}"] = result
             shown = {m: f"{result['mean'][m]:.4f}±{result['std'][m]:.4f}" for m in result["mean"]}
             print(name, f"{arm}-{k}", shown, f"{result['seconds']} s", flush=True)

@@ -89,6 +89,7 @@ def test_table1_protocol_end_to_end(tiny_model, data_root, tmp_path):
 
     results = entry["results"]
     assert set(results) == {f"{arm}-6" for arm in select_and_evaluate.DEFAULT_ARMS}
+    assert entry["seconds"]["evaluate-repmatch-6"] == results["repmatch-6"]["seconds"] > 0
     # a random arm: a new draw per fine-tuning seed; a scoring-seed arm: one top-6 per scoring
     # seed, each fine-tuned under both fine-tuning seeds; the ensemble: one top-6
     assert [(r["draw"], r["seed"]) for r in results["random-6"]["runs"]] == [("0", 0), ("1", 1)]
