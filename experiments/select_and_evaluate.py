@@ -5,9 +5,12 @@ Per dataset:
 
 1. a pool (the whole train split by default, or a seeded sample of ``--pool``) and evaluation
    data (the whole evaluation split by default, or a seeded sample of ``--eval-size``);
-2. references trained on the pool with the paper's settings (rank 1, batch 40, lr 1e-5, 10 epochs
-   for sentiment and 5 otherwise; every one configurable) and evaluated on the evaluation data,
-   so the summary says how well each learned against the majority-class rate:
+2. references trained on the pool with the paper's settings (rank 1, batch 40, 10 epochs for
+   sentiment and 5 otherwise, lr 1e-3; every one configurable) and evaluated on the evaluation
+   data, so the summary says how well each learned against the majority-class rate. The paper
+   gives lr 1e-5 for dataset-level adapters and 1e-3 for its instance-level experiments, which
+   Table 1 is; at 1e-5 the bundled model's rank-1 reference on 2,000 SST-2 instances stays at
+   chance (validation accuracy 0.492, majority 0.509), at 1e-3 it learns (0.811). References:
    the reference itself; a control on the same pool with its labels shuffled (seeded); a control
    trained on an unrelated task (HANS for sentiment, SST-2 for NLI) with a head of
    max(pool classes, its own classes) outputs, so that every pool class indexes an output (which
@@ -522,10 +525,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval-size", type=size, default=None, help="evaluation size where larger (default: all)"
     )
-    reference = parser.add_argument_group("references (paper: rank 1, batch 40, lr 1e-5)")
+    reference = parser.add_argument_group("references (paper: rank 1, batch 40)")
     reference.add_argument("--ref-rank", type=int, default=1)
     reference.add_argument("--ref-alpha", type=float, default=TrainConfig.alpha)
-    reference.add_argument("--ref-lr", type=float, default=1e-5)
+    reference.add_argument(
+        "--ref-lr", type=float, default=1e-3, help="paper: 1e-3 instance level, 1e-5 dataset level"
+    )
     reference.add_argument("--ref-batch", type=int, default=40)
     reference.add_argument(
         "--ref-epochs", type=int, default=None, help="default: 10 sentiment, 5 otherwise"
