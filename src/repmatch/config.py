@@ -417,6 +417,12 @@ class EvalConfig:
         "(the head gets every evaluation class, so a subset lacking one is scored on it anyway)",
         added=True,
     )
+    dtype: Dtype = _field(
+        "float32",
+        "precision of fine-tuning's and prediction's matmuls: float32 (exact), bfloat16 or float16 "
+        "(CUDA only), by autocast; trained weights and AdamW's state stay float32",
+        added=True,
+    )
 
     def __post_init__(self) -> None:
         if self.method not in EVAL_LR:
@@ -432,6 +438,7 @@ class EvalConfig:
                 f"weight_decay must be >= 0, got {self.weight_decay!r}", field="weight_decay"
             )
         check_choice(self, "unseen_classes", UNSEEN_CLASSES)
+        check_choice(self, "dtype", DTYPES)
 
     def to_dict(self) -> dict[str, Any]:
         return to_json(self)
@@ -452,4 +459,5 @@ class EvalConfig:
             max_length=self.max_length,
             train_head=True,
             base_dropout=self.dropout,
+            dtype=self.dtype,
         )

@@ -49,7 +49,9 @@ from repmatch.config import EvalConfig, TrainConfig, key_json
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.models import (
+    attention_kernel,
     check_lengths,
+    compute_dtype,
     load_classifier,
     load_tokenizer,
     portable_model_name,
@@ -158,34 +160,79 @@ def _evaluate(
     progress: bool,
     device: str | torch.device | None,
 ) -> Evaluation:
-    subsets = _load_subsets(train)
-    evaluation = as_examples(evaluation_data)
-    task = _common_task(subsets, evaluation)
-    include = config.unseen_classes == "include"
-    classes, num_labels = _common_classes(
-        [s.examples for s in subsets] + ([evaluation] if include else [])
-    )
-    for subset in subsets:
-        subset.examples = subset.examples.aligned_to(classes, num_labels)
-    if include:
-        evaluation = evaluation.aligned_to(classes, num_labels)
-    else:
-        evaluation = _aligned_evaluation(
-            evaluation, [s.examples for s in subsets], classes, num_labels
-        )
+    """Read and align the data, run (or read back) every run, summarise, save."""
+    problem = _Problem.read(train, evaluation_data, config)
     device = resolve_device(device)
-    tokenizer = load_tokenizer(config.model)
+    rows = _all_runs(problem, config, out, progress=progress, device=device)
+    metrics = list(rows[0]["metrics"])
+    runs = _runs_table(rows)
+    summary = _summary(runs, metrics, [s.name for s in problem.subsets])
+    record = _record(problem, config, rows, summary, metrics, device)
+    if out is not None:
+        _write_results(out, summary, runs, record)
+    return Evaluation(runs=runs, summary=summary, metrics=metrics, record=record)
 
+
+@dataclass
+class _Problem:
+    """The subsets and the evaluation data, their labels as the head's classes."""
+
+    subsets: list[_Subset]
+    evaluation: Examples
+    task: Task
+    classes: list[str] | None  # the head's class names (None: class indices)
+    num_labels: int
+
+    @classmethod
+    def read(cls, train: Sequence[object], evaluation_data: object, config: EvalConfig):
+        subsets = _load_subsets(train)
+        evaluation = as_examples(evaluation_data)
+        task = _common_task(subsets, evaluation)
+        include = config.unseen_classes == "include"
+        classes, num_labels = _common_classes(
+            [s.examples for s in subsets] + ([evaluation] if include else [])
+        )
+        for subset in subsets:
+            subset.examples = subset.examples.aligned_to(classes, num_labels)
+        if include:
+            evaluation = evaluation.aligned_to(classes, num_labels)
+        else:
+            evaluation = _aligned_evaluation(
+                evaluation, [s.examples for s in subsets], classes, num_labels
+            )
+        return cls(subsets, evaluation, task, classes, num_labels)
+
+
+def _all_runs(
+    problem: _Problem,
+    config: EvalConfig,
+    out: Path | None,
+    *,
+    progress: bool,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """One result row per (subset, seed), in that order: read back from ``out/runs`` where a
+    finished run with the same key is there, else run and (with ``out``) saved."""
+    tokenizer = load_tokenizer(config.model)
     rows = []
-    for subset in subsets:
+    for subset in problem.subsets:
         for seed in config.seeds:
-            key = _run_key(config, subset.examples, evaluation, seed)
+            key = _run_key(config, subset.examples, problem.evaluation, seed)
             run_file = (
                 None if out is None else out / "runs" / f"{subset.name}-seed{seed}-{key}.json"
             )
             row = _read_run(run_file)
             if row is None:
-                row = _run(subset, evaluation, seed, config, task, tokenizer, device, progress)
+                row = _run(
+                    subset,
+                    problem.evaluation,
+                    seed,
+                    config,
+                    problem.task,
+                    tokenizer,
+                    device,
+                    progress,
+                )
                 row["key"] = key
                 if run_file is not None:
                     write_json(run_file, _finite(row))
@@ -193,9 +240,12 @@ def _evaluate(
                 logger.info("reusing %s", run_file)
             rows.append(row)
             logger.info("%s seed %d: %s", subset.name, seed, row["metrics"])
+    return rows
 
-    metrics = list(rows[0]["metrics"])
-    runs = pd.DataFrame(
+
+def _runs_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: subset, seed, training size, every metric, seconds."""
+    return pd.DataFrame(
         [
             {
                 "subset": row["subset"],
@@ -207,14 +257,25 @@ def _evaluate(
             for row in rows
         ]
     )
-    summary = _summary(runs, metrics, [s.name for s in subsets])
-    record = run_record(
+
+
+def _record(
+    problem: _Problem,
+    config: EvalConfig,
+    rows: list[dict[str, Any]],
+    summary: pd.DataFrame,
+    metrics: list[str],
+    device: torch.device,
+) -> dict[str, Any]:
+    """What ``results.json`` holds: settings, data records, summary and every run."""
+    evaluation = problem.evaluation
+    return run_record(
         "evaluation",
         evaluate=config.to_dict(),
         model=portable_model_name(config.model),
-        task=task.name,
-        label_names=classes,
-        num_labels=num_labels,
+        task=problem.task.name,
+        label_names=problem.classes,
+        num_labels=problem.num_labels,
         subsets=[
             {
                 "name": s.name,
@@ -222,7 +283,7 @@ def _evaluate(
                 "data_fingerprint": s.examples.fingerprint(),
                 "num_examples": len(s.examples),
             }
-            for s in subsets
+            for s in problem.subsets
         ],
         evaluation={
             "data": evaluation.spec.to_record() if evaluation.spec is not None else None,
@@ -235,9 +296,6 @@ def _evaluate(
         summary=_json_rows(summary),
         runs=[_finite(row) for row in rows],
     )
-    if out is not None:
-        _write_results(out, summary, runs, record)
-    return Evaluation(runs=runs, summary=summary, metrics=metrics, record=record)
 
 
 def _load_subsets(train: Sequence[object]) -> list[_Subset]:
@@ -441,14 +499,19 @@ def predict(
     device: torch.device,
 ) -> np.ndarray:
     """The task's predictions (:meth:`Task.predictions`) for every example, in data order:
-    (N,) class indices, scores or (extractive QA) answer texts."""
+    (N,) class indices, scores or (extractive QA) answer texts.
+
+    Without gradients, in length-grouped batches of ``config.eval_batch_size``, the matmuls in
+    ``config.dtype`` (autocast; the logits are compared in float32)."""
     model.eval()
     encoded = EncodedExamples(tokenizer, examples, max_length=config.max_length)
     check_lengths(model, encoded.lengths, examples.ids, config.max_length)
+    dtype = compute_dtype(config.dtype, device)
+    autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype != torch.float32}
     positions, outputs = [], []
-    with torch.no_grad():
+    with torch.inference_mode(), torch.autocast(**autocast), attention_kernel(dtype, device):
         for batch in plan_batches(encoded, config.eval_batch_size, device):
-            logits = task.logits(model(**batch.inputs), batch.inputs)
+            logits = task.logits(model(**batch.inputs), batch.inputs).float()
             outputs.append(task.predictions(logits, encoded, batch.positions))
             positions.append(batch.positions)
     order = np.concatenate(positions)

@@ -184,7 +184,8 @@ def fit(
     """AdamW over the parameters of ``peft_model`` that require grad (a LoRA-wrapped model, or any
     model with ``.logits`` outputs: evaluation fine-tunes whole models with it); returns the mean
     loss of each epoch. Batch order from ``config.seed``; dropout draws from torch's global RNG,
-    so callers seed it under ``torch.random.fork_rng``. Leaves the model in eval mode.
+    so callers seed it under ``torch.random.fork_rng``. Leaves the model in eval mode. In a
+    lower ``config.dtype`` the frozen weights of the model's body are cast to it, in place.
 
     With W > 1 processes (:mod:`repmatch.distributed`), every process computes the same batch
     order and takes a contiguous slice of each batch; its summed loss times W / (batch size)
@@ -216,8 +217,9 @@ def fit(
         if ".lora_dropout." in name:
             module.train(config.lora_dropout > 0)
     checkpoint_without_dropout(peft_model)  # layers set to checkpoint do so, dropout or not
-    dtype = compute_dtype(config.dtype, device)  # autocast: matmuls in dtype, weights float32
+    dtype = compute_dtype(config.dtype, device)  # autocast: matmuls in dtype
     autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype != torch.float32}
+    _frozen_body_in(peft_model, dtype)  # trained weights (and AdamW's state) stay float32
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     epoch_losses = []
     steps = config.epochs * -(-len(encoded) // config.batch_size)
@@ -267,6 +269,21 @@ def _readout_cut(model, task: Task, config: TrainConfig) -> ReadoutCut:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     model.eval()  # the probe compares logits, dropout off; fit sets the training modes next
     return ReadoutCut.probe(base)
+
+
+def _frozen_body_in(model, dtype: torch.dtype) -> None:
+    """Cast the frozen weights of ``model``'s body (not its head, which is saved) to ``dtype``.
+
+    Autocast runs every matmul in ``dtype`` anyway; weights kept float32 would be cast again in
+    every step (for LoRA, most of the body). Trained weights are left float32, so the optimizer
+    updates float32 values. Changes ``model`` in place; nothing for float32.
+    """
+    if dtype == torch.float32:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for parameter in base.base_model.parameters():  # the body (transformers' base_model)
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(dtype)
 
 
 def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:

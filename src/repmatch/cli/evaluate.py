@@ -7,7 +7,7 @@ import json
 import math
 
 from repmatch.cli import common
-from repmatch.config import EvalConfig, help_text
+from repmatch.config import DTYPES, EvalConfig, help_text
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -50,6 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--lr", type=float, help=help_text(EvalConfig, "lr"))
     common.option(group, d, "eval_batch_size")
     common.option(group, d, "unseen_classes", choices=["error", "include"])
+    common.option(group, d, "dtype", choices=list(DTYPES))
     group.add_argument(
         "--no-dropout", action="store_true", help="switch the model's dropout off while training"
     )
@@ -79,9 +80,10 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps({"summary": record["summary"], "runs": record["runs"]}))
         return
     evaluation = record["evaluation"]
+    precision = "" if config.dtype == "float32" else f", {config.dtype}"
     print(
         f"{config.method} fine-tuning, {config.epochs} epochs, lr {config.lr:g}, batch size "
-        f"{config.batch_size}, seeds 0..{len(config.seeds) - 1}; evaluated on "
+        f"{config.batch_size}, seeds 0..{len(config.seeds) - 1}{precision}; evaluated on "
         f"{evaluation['data_name']} ({evaluation['num_examples']} instances)"
     )
     width = max(len("subset"), *(len(row["subset"]) for row in record["summary"]))
