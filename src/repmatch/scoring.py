@@ -14,7 +14,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,6 +208,23 @@ class InstanceScorer:
         # (float32); the per-instance maths stays float32 (see repmatch.updates).
         self.model.to(self.dtype)
 
+    @contextmanager
+    def _running(
+        self,
+        batch: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        packed: PackedBatch | None,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Inside: ``batch`` and ``labels`` on ``device``, the attention kernel of ``dtype`` and
+        the readout cut (at the packed sequences' first tokens with ``packed``) in place."""
+        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+        where = packed.starts if packed else None
+        with (
+            attention_kernel(self.dtype, self.device),
+            self.readout.applied(self.model, batch["input_ids"], where),
+        ):
+            yield batch, labels.to(self.device)
+
     def instance_updates(
         self,
         batch: dict[str, torch.Tensor],
@@ -222,13 +240,7 @@ class InstanceScorer:
         config = self.config
         if packed is not None and config.steps != 1:
             raise ValueError("packed rows are for one-step scores only (steps == 1)")
-        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
-        labels = labels.to(self.device)
-        where = packed.starts if packed else None
-        with (
-            attention_kernel(self.dtype, self.device),
-            self.readout.applied(self.model, batch["input_ids"], where),
-        ):
+        with self._running(batch, labels, packed) as (batch, labels):
             if config.steps == 1:
                 update, extra = one_step_updates, {"segments": packed.segments if packed else None}
             else:
@@ -268,19 +280,13 @@ class InstanceScorer:
     ) -> torch.Tensor:
         """cos(-∇_W L(x), ΔW_ref) of every instance and layer, (N, L) on ``device`` (arguments as
         :meth:`instance_updates`)."""
-        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
-        labels = labels.to(self.device)
+        with self._running(batch, labels, packed) as (batch, labels):
+            taps = token_gradients(self.model, batch, labels, self.targets, task=self.task)
         if packed is not None:
             segments = packed.segments
         else:  # one instance per row; padding belongs to none
             rows = torch.arange(labels.shape[0], device=self.device)[:, None]
             segments = torch.where(batch["attention_mask"].bool(), rows, -1)
-        where = packed.starts if packed else None
-        with (
-            attention_kernel(self.dtype, self.device),
-            self.readout.applied(self.model, batch["input_ids"], where),
-        ):
-            taps = token_gradients(self.model, batch, labels, self.targets, task=self.task)
         return torch.stack(
             [
                 gradient_cosine(
