@@ -61,6 +61,7 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
         ElectraConfig,
         LlamaConfig,
         MistralConfig,
+        MPNetConfig,
         Qwen2Config,
         RobertaConfig,
     )
@@ -95,6 +96,15 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
             num_attention_heads=2,
             intermediate_size=2 * hidden,
             **common,
+        )
+    if arch == "mpnet":  # relative position bias, eager attention only; positions from 2
+        return MPNetConfig(
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            vocab_size=vocab_size,
+            max_position_embeddings=130,
         )
     if arch in DECODERS:
         config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}

@@ -34,7 +34,7 @@ from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
 from repmatch.literal_loop import LiteralLoop, literal_layer_scores, literal_scores
-from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
+from repmatch.models import BUNDLED_MODEL, ReadoutCut, load_tokenizer, resolve_device
 from repmatch.scoring import InstanceScorer, ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
 
@@ -456,6 +456,21 @@ def test_packed_rows_score_like_padded_batches(settings, pair_reference, data_di
     scorer.position_offset = None
     padded = scorer.score(pairs)
     assert (packed - padded).abs().max() <= SAME
+    assert packed.std() > 1e-3  # the instances differ
+
+
+def test_mpnet_scores_alike_cut_packed_or_neither(trained_adapter, tiny_data):
+    """MPNet (relative position bias, eager attention): the cut and packing are exact."""
+    examples = load_examples(DataSpec(str(tiny_data["single"])))
+    config = ScoreConfig(batch_size=8, seeds=(0, 1))
+    scorer = InstanceScorer(load_adapter(trained_adapter("mpnet")), config, device="cpu")
+    assert scorer.readout.blocks is not None and scorer.position_offset == 2
+    packed = scorer.score(examples)
+    scorer.position_offset = None
+    padded = scorer.score(examples)
+    scorer.readout = ReadoutCut()
+    plain = scorer.score(examples)
+    assert (packed - padded).abs().max() <= SAME and (padded - plain).abs().max() <= SAME
     assert packed.std() > 1e-3  # the instances differ
 
 

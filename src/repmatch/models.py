@@ -307,13 +307,15 @@ def first_position_block(model: PreTrainedModel) -> nn.Module | None:
     of the last layer, so that layer's attention output projection and feed-forward block are
     needed at position 0 only: about 9/12 of its matmuls, forward and backward, can be skipped
     (see :func:`first_position_only`). The block is found by name (``encoder.layer[-1]
-    .attention.output``) and the claim is checked on a random probe batch: the logits must not
-    change. Any other model gives None (nothing skipped).
+    .attention.output``; MPNet, whose output projection sits inside its self-attention, from the
+    residual norm behind it, ``attention.LayerNorm``: 8/12) and the claim is checked on a random
+    probe batch: the logits must not change. Any other model gives None (nothing skipped).
     """
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
         return None
-    block = getattr(getattr(layers[-1], "attention", None), "output", None)
+    attention = getattr(layers[-1], "attention", None)
+    block = getattr(attention, "output", None) or getattr(attention, "LayerNorm", None)
     if not isinstance(block, nn.Module):
         return None
     input_ids = _probe_ids(model, (2, 7), seed=0)
@@ -445,7 +447,7 @@ def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> i
         padded[row, :length] = ids[start : start + length]
         padded_mask[row, :length] = 1
     segment = torch.tensor([0] * lengths[0] + [1] * lengths[1], device=device)
-    packed_mask = (segment[:, None] == segment[None, :])[None, None]  # (1, 1, T, T)
+    packed_mask = packing_mask(model, (segment[:, None] == segment[None, :])[None, None])
     starts = (torch.tensor([0, 0], device=device), torch.tensor([0, lengths[0]], device=device))
     pad_id = model.config.pad_token_id or 0
     try:
@@ -462,6 +464,22 @@ def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> i
     except (RuntimeError, ValueError, IndexError, TypeError):
         return None
     return None
+
+
+def packing_mask(model: PreTrainedModel, mask: torch.Tensor) -> torch.Tensor:
+    """A (R, 1, T, T) boolean attention mask of packed rows as ``model`` reads a 4-d mask.
+
+    transformers hands a 4-d mask to the attention as it is. Scaled-dot-product attention reads
+    a boolean one; eager attention (MPNet's only kind) adds it to the scores, so it gets 0 where
+    a token may attend and the lowest value of the model's dtype elsewhere (a boolean mask added
+    would let the packed sequences see each other).
+    """
+    if getattr(model.config, "_attn_implementation", None) != "eager":
+        return mask
+    dtype = next(model.parameters()).dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~mask, torch.finfo(dtype).min
+    )
 
 
 def _probe_ids(model: PreTrainedModel, shape: tuple[int, ...], *, seed: int) -> torch.Tensor:

@@ -45,6 +45,7 @@ from repmatch.models import (
     load_tokenizer,
     max_positions,
     packed_position_offset,
+    packing_mask,
     portable_model_name,
     resolve_device,
 )
@@ -218,6 +219,8 @@ class InstanceScorer:
         """Inside: ``batch`` and ``labels`` on ``device``, the attention kernel of ``dtype`` and
         the readout cut (at the packed sequences' first tokens with ``packed``) in place."""
         batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+        if packed is not None:
+            batch["attention_mask"] = packing_mask(self.model, batch["attention_mask"])
         where = packed.starts if packed else None
         with (
             attention_kernel(self.dtype, self.device),
