@@ -2,6 +2,7 @@
 
     python benchmarks/bench_precision.py train      # adapters: speed, RepMatch, held-out accuracy
     python benchmarks/bench_precision.py evaluate   # `repmatch evaluate` runs: speed, accuracy
+    python benchmarks/bench_precision.py profile    # where the time goes, by kind of operation
 
 ``train``: the default :class:`TrainConfig` on ``--instances`` SST-2 training instances, seeds
 ``--seeds``, once in float32 and once in bfloat16 each; the training loop's wall and CPU time
@@ -15,7 +16,13 @@ on the SST-2 validation split by :func:`repmatch.evaluation.evaluate_subsets` fo
 float32 and in bfloat16 (``EvalConfig.dtype``), each run in a fresh process; per run its wall and
 CPU time and accuracy; per precision the mean and sample std of the accuracy over seeds.
 
-Both print the load average before and after: other work on the same cores slows wall-clock
+``profile``: torch.profiler over the training loop (``--instances`` instances, default 400) and
+one one-step scoring pass (the same instances, against the float32 adapter ``train`` wrote), in
+both precisions: each operation's self time, summed by kind (matmuls, copies and casts, attention
+softmax and masking, other element-wise work). The profiler adds a fixed cost to every operation,
+so the shares of the many small ones are overstated; the totals are not the unprofiled times.
+
+All print the load average before and after: other work on the same cores slows wall-clock
 figures most; the process CPU time is printed beside them and is the steadier measure.
 """
 
@@ -180,6 +187,71 @@ def evaluate(args: argparse.Namespace) -> dict:
     return result
 
 
+KINDS = {
+    "matmul": ("aten::addmm", "aten::mm", "aten::bmm"),
+    "copy_or_cast": ("aten::copy_", "aten::_to_copy", "aten::clone"),
+    "attention_softmax_and_masks": (
+        "aten::_softmax", "aten::_softmax_backward_data", "aten::all", "aten::isneginf",
+        "aten::where", "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    ),
+}  # fmt: skip
+"""Operations summed per kind in ``profile``; everything else is ``other``."""
+
+
+def profile_once(data: str, instances: int, dtype: str, what: str, reference: str) -> dict:
+    """Self CPU time per kind of operation (and the top operations) of one training loop
+    (``fit``) or one scoring pass (after a warm-up pass) in ``dtype``."""
+    torch.set_num_threads(1)
+    from torch.profiler import ProfilerActivity, profile
+
+    examples = load_examples(DataSpec(data, sample=instances, seed=1))
+    profiled = []
+
+    def under_profiler(call):
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            value = call()
+        profiled.append(profiler)
+        return value
+
+    if what == "train":
+        import repmatch.training as training
+
+        fit = training.fit
+        training.fit = lambda *a, **k: under_profiler(lambda: fit(*a, **k))
+        config = TrainConfig(dtype=dtype)
+        out = f"{reference}-profiled-{dtype}"
+        training.train_adapter(examples, config, out, overwrite=True, progress=False, device="cpu")
+    else:
+        from repmatch.adapters import load_adapter
+        from repmatch.scoring import InstanceScorer, ScoreConfig
+
+        scorer = InstanceScorer(load_adapter(reference), ScoreConfig(dtype=dtype), device="cpu")
+        scorer.score(examples.select(range(min(64, instances))))  # warm-up
+        under_profiler(lambda: scorer.score(examples))
+    by_op = {e.key: e.self_cpu_time_total / 1e6 for e in profiled[0].key_averages()}
+    kinds = {kind: sum(by_op.get(op, 0.0) for op in ops) for kind, ops in KINDS.items()}
+    kinds["other"] = sum(by_op.values()) - sum(kinds.values())
+    top = sorted(by_op.items(), key=lambda item: -item[1])[:15]
+    return {"seconds_by_kind": kinds, "total": sum(by_op.values()), "top": dict(top)}
+
+
+def profile_all(args: argparse.Namespace) -> dict:
+    reference = str(Path(args.work) / "adapter-float32-seed0")
+    if not Path(reference).is_dir():
+        raise SystemExit(f"no adapter at {reference}: run `bench_precision.py train` first")
+    result = {}
+    for what, dtype in itertools.product(("train", "score"), DTYPES):
+        run = fresh(profile_once, args.data, args.instances, dtype, what, reference)
+        result[f"{what}-{dtype}"] = run
+        shares = ", ".join(
+            f"{kind} {seconds:.2f} s ({seconds / run['total']:.0%})"
+            for kind, seconds in run["seconds_by_kind"].items()
+        )
+        print(f"profile {what} {dtype:8s}: {run['total']:.2f} s profiled: {shares}")
+    return result
+
+
 def _total(runs: dict, dtype: str, key: str = "cpu_seconds") -> float:
     return sum(run[key] for (_, d), run in runs.items() if d == dtype)
 
@@ -192,10 +264,12 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["train", "evaluate"])
+    parser.add_argument("what", choices=["train", "evaluate", "profile"])
     parser.add_argument("--data", default="../shared/data/sst2")
     parser.add_argument(
-        "--instances", type=int, help="training instances (default: train 2000, evaluate 100)"
+        "--instances",
+        type=int,
+        help="training instances (default: train 2000, evaluate 100, profile 400)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="default: train 0 1 2, evaluate 0-4")
     parser.add_argument("--methods", nargs="+", default=["full", "lora"], help="evaluate only")
@@ -204,10 +278,10 @@ def main() -> None:
     parser.add_argument("--out", help="JSON file (default benchmarks/results/precision-WHAT.json)")
     args = parser.parse_args()
     training = args.what == "train"
-    args.instances = args.instances or (2000 if training else 100)
+    args.instances = args.instances or {"train": 2000, "evaluate": 100, "profile": 400}[args.what]
     args.seeds = args.seeds or ([0, 1, 2] if training else [0, 1, 2, 3, 4])
     result = {"load_average_before": load_average(), "instances": args.instances}
-    result |= train(args) if training else evaluate(args)
+    result |= {"train": train, "evaluate": evaluate, "profile": profile_all}[args.what](args)
     result |= {
         "load_average_after": load_average(),
         "threads": 1,
