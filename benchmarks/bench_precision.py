@@ -143,13 +143,17 @@ def train(args: argparse.Namespace) -> dict:
     return result
 
 
-def evaluate_once(subset: DataSpec, data: str, method: str, seed: int, dtype: str) -> dict:
+def evaluate_once(
+    subset: DataSpec, data: str, method: str, seed: int, dtype: str, model: str | None
+) -> dict:
     """One evaluation run (fine-tuning and prediction), timed."""
     torch.set_num_threads(1)
     from repmatch.config import EvalConfig
     from repmatch.evaluation import evaluate_subsets
 
     config = EvalConfig(method=method, seeds=(seed,), dtype=dtype)
+    if model is not None:
+        config = EvalConfig(model=model, method=method, seeds=(seed,), dtype=dtype)
     evaluation = DataSpec(data, split="validation")
     result, timing = _timed(
         lambda: evaluate_subsets([subset], evaluation, config, progress=False, device="cpu")
@@ -159,7 +163,7 @@ def evaluate_once(subset: DataSpec, data: str, method: str, seed: int, dtype: st
 
 def evaluate(args: argparse.Namespace) -> dict:
     subset = DataSpec(args.data, sample=args.instances, seed=args.subset_seed)
-    result = {"subset": subset.to_record(), "methods": {}}
+    result = {"subset": subset.to_record(), "model": args.model, "methods": {}}
     for method in args.methods:
         runs = {}
         for seed, dtype in itertools.product(args.seeds, DTYPES):
@@ -273,6 +277,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="default: train 0 1 2, evaluate 0-4")
     parser.add_argument("--methods", nargs="+", default=["full", "lora"], help="evaluate only")
+    parser.add_argument("--model", help="evaluate only: base model (default: the bundled one)")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the evaluate subset")
     parser.add_argument("--work", default="runs/bench-precision")
     parser.add_argument("--out", help="JSON file (default benchmarks/results/precision-WHAT.json)")
