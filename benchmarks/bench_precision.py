@@ -151,9 +151,8 @@ def evaluate_once(
     from repmatch.config import EvalConfig
     from repmatch.evaluation import evaluate_subsets
 
-    config = EvalConfig(method=method, seeds=(seed,), dtype=dtype)
-    if model is not None:
-        config = EvalConfig(model=model, method=method, seeds=(seed,), dtype=dtype)
+    chosen = {} if model is None else {"model": model}
+    config = EvalConfig(**chosen, method=method, seeds=(seed,), dtype=dtype)
     evaluation = DataSpec(data, split="validation")
     result, timing = _timed(
         lambda: evaluate_subsets([subset], evaluation, config, progress=False, device="cpu")
