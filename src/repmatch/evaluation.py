@@ -17,6 +17,8 @@ and per subset the mean and sample standard deviation over seeds.
 - Seeded: run ``s`` draws the head, the batch order, dropout and (LoRA) the LoRA init from seed
   ``s``, under :func:`torch.random.fork_rng`, so the caller's RNG is untouched and the same call
   gives the same numbers.
+- ``dtype`` (float32 by default, exact): fine-tuning and prediction run their matmuls in it
+  by autocast; trained weights and AdamW's state stay float32 (:func:`repmatch.training.fit`).
 - With ``out``, every finished run is saved as ``runs/<subset>-seed<s>-<key>.json`` (``key``: a
   digest of the settings, the subset and the evaluation data), so an interrupted evaluation picks
   up where it stopped; ``results.csv`` (per subset), ``runs.csv`` (per run) and ``results.json``
