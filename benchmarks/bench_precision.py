@@ -166,7 +166,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     for method in args.methods:
         runs = {}
         for seed, dtype in itertools.product(args.seeds, DTYPES):
-            runs[seed, dtype] = run = fresh(evaluate_once, subset, args.data, method, seed, dtype)
+            runs[seed, dtype] = run = fresh(
+                evaluate_once, subset, args.data, method, seed, dtype, args.model
+            )
             print(
                 f"evaluate {method} seed {seed} {dtype:8s}: {run['seconds']:.1f} s wall, "
                 f"{run['cpu_seconds']:.1f} s CPU; accuracy {run['accuracy']:.4f}"
