@@ -51,7 +51,6 @@ from repmatch.config import EvalConfig, TrainConfig, key_json
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.models import (
-    attention_kernel,
     check_lengths,
     compute_dtype,
     load_classifier,
@@ -504,14 +503,16 @@ def predict(
     (N,) class indices, scores or (extractive QA) answer texts.
 
     Without gradients, in length-grouped batches of ``config.eval_batch_size``, the matmuls in
-    ``config.dtype`` (autocast; the logits are compared in float32)."""
+    ``config.dtype`` (autocast; the logits are compared in float32). torch's fused attention
+    serves every dtype here: only its bfloat16 backward is slow on the CPU
+    (:func:`repmatch.models.attention_kernel`), its forward is faster than the math kernel."""
     model.eval()
     encoded = EncodedExamples(tokenizer, examples, max_length=config.max_length)
     check_lengths(model, encoded.lengths, examples.ids, config.max_length)
     dtype = compute_dtype(config.dtype, device)
     autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype != torch.float32}
     positions, outputs = [], []
-    with torch.inference_mode(), torch.autocast(**autocast), attention_kernel(dtype, device):
+    with torch.inference_mode(), torch.autocast(**autocast):
         for batch in plan_batches(encoded, config.eval_batch_size, device):
             logits = task.logits(model(**batch.inputs), batch.inputs).float()
             outputs.append(task.predictions(logits, encoded, batch.positions))
