@@ -230,7 +230,8 @@ def _collect_factors(
     if not halves:
         raise RepmatchError(f"{folder} holds no LoRA factors (no lora_A/lora_B weights)")
     layers = {}
-    for name, pair in halves.items():
+    for name in sorted(halves, key=_numeric_order):  # layer 2 before layer 10
+        pair = halves[name]
         if set(pair) != {"A", "B"}:
             have, lacking = ("A", "B") if "A" in pair else ("B", "A")
             raise RepmatchError(
@@ -245,6 +246,12 @@ def _collect_factors(
             )
         layers[name] = LoraFactors(A=A, B=B, scaling=_scaling(name, A.shape[0], config))
     return layers
+
+
+def _numeric_order(name: str) -> list[int | str]:
+    """Sort key of a module name with its numbers compared as numbers ('layer.2' < 'layer.10');
+    text and numbers alternate in the key, so keys of two names compare part by part."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
 
 def _scaling(name: str, rank: int, config: dict) -> float:

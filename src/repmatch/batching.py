@@ -41,6 +41,20 @@ class PackedBatch:
     starts: tuple[torch.Tensor, torch.Tensor]
 
 
+def _check_room(tokenizer, max_length: int, *, pairs: bool) -> None:
+    """Raise unless ``max_length`` leaves a token of every text beside the special tokens (the
+    tokenizer would otherwise not truncate at all, and inputs would outgrow ``max_length``)."""
+    special = tokenizer.num_special_tokens_to_add(pair=pairs)
+    needed = special + (2 if pairs else 1)
+    if max_length < needed:
+        raise RepmatchError(
+            f"max_length {max_length} leaves no room for the text: the model's tokenizer adds "
+            f"{special} special tokens to each input{' pair' if pairs else ''}; set max_length "
+            f">= {needed}",
+            field="max_length",
+        )
+
+
 class EncodedExamples:
     """Token ids of every example, unpadded, ready to be cut into batches.
 
@@ -57,6 +71,7 @@ class EncodedExamples:
                 f"{task.name} needs a fast tokenizer (character offsets), but the model's "
                 f"tokenizer {type(tokenizer).__name__} is not one; use a model with a fast one"
             )
+        _check_room(tokenizer, max_length, pairs=examples.text_pairs is not None)
         try:
             encoded = tokenizer(
                 examples.texts,

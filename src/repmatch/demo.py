@@ -14,6 +14,7 @@ sentences is scored against the ``movies`` adapter: the salted-in instances shou
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
@@ -21,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repmatch.artifacts import run_record, write_json
 from repmatch.data import DataSpec, load_examples
+from repmatch.errors import RepmatchError
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.similarity import dataset_similarity
 from repmatch.training import TrainConfig
@@ -103,11 +106,54 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
     return paths
 
 
+RECORD_FILE = "demo.json"
+"""The demo's record in its output folder: tells a demo folder from a folder of other files."""
+
+
+def write_demo_record(out: Path, **fields: object) -> None:
+    """Mark ``out`` as a demo folder (what :func:`run_demo` writes last, with its figures)."""
+    write_json(out / RECORD_FILE, run_record("demo", **fields))
+
+
+def _is_demo(out: Path) -> bool:
+    try:
+        record = json.loads((out / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == run_record("demo")["format"]
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a file, a folder of other files, and an earlier demo unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise RepmatchError(f"output {out} is a file; name a folder for the demo", field="out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _is_demo(out):
+        raise RepmatchError(
+            f"output folder {out} is not empty and holds no demo (no {RECORD_FILE}); refusing "
+            "to write over its files even with overwrite: choose another folder",
+            field="out",
+        )
+    if not overwrite:
+        raise RepmatchError(
+            f"{out} holds an earlier demo; set overwrite to replace it", field="overwrite"
+        )
+
+
 def run_demo(
-    out_dir: str | Path = "repmatch-demo", *, progress: bool = True, device: str | None = None
+    out_dir: str | Path = "repmatch-demo",
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
 ) -> dict:
-    """Generate the tasks, build the similarity matrix, score instances; print what was found."""
+    """Generate the tasks, build the similarity matrix, score instances; print what was found.
+
+    ``out_dir`` must be new, empty, or (with ``overwrite``) the folder of an earlier demo.
+    """
     out = Path(out_dir)
+    _check_output(out, overwrite)
     paths = generate_tasks(out / "data")
     config = TrainConfig(epochs=2, rank=4, lr=1e-3, batch_size=16)
     names = ["movies", "restaurants", "topics", "shuffled"]
@@ -146,5 +192,7 @@ def run_demo(
         f"(chance: {20 * 20 / 200:.0f})."
     )
     table.assign(outlier=outlier).to_csv(out / "instance-scores.csv", index=False)
+    result = {"similarity": scores, "outliers_in_bottom_20": caught}
+    write_demo_record(out, **result)
     print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
-    return {"similarity": scores, "outliers_in_bottom_20": caught}
+    return result

@@ -462,7 +462,7 @@ def _score_all(
     ) as bar:
         for index in mine:
             if store and store.done(index):
-                table = store.read(index)
+                table = _read_chunk(store, index, examples.ids, chunks[index])
             else:
                 table = _score_chunk(scorer, examples.select(chunks[index]), layer_columns)
                 computed += table.num_rows
@@ -474,7 +474,10 @@ def _score_all(
     if processes > 1:
         if store:  # every chunk is in the store once all processes get here
             distributed.barrier()
-            tables = {index: store.read(index) for index in range(len(chunks))}
+            tables = {
+                index: _read_chunk(store, index, examples.ids, rows)
+                for index, rows in enumerate(chunks)
+            }
         else:
             tables = {i: t for part in distributed.all_gather(tables) for i, t in part.items()}
         computed = sum(distributed.all_gather(computed))  # waits until every process has read
@@ -495,6 +498,20 @@ def _score_all(
         store.finish(joined, run)
     distributed.barrier()  # the output exists on every process's return
     return result
+
+
+def _read_chunk(store: ChunkStore, index: int, ids: list, rows: range):
+    """A finished chunk read back, checked to hold the ids of its ``rows`` of the data, in order
+    (a chunk file copied over another, or edited, would otherwise be joined as it is)."""
+    table = store.read(index)
+    held = table.column("id").to_pylist() if "id" in table.column_names else None
+    if held != ids[rows.start : rows.stop]:
+        raise RepmatchError(
+            f"cannot resume: chunk {index} in {store.folder} does not hold the ids of rows "
+            f"{rows.start}..{rows.stop - 1} of the data (the file was copied over or changed); "
+            f"delete chunk-{index:05d}.parquet and resume to recompute only it"
+        )
+    return table
 
 
 def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]):

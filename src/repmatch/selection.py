@@ -496,7 +496,9 @@ def _json(columns: dict[str, list]) -> str:
 
 def _csv(columns: dict[str, list]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF rows (RFC 4180): the writer then quotes every field holding a \r or \n, so a bare
+    # carriage return in a text reads back as part of the text, not as the end of a row.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(list(columns))
     writer.writerows(_cells(columns))
     return buffer.getvalue()

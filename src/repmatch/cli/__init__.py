@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from repmatch.cli.common import shown
 from repmatch.errors import RepmatchError
 
 #: Command modules of this package, in the order ``repmatch --help`` lists them.
@@ -68,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except RepmatchError as err:
         flag = _flag(err.field)
-        print(f"repmatch: error: {err}" + (f" [{flag}]" if flag else ""), file=sys.stderr)
+        message = shown(err) + (f" [{flag}]" if flag else "")
+        print(f"repmatch: error: {message}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, _Terminated) as stop:
         terminated = isinstance(stop, _Terminated)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from dataclasses import fields
+from pathlib import Path
 
 from repmatch.config import DTYPES, TrainConfig, help_text
 
@@ -12,6 +14,18 @@ TRAIN_DEFAULTS_NOTE = (
     "lr 1e-5, batch size 40, 10 epochs for sentiment and 5 otherwise, AdamW, value projections, "
     "head frozen at a seed-42 init."
 )
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe to print: control and format characters (escape sequences, line
+    breaks, bidi overrides) written as Python escapes (``\\x1b``), so data cannot drive the
+    terminal or fake an output line."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char).startswith("C")
+        else char
+        for char in str(value)
+    )
 
 
 def add_data_arguments(
@@ -23,7 +37,8 @@ def add_data_arguments(
             "data",
             nargs="+",
             metavar="DATA",
-            help="datasets: files, folders of split files or hub names; DATA@SPLIT picks a split",
+            help="datasets: files, folders of split files or hub names; DATA@SPLIT picks a split "
+            "(a file whose name holds @ is read as that file)",
         )
     elif positional:
         parser.add_argument(
@@ -123,7 +138,7 @@ def data_spec(args: argparse.Namespace, source: str | None = None):
 
     source = source or args.data
     split = args.split
-    if "@" in source and "/" not in source.rsplit("@", 1)[1]:
+    if "@" in source and "/" not in source.rsplit("@", 1)[1] and not Path(source).exists():
         source, split = source.rsplit("@", 1)
     return DataSpec(
         source=source,

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     )
     if not distributed.is_main():  # under torchrun: the main process reports
         return
-    names = result.names
+    names = [common.shown(name) for name in result.names]
     print("RepMatch" + (" (mean ± std over seed pairs)" if len(result.seeds) > 1 else ""))
     _print_matrix(
         names,

@@ -47,10 +47,11 @@ def run(args: argparse.Namespace) -> None:
     )
     source = record["source"]
     entailment = f"label {result.entailment}" + (
-        f" '{result.entailment_name}'" if result.entailment_name else ""
+        f" '{common.shown(result.entailment_name)}'" if result.entailment_name else ""
     )
     print(
-        f"{source['data_name']}: {result.non_entailment} of {source['num_examples']} instances "
+        f"{common.shown(source['data_name'])}: {result.non_entailment} of "
+        f"{source['num_examples']} instances "
         f"are non-entailment (entailment = {entailment})"
         + (f" ({result.without_words} with a wordless hypothesis)" if result.without_words else "")
     )

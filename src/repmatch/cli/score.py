@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
         summary += f" ({record['instances_per_second']:.1f}/s)"
     if record["read_back"]:
         summary += f", read {record['read_back']} back from the interrupted run"
-    print(f"{summary}; {len(table)} written to {args.out}")
+    print(f"{summary}; {len(table)} written to {common.shown(args.out)}")
     if record.get("seed_spearman"):
         pairs = ", ".join(f"{k}: {v:.3f}" for k, v in record["seed_spearman"].items())
         print(f"ranking agreement between seeds (Spearman): {pairs}")
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         titles = ("most aligned with the reference", "least")
     for title, rows in zip(titles, (ranked[::-1][:5], ranked[:5]), strict=True):
-        print(f"{title}: " + ", ".join(f"{r.id} ({r.score:.3f})" for r in rows.itertuples()))
+        shown = (f"{common.shown(r.id)} ({r.score:.3f})" for r in rows.itertuples())
+        print(f"{title}: " + ", ".join(shown))
 
 
 def run_prototypicality(args: argparse.Namespace):

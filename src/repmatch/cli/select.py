@@ -81,9 +81,11 @@ def run(args: argparse.Namespace) -> None:
         raise
     record = selection.record
     counts = record["class_counts"]
-    classes = f"; classes: {', '.join(f'{k} {v}' for k, v in counts.items())}" if counts else ""
+    shown = ", ".join(f"{common.shown(k)} {v}" for k, v in (counts or {}).items())
+    classes = f"; classes: {shown}" if counts else ""
     by = f"seed {config.seed}" if how == "random" else f"by {config.score_column}"
     print(
         f"selected {record['num_selected']} of {record['num_scored']} instances "
-        f"({how}{', balanced' if config.balanced else ''}, {by}){classes}; written to {args.out}"
+        f"({how}{', balanced' if config.balanced else ''}, {by}){classes}; "
+        f"written to {common.shown(args.out)}"
     )
