@@ -8,6 +8,7 @@ subset names, unverified report texts, duplicated chunks, a 5,001-class head, an
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -169,7 +170,7 @@ def test_report_flags_an_edited_selection(scored, tmp_path, capsys):
     edited.loc[0, "label"] = 7
     edited.to_csv(selection, index=False)
     assert main(["report", str(selection), "--out", str(tmp_path / "page.html")]) == 0
-    page = (tmp_path / "page.html").read_text()
+    page = html.unescape((tmp_path / "page.html").read_text())
     assert "differs from its record" in page
     assert "8 rows" in page and "'7'" in page
 

@@ -181,7 +181,9 @@ def _evaluate(
         for seed in config.seeds:
             key = _run_key(config, subset.examples, evaluation, seed)
             run_file = (
-                None if out is None else out / "runs" / f"{subset.name}-seed{seed}-{key}.json"
+                None
+                if out is None
+                else out / "runs" / f"{subset.name.replace('/', '--')}-seed{seed}-{key}.json"
             )
             row = _read_run(run_file)
             if row is None:
@@ -247,23 +249,55 @@ def _load_subsets(train: Sequence[object]) -> list[_Subset]:
         if len(examples) == 0:
             raise RepmatchError(f"training subset {examples.name} holds no instances")
         source = str(item) if isinstance(item, (str, Path)) else examples.name
-        subsets.append(_Subset(_name(item, examples), source, examples))
-    seen: dict[str, int] = {}
-    for subset in subsets:  # unique names: runs are saved by name
-        count = seen.get(subset.name, 0)
-        seen[subset.name] = count + 1
-        if count:
-            subset.name = f"{subset.name}-{count + 1}"
+        subsets.append(_Subset("", source, examples))
+    parts = [_name_parts(item, s.examples) for item, s in zip(train, subsets, strict=True)]
+    for subset, name in zip(subsets, _unique_names(parts), strict=True):
+        subset.name = name
     return subsets
 
 
-def _name(item: object, examples: Examples) -> str:
-    """A subset's short name: its file name without extensions, else the data's name."""
+def _name_parts(item: object, examples: Examples) -> list[str]:
+    """The folders and the file name (without extensions) of a subset's path, else its data's
+    name: the parts its short name is made of, last first."""
     if isinstance(item, (str, Path)):
-        name = Path(item).name.split(".")[0] or Path(item).name
-    else:
-        name = examples.name
-    return name.replace("/", "-")
+        path = Path(item)
+        folders = [part for part in path.parent.parts if part != path.anchor]
+        return [path.name.split(".")[0] or path.name, *reversed(folders)]
+    return [examples.name.replace("/", "-")]
+
+
+def _unique_names(parts: list[list[str]]) -> list[str]:
+    """Short names, unique by construction: a file name, with as many of its folders as it takes
+    to tell it from the others (``a/sub``, ``b/sub``); a name that stays the same (the same file
+    twice) gets ``-2``, ``-3``, ... skipping names already taken."""
+    depth = [1] * len(parts)
+
+    def name(i: int) -> str:
+        return "/".join(reversed(parts[i][: depth[i]]))
+
+    while True:
+        groups: dict[str, list[int]] = {}
+        for i in range(len(parts)):
+            groups.setdefault(name(i), []).append(i)
+        longer = [
+            i
+            for members in groups.values()
+            if len(members) > 1
+            for i in members
+            if depth[i] < len(parts[i])
+        ]
+        if not longer:
+            break
+        for i in longer:
+            depth[i] += 1
+    names: list[str] = []
+    for i in range(len(parts)):
+        candidate, count = name(i), 1
+        while candidate in names or (count > 1 and candidate in map(name, range(len(parts)))):
+            count += 1
+            candidate = f"{name(i)}-{count}"
+        names.append(candidate)
+    return names
 
 
 def _common_task(subsets: list[_Subset], evaluation: Examples) -> Task:

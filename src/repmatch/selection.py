@@ -57,6 +57,7 @@ __all__ = [
     "select_from_scores",
     "select_instances",
     "select_to_file",
+    "scored_examples",
     "selection_record",
     "write_selection",
 ]
@@ -241,7 +242,7 @@ def select_from_scores(
     """
     path = Path(scores)
     frame, record = load_scores(path)
-    examples = _scored_examples(frame, record, data, path)
+    examples = scored_examples(frame, record, data, path)
     positions = _choose(frame, config, f"scores {path.name}")
     chosen = examples.select(positions)
     values = frame[config.score_column].to_numpy(np.float64)[positions]
@@ -268,10 +269,12 @@ def select_from_scores(
     return Selection(chosen, values, selection_record)
 
 
-def _scored_examples(
+def scored_examples(
     frame: pd.DataFrame, record: dict[str, Any], data: object, path: Path
 ) -> Examples:
-    """The scored instances in the order of ``frame``, checked to be what was scored."""
+    """The scored instances in the order of ``frame`` (a scores table and its ``record``),
+    reloaded from the record's data spec or taken from ``data``, checked to be what was scored
+    (every id found, the recorded fingerprint); raise a one-line error naming what differs."""
     if "id" not in frame.columns:
         raise RepmatchError(
             f"scores {path.name} have no id column; pass scores from repmatch score"

@@ -59,13 +59,15 @@ def _scores_body(run: Run) -> str:
         ("device", record.get("device")),
     ]
     scores = table["score"].to_numpy(dtype=float)
-    body = _facts(settings) + "<h3>Distribution</h3>" + _img(_histogram(scores), "histogram")
+    damage = _damage(table, record)
+    body = _facts(settings) + (_note(damage) if damage else "")
+    body += "<h3>Distribution</h3>" + _img(_histogram(scores), "histogram")
     body += _table(
         ["mean", "std", "min", "median", "max"],
         [[scores.mean(), scores.std(), scores.min(), float(np.median(scores)), scores.max()]],
     )
     body += _per_class(table, names)
-    body += _extremes(table, record, names)
+    body += _extremes(table, record, names, run.path, damage)
     body += _stability(table, record, seeds)
     return body
 
@@ -133,12 +135,34 @@ def _per_class(table, names: list[str] | None) -> str:
     )
 
 
-def _extremes(table, record: dict, names: list[str] | None) -> str:
-    texts, problem = _texts(record)
+def _damage(table, record: dict) -> str | None:
+    """What makes a scores table disagree with its record (repeated ids, another size)."""
+    ids = table["id"]
+    repeated = ids[ids.duplicated()].tolist()
+    if repeated:
+        return (
+            f"This scores table could not be verified: it repeats {len(repeated)} ids (e.g. "
+            f"{repeated[0]!r}), so it was damaged or edited after repmatch score wrote it; "
+            "the figures below are of the table as it is."
+        )
+    expected = record.get("num_examples")
+    if isinstance(expected, int) and expected != len(table):
+        return (
+            f"This scores table could not be verified: it has {len(table)} rows but its record "
+            f"says {expected} instances were scored; the figures below are of the table as it is."
+        )
+    return None
+
+
+def _extremes(table, record: dict, names: list[str] | None, path: Path, damage: str | None) -> str:
+    if damage:
+        texts, problem = None, "the scores table could not be verified"
+    else:
+        texts, problem = _texts(table, record, path)
     ranked = table.sort_values("score", kind="stable", ascending=False)
     body = f"<h3>Top and bottom {TOP}</h3>"
     if problem:
-        body += _note(f"Instance texts are not shown: {problem}")
+        body += _note(f"Instance texts are not shown: {problem}.")
     with_std = "score_std" in table
     for title, rows in (("Most representative", ranked[:TOP]), ("Least", ranked[::-1][:TOP])):
         lines = []
@@ -168,22 +192,19 @@ def _text_cell(text: tuple[str, str | None] | None) -> str:
     return cell if second is None else f"{cell}<br><b>⇒</b> {_e(_short(second))}"
 
 
-def _texts(record: dict) -> tuple[dict | None, str | None]:
-    """id -> (text, text pair) of the scored data reloaded from its spec, or (None, why not)."""
-    from repmatch.data import DataSpec, load_examples
+def _texts(table, record: dict, path: Path) -> tuple[dict | None, str | None]:
+    """id -> (text, text pair) of the scored data reloaded from its spec and verified to be
+    what was scored (ids and fingerprint), or (None, why they could not be verified)."""
+    from repmatch.selection import scored_examples
 
-    spec = record.get("data")
-    if not isinstance(spec, dict):
+    if not isinstance(record.get("data"), dict) or "data_fingerprint" not in record:
         return None, "the scored data were in memory (no data spec in the record)"
     try:
-        examples = load_examples(DataSpec.from_dict(spec))
+        examples = scored_examples(table, record, None, path)
     except RepmatchError as err:
-        return None, f"the data cannot be loaded from {spec.get('source')!r} ({err})"
+        return None, f"they could not be verified against the scored data ({err})"
     pairs = examples.text_pairs or [None] * len(examples)
-    texts = dict(zip(examples.ids, zip(examples.texts, pairs, strict=True), strict=True))
-    if examples.fingerprint() != record.get("data_fingerprint"):
-        return texts, "the data were reloaded, but they differ from the scored data"
-    return texts, None
+    return dict(zip(examples.ids, zip(examples.texts, pairs, strict=True), strict=True)), None
 
 
 def _stability(table, record: dict, seeds: list[int]) -> str:
