@@ -86,6 +86,9 @@ class _CountingTokenizer:
 
     pad_token_id = 0
 
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return 0
+
     def __call__(self, texts, pairs, **_):
         ids = [[100 + k for k in range(int(text))] for text in texts]
         types = [[int(k >= 2) for k in range(len(row))] for row in ids]

@@ -1012,13 +1012,16 @@ def test_unseen_label_is_named() -> None:
     _one_line(e)
 
 
-def test_integer_labels_against_named_reference_keep_their_indices() -> None:
-    data = as_examples(pd.DataFrame({"text": ["a", "b"], "label": [1, 0]}))
+def test_integer_labels_against_named_reference_only_through_label_names() -> None:
+    frame = pd.DataFrame({"text": ["a", "b"], "label": [1, 0]})
+    with pytest.raises(RepmatchError, match=r"integer labels .* never by position") as err:
+        as_examples(frame).aligned_to(["neg", "pos"], 2)
+    assert err.value.field == "label_names"
+    data = as_examples(frame, label_names=["pos", "neg"])  # 0 = pos, 1 = neg
     aligned = data.aligned_to(["neg", "pos"], 2)
-    assert aligned.labels.tolist() == [1, 0]
-    assert aligned.label_names is None
+    assert aligned.labels.tolist() == [0, 1] and aligned.label_names == ["neg", "pos"]
     with pytest.raises(
-        RepmatchError, match=r"label 1 of dataframe \(1 instance, e.g. id 0\) .* classes: neg;"
+        RepmatchError, match=r"label 'pos' of dataframe \(1 instance, e.g. id 1\) .* classes: neg;"
     ):
         data.aligned_to(["neg"], 1)
 
@@ -1031,10 +1034,8 @@ def test_unnamed_reference_needs_labels_in_range() -> None:
     ):
         data.aligned_to(None, 3)
     named = _pairs_with_labels(["neutral", "entailment"])
-    kept = named.aligned_to(None, 2)
-    assert kept.labels.tolist() == [1, 0] and kept.label_names == ["entailment", "neutral"]
-    with pytest.raises(RepmatchError, match=r"label 'neutral' of .*\(1 instance, .* classes: 0;"):
-        named.aligned_to(None, 1)
+    with pytest.raises(RepmatchError, match=r"the reference has integer labels but .* names"):
+        named.aligned_to(None, 2)  # names are not class indices
 
 
 def test_regression_alignment_is_a_no_op(tiny_data: dict[str, Path]) -> None:

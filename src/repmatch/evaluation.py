@@ -8,12 +8,13 @@ and per subset the mean and sample standard deviation over seeds.
 
 - A subset written by ``repmatch select`` is read with the columns and task its record names;
   any other data file is read with the usual detection.
-- Classes are matched by name when every subset names them (string labels), else by class index;
-  the head has one output per class of any subset. Evaluation data holding a label that no subset
-  has is refused, unless ``unseen_classes="include"``: then the head also gets every class of the
-  evaluation data, and a subset that lacks a class (an unbalanced top-K) is scored on it: its
-  head output for that class never saw a positive example. Subsets or evaluation data of
-  different task kinds are refused.
+- Classes are matched by meaning (:func:`repmatch.data.labels.common_classes`): names with names,
+  integers with integers, integers with names only through the evaluation data's
+  ``label_names``; the head has one output per class of any subset. Evaluation data holding a
+  label that no subset has is refused, unless ``unseen_classes="include"``: then the head also
+  gets every class of the evaluation data, and a subset that lacks a class (an unbalanced
+  top-K) is scored on it: its head output for that class never saw a positive example. Subsets
+  or evaluation data of different task kinds are refused.
 - Seeded: run ``s`` draws the head, the batch order, dropout and (LoRA) the LoRA init from seed
   ``s``, under :func:`torch.random.fork_rng`, so the caller's RNG is untouched and the same call
   gives the same numbers.
@@ -47,6 +48,7 @@ from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_
 from repmatch.batching import EncodedExamples, plan_batches
 from repmatch.config import EvalConfig, TrainConfig, key_json
 from repmatch.data import DataSpec, Examples, as_examples
+from repmatch.data.labels import common_classes
 from repmatch.errors import RepmatchError
 from repmatch.models import (
     check_lengths,
@@ -162,7 +164,7 @@ def _evaluate(
     evaluation = as_examples(evaluation_data)
     task = _common_task(subsets, evaluation)
     include = config.unseen_classes == "include"
-    classes, num_labels = _common_classes(
+    classes, num_labels = common_classes(
         [s.examples for s in subsets] + ([evaluation] if include else [])
     )
     for subset in subsets:
@@ -322,31 +324,21 @@ def _has_classes(examples: Examples) -> bool:
     return get_task(examples.task).problem_type == "single_label_classification"
 
 
-def _common_classes(subsets: list[Examples]) -> tuple[list[str] | None, int]:
-    """The classes of the head: names present in any subset (sorted) when every subset names
-    its classes, else ``None`` and the largest class count."""
-    if _has_classes(subsets[0]) and all(s.label_names is not None for s in subsets):
-        present = {s.label_names[v] for s in subsets for v in np.unique(s.labels).tolist()}  # type: ignore[index]
-        names = sorted(present)
-        return names, len(names)
-    return None, max(s.num_labels for s in subsets)
-
-
 def _aligned_evaluation(
     evaluation: Examples, subsets: list[Examples], classes: list[str] | None, num_labels: int
 ) -> Examples:
-    """The evaluation data with labels as the head's classes; raise for a label no subset has."""
+    """The evaluation data with labels as the head's classes; raise for a label no subset has
+    (compared by meaning, among the classes of the subsets and the evaluation data together)."""
     if not _has_classes(evaluation):
         return evaluation.aligned_to(classes, num_labels)
-    seen = {v for s in subsets for v in np.unique(s.labels).tolist()}  # aligned class indices
-    index = {name: i for i, name in enumerate(classes or [])}
-    for value in np.unique(evaluation.labels).tolist():
-        named = classes is not None and evaluation.label_names is not None
-        label = evaluation.label_names[value] if evaluation.label_names is not None else value
-        position = index.get(label, -1) if named else value
-        if position not in seen:
-            rows = np.flatnonzero(evaluation.labels == value)
-            shown = classes if classes is not None else sorted(seen)
+    every, count = common_classes([*subsets, evaluation])
+    seen = {v for s in subsets for v in np.unique(s.aligned_to(every, count).labels).tolist()}
+    probe = evaluation.aligned_to(every, count)
+    for value in np.unique(probe.labels).tolist():
+        if value not in seen:
+            rows = np.flatnonzero(probe.labels == value)
+            label = every[value] if every is not None else value
+            shown = [every[v] for v in sorted(seen)] if every is not None else sorted(seen)
             raise RepmatchError(
                 f"the evaluation data {evaluation.name} has label {label!r} ({rows.size} "
                 f"instances, e.g. id {evaluation.ids[rows[0]]!r}) that no training subset has "

@@ -62,6 +62,13 @@ def add_data_arguments(
     group.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     group.add_argument("--indices-file", help="file of instance ids to keep, one per line")
     group.add_argument("--labels", nargs="+", metavar="LABEL", help="keep only these labels")
+    group.add_argument(
+        "--label-names",
+        nargs="+",
+        metavar="NAME",
+        help="names of the integer labels 0, 1, ... in order (e.g. entailment neutral "
+        "contradiction), to match them with named labels",
+    )
 
 
 def option(group: argparse._ActionsContainer, config, name: str, **kwargs) -> None:
@@ -154,6 +161,7 @@ def data_spec(args: argparse.Namespace, source: str | None = None):
         seed=args.sample_seed,
         indices_file=args.indices_file,
         labels=tuple(args.labels) if args.labels else None,
+        label_names=tuple(args.label_names) if args.label_names else None,
     )
 
 

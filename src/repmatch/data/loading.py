@@ -14,7 +14,7 @@ import numpy as np
 
 from repmatch.data.columns import choose_columns, read_texts
 from repmatch.data.examples import Examples
-from repmatch.data.labels import detect_task, read_ids, read_labels
+from repmatch.data.labels import detect_task, head_classes, read_ids, read_labels
 from repmatch.data.qa import is_qa_table, read_qa
 from repmatch.data.readers import Table, in_memory_table, open_source
 from repmatch.data.spec import DataSpec
@@ -118,14 +118,16 @@ def _table_examples(table: Table, spec: DataSpec) -> Examples:
     positions = cut_subset(spec, table, task, labels, ids, columns["id"])
 
     if task == "regression":
+        if spec.label_names is not None:
+            raise RepmatchError(
+                f"label_names names classes, but {table.where} is a regression task; "
+                "leave label_names unset",
+                field="label_names",
+            )
         label_array = labels.raw.astype(np.float32)
         num_labels, label_names = 1, None
     else:
-        label_array = labels.raw.astype(np.int64)
-        names = labels.names
-        top = int(label_array.max()) + 1 if label_array.size else 0
-        num_labels = max(top, len(names) if names is not None else 0, 1)
-        label_names = list(names) if names is not None else None
+        label_array, num_labels, label_names = head_classes(labels, spec.label_names, table.where)
     full = Examples(
         name=table.name,
         task=task,  # type: ignore[arg-type]
