@@ -446,3 +446,21 @@ def test_every_selection_format_round_trips_any_text(suffix, texts, tmp_path):
         assert suffix == "tsv" and any(c in "".join(texts) for c in "\t\n\r")
     else:
         assert back == texts
+
+
+def test_logged_labels_are_escaped(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "data.jsonl"
+    labels = ["pos", "\x1b[31mneg"] * 4
+    rows = [{"text": f"some text {i}", "label": label} for i, label in enumerate(labels)]
+    pd.DataFrame(rows).to_json(data, orient="records", lines=True)
+    argv = [sys.executable, "-m", "repmatch", "score", str(data), "--method", "prototypicality"]
+    argv += ["--model", tiny_model("bert"), "--labels", "pos", "zzz", "--quiet"]
+    done = subprocess.run(
+        [*argv, "--out", str(tmp_path / "s.parquet")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "match no instance" in done.stderr
+    assert "\x1b" not in done.stderr and "\\x1b[31mneg" in done.stderr
