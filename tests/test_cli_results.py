@@ -361,6 +361,7 @@ def test_printed_ids_and_labels_are_escaped(tiny_model, tmp_path, capsys):
 
 def test_error_lines_are_escaped(tmp_path, capsys):
     bad = tmp_path / "bad\x1b[31m.csv"
+    bad.write_text("text,label\ngood,1\nbad,\n")  # a missing label: the error names the file
     assert main(["train", str(bad), "--out", str(tmp_path / "a"), "--quiet"]) == 2
     err = _error(capsys)
     assert "\x1b" not in err and "\\x1b[31m" in err
