@@ -20,20 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FAST_TRAIN
 from repmatch.cli import main
+from test_cli import FAST_FLAGS
 
-QUIET_TRAIN = [
-    "--rank",
-    str(FAST_TRAIN["rank"]),
-    "--batch-size",
-    str(FAST_TRAIN["batch_size"]),
-    "--epochs",
-    "1",
-    "--lr",
-    str(FAST_TRAIN["lr"]),
-    "--quiet",
-]
 EVALUATE = ["--seeds", "1", "--epochs", "1", "--batch-size", "8", "--lr", "1e-2", "--quiet"]
 NLI = ["entailment", "neutral", "contradiction"]  # shared/data's order for 0, 1, 2
 
@@ -83,7 +72,7 @@ def test_evaluate_matches_integers_through_given_names(nli_files, tiny_model, ca
 
 
 def test_label_names_must_cover_the_integers(nli_files, tiny_model, tmp_path, capsys):
-    argv = ["train", str(nli_files / "eval-int.csv"), "--model", tiny_model("bert"), *QUIET_TRAIN]
+    argv = ["train", str(nli_files / "eval-int.csv"), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, "--label-names", "yes", "no", "--out", str(tmp_path / "a")]) == 2
     assert "--label-names" in _error(capsys)
     assert not (tmp_path / "a").exists()
@@ -210,7 +199,7 @@ def test_sparse_integer_labels_are_classes(tiny_data, tiny_model, tmp_path, caps
     frame.assign(label=frame["label"].map({0: 1, 1: 5000})).to_csv(sparse, index=False)
     model = tiny_model("bert")
     adapter = tmp_path / "adapter"
-    assert main(["train", str(sparse), "--model", model, *QUIET_TRAIN, "--out", str(adapter)]) == 0
+    assert main(["train", str(sparse), "--model", model, *FAST_FLAGS, "--out", str(adapter)]) == 0
     record = json.loads((adapter / "repmatch.json").read_text())
     assert record["num_labels"] == 2 and record["label_names"] == ["1", "5000"]
 
@@ -239,7 +228,7 @@ def test_sparse_integer_labels_are_classes(tiny_data, tiny_model, tmp_path, caps
 def test_max_length_below_the_special_tokens(command, tiny_data, tiny_model, tmp_path, capsys):
     data, model = str(tiny_data["single"]), tiny_model("bert")
     argv = {
-        "train": ["train", data, "--model", model, *QUIET_TRAIN, "--out", str(tmp_path / "a")],
+        "train": ["train", data, "--model", model, *FAST_FLAGS, "--out", str(tmp_path / "a")],
         "score": ["score", data, "--method", "prototypicality", "--model", model, "--quiet"]
         + ["--out", str(tmp_path / "s.parquet")],
         "baseline": ["baseline", data, data, "--model", model, "--quiet"],
@@ -373,7 +362,7 @@ def test_error_lines_are_escaped(tmp_path, capsys):
 def test_data_path_with_at_that_exists_is_a_file(tiny_data, tiny_model, tmp_path, capsys):
     data = tmp_path / "reviews@2024.csv"
     shutil.copy(tiny_data["single"], data)
-    argv = ["train", str(data), "--model", tiny_model("bert"), *QUIET_TRAIN]
+    argv = ["train", str(data), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     record = json.loads((tmp_path / "a" / "repmatch.json").read_text())
     assert record["data"]["source"].endswith("reviews@2024.csv") and record["data"]["split"] is None
@@ -384,7 +373,7 @@ def test_layers_in_numeric_order(tiny_data, tiny_model, tmp_path, capsys):
     adapters = []
     for seed in (0, 1):
         adapters.append(str(tmp_path / f"a{seed}"))
-        argv = ["train", str(tiny_data["single"]), "--model", model, *QUIET_TRAIN]
+        argv = ["train", str(tiny_data["single"]), "--model", model, *FAST_FLAGS]
         assert main([*argv, "--seed", str(seed), "--limit", "8", "--out", adapters[-1]]) == 0
     capsys.readouterr()
     assert main(["compare", *adapters]) == 0
