@@ -104,6 +104,11 @@ def run_figures(entry: dict, key: str) -> list[float] | None:
     return [scale * run[metric] for run in result["runs"]]
 
 
+def not_decidable_reason(undecidable: dict[str, str], claim: str, name: str) -> str | None:
+    """The reason given for ``CLAIM/NAME`` (e.g. ``table4/SNLI``), else for ``NAME``."""
+    return undecidable.get(f"{claim}/{name}", undecidable.get(name))
+
+
 def comparison_tables(summary: dict, names: list[str], undecidable: dict[str, str]) -> list[str]:
     """One table per comparison: every dataset with both arms, Holm across those datasets."""
     rows: list[str] = []
@@ -128,7 +133,9 @@ def comparison_tables(summary: dict, names: list[str], undecidable: dict[str, st
             cells = comparison_cells(comparison)
             if paper:
                 sign = 1 if paper[name][0] > paper[name][1] else -1
-                reason = undecidable.get(name)
+                reason = not_decidable_reason(
+                    undecidable, "table4" if paper is PAPER_TABLE4 else "table1", name
+                )
                 text = verdict(comparison, sign, not_decidable=reason)
                 direction = "A > B" if sign > 0 else "A < B"
                 cells.append(f"{text} (paper: {direction})" + (f"; {reason}" if reason else ""))
@@ -193,8 +200,9 @@ def main() -> None:
         "--not-decidable",
         nargs="*",
         default=[],
-        metavar="NAME=REASON",
-        help="datasets this setup cannot decide (nothing learned): verdict 'not decidable here'",
+        metavar="[CLAIM/]NAME=REASON",
+        help="datasets (NAME, or CLAIM/NAME with CLAIM table1 or table4) this setup cannot "
+        "decide, e.g. nothing learned: verdict 'not decidable here'",
     )
     args = parser.parse_args()
     undecidable = dict(item.split("=", 1) for item in args.not_decidable)

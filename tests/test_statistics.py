@@ -12,6 +12,7 @@ from repmatch.statistics import (
     TTest,
     bootstrap_ci,
     compare,
+    compare_summaries,
     compare_to_value,
     holm,
     one_sample_test,
@@ -58,6 +59,15 @@ def test_welch_from_summary_matches_raw():
     assert welch_from_summary(Summary(2, 1, 3), Summary(4, 1, 3)).p == pytest.approx(
         welch_test([1, 2, 3], [3, 4, 5]).p
     )
+
+
+def test_compare_summaries_t_interval_by_hand():
+    # the df = 2 example above: diff −4, se = √2; t_{2, 0.975} = 4.302653 (for ν = 2,
+    # t_q = (2q − 1) √(2 / (1 − (2q − 1)²)) = 0.95 √(2 / 0.0975)), half width 6.084905.
+    result = compare_summaries(Summary(1, math.sqrt(2), 2), Summary(5, math.sqrt(2), 2))
+    half = 0.95 * math.sqrt(2 / (1 - 0.95**2)) * math.sqrt(2)
+    assert result.ci == pytest.approx((-4 - half, -4 + half))
+    assert result.p == pytest.approx(1 - math.sqrt(8 / 10))
 
 
 def test_one_sample_by_hand():
