@@ -14,7 +14,13 @@ from pathlib import Path
 
 from noisy_tables import aurocs
 from overlap_tables import AGAINST
-from selection_tables import PAPER_TABLE1, PAPER_TABLE4, not_decidable_reason, run_figures
+from selection_tables import (
+    PAPER_TABLE1,
+    PAPER_TABLE4,
+    not_decidable_reason,
+    reason_item,
+    run_figures,
+)
 from subset_size_figure import PAPER_LARGEST_CLAIMED
 
 from repmatch.statistics import (
@@ -24,6 +30,7 @@ from repmatch.statistics import (
     compare_summaries,
     compare_to_value,
     format_comparison,
+    summarise,
     verdict,
     with_holm,
 )
@@ -112,6 +119,47 @@ def subset_size_rows(summary: dict) -> list[str]:
         for k, c in zip(sizes, family, strict=True)
         if k < PAPER_LARGEST_CLAIMED
     ]
+
+
+def robustness_rows(settings: dict, instances: dict) -> list[str]:
+    """Fig. 1 (same data, two LoRA seeds: similar; a random baseline: not) and Fig. 2 (an
+    instance's update under two seeds against two instances' updates under one seed)."""
+    default = settings["default"]
+    diagonal = [default["mean"][i][i] for i in range(len(default["names"]))]
+    chance = settings["random-subspaces-rank4"]
+    fig1 = compare_summaries(
+        summarise(diagonal), Summary(chance["mean"], chance["std"], chance["trials"])
+    )
+    rows = [
+        row(
+            "Fig. 1: same data, two LoRA seeds, far above a random baseline (ours: the "
+            f"{len(diagonal)} datasets' seed-0-vs-1 entries against random rank-4 subspaces)",
+            "> 0.7 vs < 0.02",
+            pair(fig1, digits=3),
+            "results/dataset-similarity-settings.json (default, random-subspaces-rank4)",
+            format_comparison(fig1, digits=3) + "; Welch t interval",
+            verdict(fig1, +1),
+        )
+    ]
+    for rank in ("rank1", "rank4"):
+        figure = instances[rank]["figure2"]
+        same, other = (
+            figure["same_instance_different_seeds"],
+            figure["different_instances_same_seed"],
+        )
+        rows.append(
+            row(
+                f"Fig. 2: an instance closer to itself under another seed than to other "
+                f"instances ({rank.replace('rank', 'rank ')})",
+                "> 0.6 vs ≈ 0.11",
+                f"{same:.3f} vs {other:.3f} (means over {figure['instances']} instances)",
+                "results/instance-robustness.json",
+                "– (only the means are saved)",
+                "not decidable here (per-instance figures not saved; "
+                "`experiments/instance_robustness.py` would have to keep them)",
+            )
+        )
+    return rows
 
 
 def similarity_rows(settings: dict, table2: dict) -> list[str]:
@@ -209,12 +257,13 @@ def main() -> None:
         "--not-decidable",
         nargs="*",
         default=[],
+        type=reason_item,
         metavar="[CLAIM/]NAME=REASON",
         help="claims this setup cannot decide (CLAIM: table1, table4, noisy; NAME: dataset)",
     )
     parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
     args = parser.parse_args()
-    undecidable = dict(item.split("=", 1) for item in args.not_decidable)
+    undecidable = dict(args.not_decidable)
 
     def read(name: str) -> dict:
         return json.loads((args.results / name).read_text())
@@ -222,6 +271,9 @@ def main() -> None:
     rows = [
         *selection_rows(read("select-and-evaluate.json"), undecidable),
         *subset_size_rows(read("subset-size.json")),
+        *robustness_rows(
+            read("dataset-similarity-settings.json"), read("instance-robustness.json")
+        ),
         *similarity_rows(read("dataset-similarity-settings.json"), read("table2-matrix.json")),
         *overlap_rows(read("table3-table5.json")),
         *noisy_rows(read("noisy-labels.json"), undecidable),

@@ -14,9 +14,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from repmatch.evaluation import load_subset
 from repmatch.statistics import CELL_HEADERS, compare, comparison_cells, verdict, with_holm
-from repmatch.tasks import get_task
 
 SUBSET_NAMES = {
     "random": "Random-{k} (new draw per seed)",
@@ -104,6 +102,14 @@ def run_figures(entry: dict, key: str) -> list[float] | None:
     return [scale * run[metric] for run in result["runs"]]
 
 
+def reason_item(text: str) -> tuple[str, str]:
+    """``--not-decidable`` items: ``[CLAIM/]NAME=REASON``."""
+    name, sep, reason = text.partition("=")
+    if not sep or not name or not reason:
+        raise argparse.ArgumentTypeError(f"expected [CLAIM/]NAME=REASON, got {text!r}")
+    return name, reason
+
+
 def not_decidable_reason(undecidable: dict[str, str], claim: str, name: str) -> str | None:
     """The reason given for ``CLAIM/NAME`` (e.g. ``table4/SNLI``), else for ``NAME``."""
     return undecidable.get(f"{claim}/{name}", undecidable.get(name))
@@ -144,6 +150,10 @@ def comparison_tables(summary: dict, names: list[str], undecidable: dict[str, st
 
 
 def class_counts(runs: Path, summary: dict, names: list[str]) -> list[str]:
+    # imported here: torch is only needed to read the subset files, not for the other tables
+    from repmatch.evaluation import load_subset
+    from repmatch.tasks import get_task
+
     rows = ["| subset | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     keys = list(dict.fromkeys(key for name in names for key in summary[name]["results"]))
     for key in keys:
@@ -200,12 +210,13 @@ def main() -> None:
         "--not-decidable",
         nargs="*",
         default=[],
+        type=reason_item,
         metavar="[CLAIM/]NAME=REASON",
         help="datasets (NAME, or CLAIM/NAME with CLAIM table1 or table4) this setup cannot "
         "decide, e.g. nothing learned: verdict 'not decidable here'",
     )
     args = parser.parse_args()
-    undecidable = dict(item.split("=", 1) for item in args.not_decidable)
+    undecidable = dict(args.not_decidable)
     summary = json.loads(Path(args.summary).read_text())
     names = args.datasets or list(summary)
     metrics = list(
