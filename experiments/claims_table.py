@@ -36,11 +36,48 @@ from repmatch.statistics import (
 )
 
 MPNET = "not run yet"
+COMMAND = """python experiments/claims_table.py --out results/claims.md --not-decidable \\
+    "MNLI=nothing learned: Table 1 subsets at chance, reference loss at AUROC 0.49" \\
+    "table4/SNLI=both top-100s lack neutral; every run predicts one class"
+"""
+PREAMBLE = f"""# The paper's claims, one row each: paper, ours, statistics, verdict
+
+Generated from the committed JSON files in `results/` (no run folders needed) by
+
+```bash
+{COMMAND}```
+
+Statistics (`repmatch.statistics`, its docstring has the formulas): Welch's t-test (two-sided)
+between the per-run figures of the two arms (fine-tuning seeds, flip seeds, repeats or seed
+pairs); for label noise a one-sample t-test of AUROC = 0.5; the difference's 95 % CI from a
+seeded bootstrap that resamples each arm on its own (a Welch t interval where only mean, std and n
+are recorded); Holm's correction across the rows of one claim (its datasets or sizes). Verdicts:
+**reproduced** = our difference has the paper's sign and Holm p < 0.05; **direction only** = the
+paper's sign, Holm p ≥ 0.05; **not reproduced** = zero or the opposite sign (significant or not);
+**not decidable here** = this setup cannot answer (nothing learned, or no spread to test; the
+reason is given). With 3–5 runs per arm the bootstrap CI is narrower than the t-test implies; the
+verdict rests on the p. The Fig. 3 and Table 2 rows test the two ordered seed pairs of a matrix
+entry (seed 0 of one dataset against seed 1 of the other, and back); the two share adapters, so
+their p is optimistic. Table 3 (subset sizes) makes no comparison and has no row.
+
+The MPNet column is empty because **nothing has been run on all-mpnet-base-v2 yet**; the MiniLM
+column is the bundled all-MiniLM-L6-v2 under the deviations each source file lists (pools of
+2,000, 1-epoch rank-4 references whose held-out accuracy was never recorded, batch 16, 128
+tokens, validation splits where there is no train split).
+"""
 HEADER = (
     "| claim (paper, BERT-base) | paper | ours, all-MiniLM-L6-v2 | source "
     "| ours, all-mpnet-base-v2 | difference (95 % CI; p, Holm p) | verdict |\n"
     "|---|---|---|---|---|---|---|"
 )
+
+
+TABLE2_NAMES = {
+    "mnli/validation": "MNLI",
+    "hans/train": "HANS",
+    "sst2/train": "SST-2",
+    "stsb/train": "STS-B",
+}
 
 
 def row(claim: str, paper: str, ours: str, source: str, stats: str, text: str) -> str:
@@ -199,7 +236,7 @@ def similarity_rows(settings: dict, table2: dict) -> list[str]:
     for ((a, pa), (b, pb)), c in zip(zip(order, order[1:], strict=False), family, strict=True):
         rows.append(
             row(
-                f"Table 2: SNLI closer to {a.split('/')[0]} than to {b.split('/')[0]}",
+                f"Table 2: SNLI closer to {TABLE2_NAMES[a]} than to {TABLE2_NAMES[b]}",
                 f"{pa} % vs {pb} %",
                 pair(c, digits=3),
                 "results/table2-matrix.json",
@@ -278,7 +315,7 @@ def main() -> None:
         *overlap_rows(read("table3-table5.json")),
         *noisy_rows(read("noisy-labels.json"), undecidable),
     ]
-    text = "\n".join([HEADER, *rows]) + "\n"
+    text = "\n".join([PREAMBLE, HEADER, *rows]) + "\n"
     if args.out is None:
         print(text)
         return
