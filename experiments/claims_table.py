@@ -17,8 +17,8 @@ from overlap_tables import AGAINST
 from selection_tables import (
     PAPER_TABLE1,
     PAPER_TABLE4,
+    add_not_decidable_argument,
     not_decidable_reason,
-    reason_item,
     run_figures,
 )
 from subset_size_figure import PAPER_LARGEST_CLAIMED
@@ -290,14 +290,7 @@ def noisy_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument(
-        "--not-decidable",
-        nargs="*",
-        default=[],
-        type=reason_item,
-        metavar="[CLAIM/]NAME=REASON",
-        help="claims this setup cannot decide (CLAIM: table1, table4, noisy; NAME: dataset)",
-    )
+    add_not_decidable_argument(parser)
     parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
     args = parser.parse_args()
     undecidable = dict(args.not_decidable)

@@ -14,7 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-from repmatch.statistics import CELL_HEADERS, compare, comparison_cells, verdict, with_holm
+from repmatch.statistics import (
+    CELL_HEADERS,
+    compare,
+    comparison_cells,
+    markdown_header,
+    verdict,
+    with_holm,
+)
 
 # the paper's Table 5 claims Full > Mid and Full > No; the control is ours (no paper figure)
 AGAINST = {"mid": True, "no": True, "all non-entailment (control)": False}
@@ -29,7 +36,7 @@ def summary_table(summary: dict) -> list[str]:
         [compare(scores[s]["full"]["each"], scores[s][band]["each"]) for s, band in cases]
     )
     header = ["split", "band B", *CELL_HEADERS, "verdict (paper: Full > B)"]
-    rows = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    rows = markdown_header(header)
     for (split, band), comparison in zip(cases, family, strict=True):
         cells = comparison_cells(comparison, digits=3)
         cells.append(verdict(comparison, +1) if AGAINST[band] else "no paper claim")

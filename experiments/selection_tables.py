@@ -14,7 +14,14 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from repmatch.statistics import CELL_HEADERS, compare, comparison_cells, verdict, with_holm
+from repmatch.statistics import (
+    CELL_HEADERS,
+    compare,
+    comparison_cells,
+    markdown_header,
+    verdict,
+    with_holm,
+)
 
 SUBSET_NAMES = {
     "random": "Random-{k} (new draw per seed)",
@@ -110,6 +117,18 @@ def reason_item(text: str) -> tuple[str, str]:
     return name, reason
 
 
+def add_not_decidable_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--not-decidable",
+        nargs="*",
+        default=[],
+        type=reason_item,
+        metavar="[CLAIM/]NAME=REASON",
+        help="claims this setup cannot decide, e.g. nothing learned (CLAIM: table1, table4, "
+        "noisy; NAME: a dataset, for all its claims): verdict 'not decidable here'",
+    )
+
+
 def not_decidable_reason(undecidable: dict[str, str], claim: str, name: str) -> str | None:
     """The reason given for ``CLAIM/NAME`` (e.g. ``table4/SNLI``), else for ``NAME``."""
     return undecidable.get(f"{claim}/{name}", undecidable.get(name))
@@ -132,8 +151,7 @@ def comparison_tables(summary: dict, names: list[str], undecidable: dict[str, st
             f"B = {SUBSET_NAMES[split_key(b)[0]].format(k=100)} (accuracy %, SQuAD F1; "
             f"Holm across the {len(present)} datasets):",
             "",
-            "| " + " | ".join(header) + " |",
-            "|---" * len(header) + "|",
+            *markdown_header(header),
         ]
         for name, comparison in zip(present, family, strict=True):
             cells = comparison_cells(comparison)
@@ -206,15 +224,7 @@ def main() -> None:
         "--runs", type=Path, help="folder with the subsets (optional: only for the class counts)"
     )
     parser.add_argument("--datasets", nargs="+", help="default: every dataset in the summary")
-    parser.add_argument(
-        "--not-decidable",
-        nargs="*",
-        default=[],
-        type=reason_item,
-        metavar="[CLAIM/]NAME=REASON",
-        help="datasets (NAME, or CLAIM/NAME with CLAIM table1 or table4) this setup cannot "
-        "decide, e.g. nothing learned: verdict 'not decidable here'",
-    )
+    add_not_decidable_argument(parser)
     args = parser.parse_args()
     undecidable = dict(args.not_decidable)
     summary = json.loads(Path(args.summary).read_text())

@@ -26,6 +26,7 @@ from repmatch.statistics import (  # noqa: E402
     CELL_HEADERS,
     compare,
     comparison_cells,
+    markdown_header,
     verdict,
     with_holm,
 )
@@ -83,8 +84,7 @@ def comparison_tables(results: dict, metric: str) -> list[str]:
             f"**A = {LABELS[a]}, B = {LABELS[b]}** ({metric} %, Holm across the "
             f"{len(sizes)} sizes):",
             "",
-            "| " + " | ".join(header) + " |",
-            "|---" * len(header) + "|",
+            *markdown_header(header),
         ]
         for k, comparison in zip(sizes, family, strict=True):
             cells = comparison_cells(comparison)

@@ -265,6 +265,11 @@ def comparison_cells(comparison: Comparison, *, scale: float = 1.0, digits: int 
     ]
 
 
+def markdown_header(columns: Sequence[str]) -> list[str]:
+    """The two header lines of a Markdown table."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 CELL_HEADERS = ("A", "B", "A − B", "95 % CI", "p", "Holm p", "A vs B")
 
 
