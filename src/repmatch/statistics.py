@@ -16,10 +16,12 @@ compares two arms, A and B, each a list of per-run figures (one per fine-tuning 
   own (``resamples`` times, ``numpy.random.default_rng(seed)``), percentile interval.
 - Where only means, stds and run counts are recorded (dataset matrices), :func:`compare_summaries`
   runs Welch's test from them and gives the Welch t interval instead of a bootstrap CI.
-- With 3–5 runs per arm the percentile bootstrap is narrower than the t interval (a resample of n
-  figures has a spread of about (n − 1)/n of theirs, and few distinct resamples): a CI that
-  excludes 0 with p ≥ 0.05 is that effect. Verdicts rest on the (Holm-adjusted) p; the CI shows
-  the size of the difference.
+- An arm against a fixed figure (AUROC against chance, 0.5) uses the one-sample t-test and a
+  bootstrap CI of its mean minus that figure (:func:`compare_to_value`).
+- With 3–5 runs per arm the percentile bootstrap is narrower than the t interval (the bootstrap
+  variance of a mean is (n − 1)/n of s²/n, and its quantiles lack the t distribution's heavy
+  tails): a CI that excludes 0 with p ≥ 0.05 is that effect. Verdicts rest on the
+  (Holm-adjusted) p; the CI shows the size of the difference.
 - **Holm's step-down correction** across a family (one comparison over datasets, sizes or
   detectors): with the m p-values sorted, :math:`p_{(i)}^{adj} = \max_{j \le i} \min(1,
   (m - j + 1)\,p_{(j)})`. Comparisons without a p are left out of the family.
