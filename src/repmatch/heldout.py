@@ -68,7 +68,7 @@ def check_heldout(
     examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"held-out data {examples.name} holds no instances", field="heldout")
-    if get_task(examples.task).problem_type != task.problem_type:
+    if get_task(examples.task) != task:
         raise RepmatchError(
             f"held-out data {examples.name} is a {examples.task} task but the adapter is trained "
             f"for {task.name}; pass held-out data of the same task",
