@@ -390,10 +390,10 @@ def test_train_load_with_peft_and_compare(
     captured = {}
     original_save = training._save_atomically
 
-    def save_and_capture(peft_model, record, out, *, overwrite):
+    def save_and_capture(peft_model, record, out, **options):
         with torch.no_grad():
             captured["logits"] = peft_model(**inputs).logits.clone()
-        original_save(peft_model, record, out, overwrite=overwrite)
+        original_save(peft_model, record, out, **options)
 
     monkeypatch.setattr(training, "_save_atomically", save_and_capture)
     out = train_adapter(
