@@ -365,27 +365,18 @@ def _run(
     train_config = config.train_config(seed)
     if config.method == "full":
         model, losses = _fine_tune_full(examples, train_config, task, tokenizer, device, progress)
-        predictions = predict(
-            model,
-            tokenizer,
-            evaluation,
-            task,
-            max_length=config.max_length,
-            batch_size=config.eval_batch_size,
-            device=device,
-        )
     else:
         with tempfile.TemporaryDirectory(prefix="repmatch-evaluate-") as folder:
             model, losses = _fine_tune_lora(examples, train_config, Path(folder), device, progress)
-            predictions = predict(
-                model,
-                tokenizer,
-                evaluation,
-                task,
-                max_length=config.max_length,
-                batch_size=config.eval_batch_size,
-                device=device,
-            )
+    predictions = predict(
+        model,
+        tokenizer,
+        evaluation,
+        task,
+        max_length=config.max_length,
+        batch_size=config.eval_batch_size,
+        device=device,
+    )
     metrics = task.metrics(predictions, task.references(evaluation))
     return {
         "subset": subset.name,
