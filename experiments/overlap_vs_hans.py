@@ -24,8 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from options import ExperimentOptions, add_arguments, size
+
 from repmatch.compare import compare_adapters
 from repmatch.config import TrainConfig
 from repmatch.data import DataSpec, as_examples, overlap_subsets

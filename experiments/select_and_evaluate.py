@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from options import ExperimentOptions, add_arguments, size
+
 from repmatch.config import EmbeddingConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.evaluation import evaluate_subsets, load_subset
