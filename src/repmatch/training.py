@@ -7,6 +7,7 @@ run never leaves a half-written adapter. Next to PEFT's files it holds ``repmatc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -188,11 +189,10 @@ def _train_adapter(
     )
     if distributed.is_main():
         evaluate = None
-        if heldout is not None:
-
-            def evaluate(folder: Path) -> None:
-                record_heldout(folder, heldout, max_length=config.max_length, device=device)
-
+        if heldout is not None:  # into the record before the folder is swapped into place
+            evaluate = functools.partial(
+                record_heldout, data=heldout, max_length=config.max_length, device=device
+            )
         _save_atomically(peft_model, record, out, overwrite=overwrite, evaluate=evaluate)
         logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
     distributed.barrier()  # the adapter exists on every process's return
