@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import missing
 from repmatch.adapters import load_adapter
 from repmatch.batching import EncodedExamples
 from repmatch.data import DataSpec, as_examples, load_examples
@@ -395,7 +396,7 @@ def test_split_by_title_when_there_is_one():
 def test_squad_validation_reads_and_splits(shared_data):
     path = shared_data / "squad" / "validation.jsonl.gz"
     if not path.is_file():
-        pytest.skip(f"SQuAD is absent from {shared_data}")
+        missing(f"SQuAD is absent from {shared_data}")
     examples = load_examples(DataSpec(str(path), limit=50))
     assert examples.task == "extractive-qa" and examples.answers[0]["text"][0] == "Denver Broncos"
     frame = pd.read_json(path, lines=True)

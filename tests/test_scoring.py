@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
 import repmatch.scoring
-from conftest import ARCHITECTURES
+from conftest import ARCHITECTURES, missing
 from repmatch.adapters import load_adapter
 from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
@@ -344,7 +344,7 @@ def test_seed_ensemble_equals_single_seed_runs(steps, reference, examples):
 def sst2_reference(shared_data, tmp_path_factory) -> str:
     """Bundled-model adapter trained on the first 64 SST-2 training instances."""
     if not (shared_data / "sst2").is_dir():
-        pytest.skip(f"SST-2 is absent from {shared_data} (see shared/data/README.md)")
+        missing(f"SST-2 is absent from {shared_data} (see shared/data/README.md)")
     config = TrainConfig(model=BUNDLED_MODEL, rank=4, epochs=1, batch_size=16)
     folder = tmp_path_factory.mktemp("sst2") / "adapter"
     data = DataSpec(str(shared_data / "sst2"), limit=64)
