@@ -25,4 +25,3 @@ def test_a_missing_prerequisite_is_skipped_elsewhere(value, monkeypatch):
     assert not on_ci()
     with pytest.raises(pytest.skip.Exception, match="^real data folder x is absent$"):
         missing("real data folder x is absent")
-
