@@ -18,7 +18,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -523,8 +522,9 @@ def _seed_spearman(result: pd.DataFrame, seeds: tuple[int, ...]) -> dict[str, fl
     """Spearman correlation of the instance rankings of every pair of seeds."""
     if len(seeds) < 2:
         return None
-    ranks = {seed: result[f"score_seed{seed}"].rank().to_numpy() for seed in seeds}
+    from scipy.stats import spearmanr
+
     return {
-        f"{a}-{b}": float(np.corrcoef(ranks[a], ranks[b])[0, 1])
+        f"{a}-{b}": float(spearmanr(result[f"score_seed{a}"], result[f"score_seed{b}"]).statistic)
         for a, b in itertools.combinations(seeds, 2)
     }
