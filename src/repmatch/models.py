@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel
 
-from repmatch.config import BUNDLED_MODEL
+from repmatch.config import BUNDLED_MODEL, DTYPES
 from repmatch.errors import RepmatchError, first_line
 from repmatch.tasks import Task, get_task
 
@@ -87,28 +87,24 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-"""The precisions a model may run in, by their config names."""
+TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPES}
+"""The torch dtype of each precision a model may run in (:data:`repmatch.config.DTYPES`)."""
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The torch dtype of precision ``name`` (a :data:`DTYPES` key) on ``device``.
+    """The torch dtype of precision ``name`` (one of :data:`repmatch.config.DTYPES`) on ``device``.
 
     float16 is refused off CUDA GPUs: CPUs have no fast float16 matmuls, and bfloat16 has the
     range that float16 lacks (no loss scaling needed).
     """
-    if name not in DTYPES:
+    if name not in TORCH_DTYPES:
         raise RepmatchError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}", "dtype")
     if name == "float16" and device.type != "cuda":
         raise RepmatchError(
             f"dtype float16 needs a CUDA GPU (this run is on {device}); use bfloat16 on the CPU",
             field="dtype",
         )
-    return DTYPES[name]
+    return TORCH_DTYPES[name]
 
 
 @contextmanager
