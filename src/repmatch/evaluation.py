@@ -406,7 +406,7 @@ def _fine_tune_full(
         losses = fit(
             model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             train_config,
             task=task,
             data_name=examples.name,

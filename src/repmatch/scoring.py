@@ -332,7 +332,7 @@ class InstanceScorer:
         """Per-seed, per-layer scores (RepMatch, or ``config.measure``) of every instance, in data
         order: (S, N, L)."""
         encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
-        labels = self.task.targets(examples, encoded)
+        labels = self.task.loss_targets(examples, encoded)
         scores = torch.empty(len(self.config.seeds), len(examples), len(self.targets))
         batches = plan_batches(
             encoded, self.config.batch_size, self.device, position_offset=self.position_offset

@@ -90,7 +90,7 @@ class Task:
         """What the loss and the predictions read from a model's ``output`` on ``batch``: (N, C)."""
         return output.logits
 
-    def targets(self, examples: LabelledExamples, encoded: Encoding) -> torch.Tensor:
+    def loss_targets(self, examples: LabelledExamples, encoded: Encoding) -> torch.Tensor:
         """What the loss compares the logits with, for ``examples`` as ``encoded``: (N,)."""
         return self.label_tensor(examples.labels)
 
@@ -209,10 +209,10 @@ class ExtractiveQA(Task):
     The span head (``qa_outputs``) gives a start and an end logit at every token, so the head
     reads every position (no first-position cut, no packing). Inputs are the pair (question,
     context), cut in the context only (``only_second``). Labels are character spans, turned into
-    token positions through the tokenizer's offsets (:meth:`targets`); an answer that lies beyond
-    ``max_length`` is labelled at position 0 ([CLS]), as the transformers examples do, and counted
-    in a warning: every instance keeps its row (and its score), and a [CLS] answer is never
-    predicted, since predictions are spans of the context.
+    token positions through the tokenizer's offsets (:meth:`loss_targets`); an answer that lies
+    beyond ``max_length`` is labelled at position 0 ([CLS]), as the transformers examples do, and
+    counted in a warning: every instance keeps its row (and its score), and a [CLS] answer is
+    never predicted, since predictions are spans of the context.
     """
 
     name = "extractive-qa"
@@ -255,14 +255,14 @@ class ExtractiveQA(Task):
     def label_tensor(self, labels: np.ndarray) -> torch.Tensor:
         raise TypeError(
             "extractive QA labels are character spans; their token positions need the "
-            "encoding: use targets(examples, encoded)"
+            "encoding: use loss_targets(examples, encoded)"
         )
 
-    def targets(self, examples: LabelledExamples, encoded: Encoding) -> torch.Tensor:
+    def loss_targets(self, examples: LabelledExamples, encoded: Encoding) -> torch.Tensor:
         """Token positions (N, 2) of the first answer's first and last token; (0, 0) where the
         answer lies beyond the kept tokens (counted in a warning)."""
         if encoded.offsets is None or encoded.sequence_ids is None:
-            raise ValueError("extractive QA targets need an encoding that kept token offsets")
+            raise ValueError("extractive QA loss targets need an encoding that kept token offsets")
         spans = np.zeros((len(examples), 2), dtype=np.int64)
         cut = []
         for n, (start, end) in enumerate(examples.labels.tolist()):
