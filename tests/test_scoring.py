@@ -499,6 +499,9 @@ def test_parquet_output_and_run_record(reference, text_csv, examples, tmp_path):
     assert record["device"] == str(resolve_device("auto"))
     expected = spearmanr(stored["score_seed0"], stored["score_seed1"]).statistic
     assert record["seed_spearman"] == {"0-1": pytest.approx(expected, abs=1e-12)}
+    assert record["score_std"] == "population std over the seeds (ddof 0)"
+    seeds = stored[["score_seed0", "score_seed1"]].to_numpy()
+    np.testing.assert_allclose(stored["score_std"], seeds.std(axis=1, ddof=0), atol=1e-12)
 
 
 def test_row_index_ids_and_single_seed_columns(pair_reference, data_dir, tmp_path):
@@ -508,7 +511,8 @@ def test_row_index_ids_and_single_seed_columns(pair_reference, data_dir, tmp_pat
     stored = pd.read_parquet(out)
     assert list(stored["id"]) == list(range(24))
     assert [c for c in stored.columns if c.startswith("score")] == ["score"]
-    assert json.loads(out.with_name("pairs.parquet.json").read_text())["seed_spearman"] is None
+    record = json.loads(out.with_name("pairs.parquet.json").read_text())
+    assert record["seed_spearman"] is None and record["score_std"] is None
 
 
 # --------------------------------------------------------------------------------------------

@@ -383,7 +383,8 @@ def score_instances(
 
     ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
     Returns a DataFrame with one row per instance, in data order: ``id``, ``label``, ``score``
-    (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), and per layer
+    (mean over seeds), ``score_std`` (population std over the seeds, ddof 0) and
+    ``score_seed<S>`` (several seeds), and per layer
     ``layer_<i>_<module>`` (mean over seeds). With ``out``, the same table is also written as
     Parquet, streamed in chunks so that an interrupted run can be resumed, plus the run record
     ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
@@ -482,6 +483,7 @@ def _score_all(
     result = joined.to_pandas()
     run |= {
         "seed_spearman": _seed_spearman(result, config.seeds),
+        "score_std": "population std over the seeds (ddof 0)" if len(config.seeds) > 1 else None,
         "seconds": round(seconds, 2),
         "computed": computed,
         "read_back": len(examples) - computed,
