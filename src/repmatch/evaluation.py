@@ -413,7 +413,7 @@ def _fine_tune_full(
         losses = fit(
             model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             train_config,
             task=task,
             data_name=examples.name,

@@ -165,7 +165,7 @@ def _train_adapter(
         losses = fit(
             peft_model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             config,
             task=task,
             data_name=examples.name,
