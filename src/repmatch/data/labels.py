@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -15,9 +15,6 @@ from repmatch.data.columns import is_missing, preview, short_repr
 from repmatch.data.readers import Table
 from repmatch.data.spec import DataSpec, is_int
 from repmatch.errors import RepmatchError
-
-if TYPE_CHECKING:
-    from repmatch.data.examples import Examples
 
 _INT_TEXT = re.compile(r"[+-]?\d+")
 _CANONICAL_INT = re.compile(r"-?(0|[1-9]\d*)")
@@ -277,7 +274,17 @@ def mismatch_error(integers: str, names_of: str, names: list[str]) -> RepmatchEr
     )
 
 
-def common_classes(datasets: Sequence[Examples]) -> tuple[list[str] | None, int]:
+class Classified(Protocol):
+    """What :func:`common_classes` reads of a dataset (:class:`~repmatch.data.Examples`)."""
+
+    name: str
+    task: str
+    labels: np.ndarray
+    num_labels: int
+    label_names: list[str] | None
+
+
+def common_classes(datasets: Sequence[Classified]) -> tuple[list[str] | None, int]:
     """The classes of one head for several datasets of one classification task: ``(names,
     num_labels)``, every class present in any dataset, matched by meaning.
 
@@ -286,9 +293,11 @@ def common_classes(datasets: Sequence[Examples]) -> tuple[list[str] | None, int]
     union of the values present, named by value. Named and integer classes together are refused
     (:func:`mismatch_error`). Datasets without classes (regression, QA): ``(None, largest)``.
     """
-    keys = [class_keys(d.label_names) for d in datasets]
-    if datasets[0].task not in ("classification", "pair-classification"):
+    from repmatch.tasks import get_task  # torch: only when matching, not on import
+
+    if not get_task(datasets[0].task).has_classes:
         return None, max(d.num_labels for d in datasets)
+    keys = [class_keys(d.label_names) for d in datasets]
     by_name = [d for d, k in zip(datasets, keys, strict=True) if named(k)]
     by_value = [d for d, k in zip(datasets, keys, strict=True) if not named(k)]
     if by_name and by_value:
