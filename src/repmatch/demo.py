@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from repmatch.artifacts import atomic_path, exclusive_output
 from repmatch.data import DataSpec, load_examples
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.similarity import dataset_similarity
@@ -89,25 +91,38 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
         "topics": _topics(size, rng),
         "shuffled": shuffled,
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, frame in tasks.items():
-        paths[name] = folder / f"{name}.csv"
-        frame.to_csv(paths[name], index=False)
     salted = pd.concat(
         [_sentiment(_MOVIE_TEMPLATES, 180, rng), _topics(20, rng)], ignore_index=True
     )
     salted["outlier"] = [False] * 180 + [True] * 20
-    salted.to_csv(folder / "movies_salted.csv", index=False)
-    paths["movies_salted"] = folder / "movies_salted.csv"
+    tasks["movies_salted"] = salted
+    paths = {}
+    for name, frame in tasks.items():
+        paths[name] = folder / f"{name}.csv"
+        with atomic_path(paths[name]) as temporary:
+            frame.to_csv(temporary, index=False)
     return paths
 
 
 def run_demo(
     out_dir: str | Path = "repmatch-demo", *, progress: bool = True, device: str | None = None
 ) -> dict:
-    """Generate the tasks, build the similarity matrix, score instances; print what was found."""
+    """Generate the tasks, build the similarity matrix, score instances; print what was found.
+
+    The outputs record where their data and adapters are, so the demo is written in ``out_dir``
+    itself, one writer at a time: a folder this run created is removed if the run fails."""
     out = Path(out_dir)
+    with exclusive_output(out):
+        created = not out.exists()
+        try:
+            return _run_demo(out, progress=progress, device=device)
+        except BaseException:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _run_demo(out: Path, *, progress: bool, device: str | None) -> dict:
     paths = generate_tasks(out / "data")
     config = TrainConfig(epochs=2, rank=4, lr=1e-3, batch_size=16)
     names = ["movies", "restaurants", "topics", "shuffled"]
@@ -145,6 +160,7 @@ def run_demo(
         f"{caught} of the 20 lowest-scoring are the salted-in topic sentences "
         f"(chance: {20 * 20 / 200:.0f})."
     )
-    table.assign(outlier=outlier).to_csv(out / "instance-scores.csv", index=False)
+    with atomic_path(out / "instance-scores.csv") as temporary:
+        table.assign(outlier=outlier).to_csv(temporary, index=False)
     print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
     return {"similarity": scores, "outliers_in_bottom_20": caught}

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from repmatch.artifacts import atomic_path  # noqa: E402
+from repmatch.artifacts import atomic_path, exclusive_output, output_set  # noqa: E402
 from repmatch.compare import Comparison  # noqa: E402
 from repmatch.lora import short_layer_name  # noqa: E402
 
@@ -45,6 +45,21 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     figure.suptitle(title or f"RepMatch = {comparison.score:.3f} ({comparison.side} side)")
     figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
     _save(figure, path)
+
+
+def plot_comparison(comparison: Comparison, path: str | Path) -> list[Path]:
+    """:func:`plot_layer_grids` of ``comparison`` to ``path`` and, with a shuffled baseline, of
+    the baseline to ``<stem>-shuffled<suffix>`` beside it: both written or neither."""
+    path = Path(path)
+    shuffled = path.with_name(f"{path.stem}-shuffled{path.suffix}")
+    with exclusive_output(path), output_set(path) as outputs:
+        plot_layer_grids(comparison, outputs.path(path))
+        if comparison.baseline:
+            title = (
+                f"shuffled baseline = {comparison.baseline.score:.3f} ({comparison.side} side)"
+            )
+            plot_layer_grids(comparison.baseline, outputs.path(shuffled), title=title)
+    return [path, shuffled] if comparison.baseline else [path]
 
 
 def plot_similarity_matrix(

@@ -33,7 +33,6 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from repmatch.artifacts import atomic_path, exclusive_output, record_path, run_record
+from repmatch.artifacts import exclusive_output, output_set, record_path, run_record
 from repmatch.config import SelectConfig, SelectHow
 from repmatch.data import FORMATS, DataSpec, Examples, as_examples, load_examples
 from repmatch.data.columns import ID_COLUMNS, LABEL_COLUMNS
@@ -453,9 +452,9 @@ def _check_output(out: Path, overwrite: bool) -> None:
 def _write(selection: Selection, out: Path) -> None:
     fmt, gzipped = _output_format(out)
     columns = selection.columns()
-    with ExitStack() as stack:
-        data_file = stack.enter_context(atomic_path(out))
-        record_file = stack.enter_context(atomic_path(record_path(out)))
+    with output_set(out) as outputs:
+        data_file = outputs.path(out)
+        record_file = outputs.path(record_path(out))
         if fmt == "parquet":
             _write_parquet(columns, data_file, gzipped)
         else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
-from repmatch.artifacts import data_record, exclusive_output, run_record
+from repmatch.artifacts import data_record, exclusive_output, output_set, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
 from repmatch.config import TrainConfig, key_json, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
@@ -73,9 +72,7 @@ def train_adapter(
         _check_output(Path(out_dir), overwrite=overwrite)
 
     with distributed.checked_on_main(claim):
-        return _train_adapter(
-            data, config, Path(out_dir), overwrite=overwrite, progress=progress, device=device
-        )
+        return _train_adapter(data, config, Path(out_dir), progress=progress, device=device)
 
 
 def _check_output(out: Path, *, overwrite: bool) -> None:
@@ -100,7 +97,6 @@ def _train_adapter(
     config: TrainConfig,
     out: Path,
     *,
-    overwrite: bool,
     progress: bool,
     device: torch.device,
 ) -> Path:
@@ -165,7 +161,7 @@ def _train_adapter(
         processes=distributed.world_size(),
     )
     if distributed.is_main():
-        _save_atomically(peft_model, record, out, overwrite=overwrite)
+        _save_atomically(peft_model, record, out)
         logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
     distributed.barrier()  # the adapter exists on every process's return
     return out
@@ -279,22 +275,18 @@ def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
     return (mine, 1.0) if len(mine) else (positions[:1], 0.0)
 
 
-def _save_atomically(peft_model, record: dict, out: Path, *, overwrite: bool) -> None:
-    """Write into a hidden sibling folder, then swap it into place."""
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        peft_model.save_pretrained(str(partial))
-        config_file = partial / "adapter_config.json"
+def _save_atomically(peft_model, record: dict, out: Path) -> None:
+    """Write the adapter folder staged beside ``out``, then swap it in: an existing ``out``
+    (replaced with ``overwrite``, checked before training) stays whole until the new folder is
+    in its place."""
+    with output_set(out) as outputs:
+        staged = outputs.path(out)
+        peft_model.save_pretrained(str(staged))
+        config_file = staged / "adapter_config.json"
         adapter_config = json.loads(config_file.read_text())
         adapter_config["base_model_name_or_path"] = record["model"]
         config_file.write_text(json.dumps(adapter_config, indent=2))
-        (partial / RECORD_FILE).write_text(json.dumps(record, indent=2))
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        (staged / RECORD_FILE).write_text(json.dumps(record, indent=2))
 
 
 def adapter_key(config: TrainConfig, examples: Examples) -> str:

@@ -34,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from repmatch.artifacts import atomic_path, data_record, exclusive_output, run_record, write_json
+from repmatch.artifacts import (
+    atomic_path,
+    data_record,
+    exclusive_output,
+    output_set,
+    run_record,
+    write_json,
+)
 from repmatch.data.examples import Examples
 from repmatch.data.loading import as_examples
 from repmatch.errors import RepmatchError
@@ -221,15 +228,10 @@ def save_overlap_subsets(
             )
         examples = as_examples(data)
         result = overlap_subsets(examples, entailment_label=entailment_label)
-        files = {}
-        for band, subset in result.subsets.items():
-            path = _subset_file(out, band)
-            if len(subset):
-                _write_jsonl_gz(path, _records(subset))
-                files[band] = path.name
-            else:
-                path.unlink(missing_ok=True)
-                files[band] = None
+        files = {
+            band: _subset_file(out, band).name if len(subset) else None
+            for band, subset in result.subsets.items()
+        }
         record = run_record(
             "overlap",
             definition=DEFINITION,
@@ -242,7 +244,14 @@ def save_overlap_subsets(
             files=files,
             source=data_record(examples),
         )
-        write_json(out / RECORD_FILE, record)
+        with output_set(out) as outputs:  # the subsets and their record, committed together
+            for band, subset in result.subsets.items():
+                path = _subset_file(out, band)
+                if len(subset):
+                    _write_jsonl_gz(outputs.path(path), _records(subset))
+                else:
+                    outputs.remove(path)
+            write_json(outputs.path(out / RECORD_FILE), record)
     return result, record
 
 

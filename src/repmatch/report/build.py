@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from repmatch.artifacts import atomic_path, exclusive_output, record_path, run_record, write_json
+from repmatch.artifacts import exclusive_output, output_set, record_path, run_record, write_json
 from repmatch.errors import RepmatchError, first_line
 from repmatch.report.kinds import KINDS, _accepted, recognise
 from repmatch.report.page import _is_report, _page
@@ -59,15 +59,13 @@ def write_report(
             )
         recognised = [recognise(run) for run in runs]
         page = build_report(recognised, title=title)
-        with atomic_path(out) as temporary:
-            temporary.write_text(page, encoding="utf-8")
-        write_json(
-            record_path(out),
-            run_record(
-                "report",
-                title=title,
-                runs=[{"kind": run.kind, "path": str(run.path)} for run in recognised],
-                bytes=len(page.encode()),
-            ),
+        record = run_record(
+            "report",
+            title=title,
+            runs=[{"kind": run.kind, "path": str(run.path)} for run in recognised],
+            bytes=len(page.encode()),
         )
+        with output_set(out) as outputs:
+            outputs.path(out).write_text(page, encoding="utf-8")
+            write_json(outputs.path(record_path(out)), record)
     return out
