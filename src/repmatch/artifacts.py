@@ -46,7 +46,6 @@ _CAUSES = {
     errno.EPERM: "permission denied",
     errno.EROFS: "the filesystem is read-only",
     errno.ENAMETOOLONG: "the name is too long",
-    errno.ENOENT: "a folder on the way does not exist",
 }
 
 

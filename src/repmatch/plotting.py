@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from repmatch.artifacts import atomic_path, exclusive_output, output_set  # noqa: E402
 from repmatch.compare import Comparison  # noqa: E402
+from repmatch.errors import RepmatchError  # noqa: E402
 from repmatch.lora import short_layer_name  # noqa: E402
 
 
@@ -51,13 +52,18 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> list[Path]:
     """:func:`plot_layer_grids` of ``comparison`` to ``path`` and, with a shuffled baseline, of
     the baseline to ``<stem>-shuffled<suffix>`` beside it: both written or neither."""
     path = Path(path)
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise RepmatchError(
+            f"cannot tell the image format of {path}; name it .png, .pdf or .svg "
+            f"(or any of {', '.join(sorted(formats))})"
+        )
     shuffled = path.with_name(f"{path.stem}-shuffled{path.suffix}")
     with exclusive_output(path), output_set(path) as outputs:
         plot_layer_grids(comparison, outputs.path(path))
         if comparison.baseline:
-            title = (
-                f"shuffled baseline = {comparison.baseline.score:.3f} ({comparison.side} side)"
-            )
+            title = f"shuffled baseline = {comparison.baseline.score:.3f} ({comparison.side} side)"
             plot_layer_grids(comparison.baseline, outputs.path(shuffled), title=title)
     return [path, shuffled] if comparison.baseline else [path]
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from repmatch import distributed
 from repmatch.artifacts import (
     atomic_path,
     data_record,
@@ -208,8 +209,18 @@ def save_overlap_subsets(
     ``hypothesis``, ``label``: the source's ids and label values, names when the labels are
     named), then the record ``overlap.json`` (definition, entailment class, sizes, source data).
     An empty subset has no file (no command accepts data without rows); its record entry says so.
+    Under a launcher (``torchrun``) the main process writes; the others wait.
     """
-    out = Path(out_dir)
+    return distributed.on_main(
+        lambda: _save_overlap_subsets(
+            data, Path(out_dir), entailment_label=entailment_label, overwrite=overwrite
+        )
+    )
+
+
+def _save_overlap_subsets(
+    data: object, out: Path, *, entailment_label: str | int | None, overwrite: bool
+) -> tuple[OverlapSubsets, dict]:
     with exclusive_output(out):
         if out.exists() and not out.is_dir():
             raise RepmatchError(f"output {out} is a file; name a folder for the subsets")

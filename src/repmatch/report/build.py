@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from repmatch import distributed
 from repmatch.artifacts import exclusive_output, output_set, record_path, run_record, write_json
 from repmatch.errors import RepmatchError, first_line
 from repmatch.report.kinds import KINDS, _accepted, recognise
@@ -26,7 +27,7 @@ def build_report(runs: Sequence[str | Path | Run], *, title: str = "repmatch rep
             continue
         try:
             sections += kind.draw(mine)
-        except (KeyError, TypeError, ValueError, IndexError) as err:
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as err:
             paths = ", ".join(str(run.path) for run in mine)
             raise RepmatchError(
                 f"{paths}: the {kind.name} record is incomplete or corrupted "
@@ -44,9 +45,15 @@ def write_report(
 ) -> Path:
     """Write :func:`build_report` to ``out`` (atomically) with its record ``<out>.json``.
 
-    An existing ``out`` is replaced only with ``overwrite``, and only when it is a report.
+    An existing ``out`` is replaced only with ``overwrite``, and only when it is a report. Under a
+    launcher (``torchrun``) the main process writes; the others wait.
     """
-    out = Path(out)
+    return distributed.on_main(
+        lambda: _write_report(runs, Path(out), title=title, overwrite=overwrite)
+    )
+
+
+def _write_report(runs: Sequence[str | Path], out: Path, *, title: str, overwrite: bool) -> Path:
     with exclusive_output(out):
         if out.is_dir():
             raise RepmatchError(f"output {out} is a folder; name a file such as report.html")
