@@ -436,11 +436,17 @@ class ChunkStore:
 
         # The folder is created with the first chunk, so a run refused before computing anything
         # (bad reference, labels, ...) leaves nothing behind that would block a corrected rerun.
-        run_file = self.folder / RUN_FILE
-        if self.writes_run and not run_file.exists():
-            write_json(run_file, self.run)
-        with atomic_path(self._chunk(index)) as temporary:
-            pq.write_table(table, temporary)
+        created = not self.folder.exists()
+        try:
+            run_file = self.folder / RUN_FILE
+            if self.writes_run and not run_file.exists():
+                write_json(run_file, self.run)
+            with atomic_path(self._chunk(index)) as temporary:
+                pq.write_table(table, temporary)
+        except BaseException:
+            if created and self.writes_run and not any(self.folder.glob("chunk-*.parquet")):
+                shutil.rmtree(self.folder, ignore_errors=True)  # nothing to resume: no trace
+            raise
 
     def finish(self, table, run: dict) -> None:
         """Write the joined table and its record, and remove the chunks: one commit."""
