@@ -6,12 +6,11 @@ import errno
 import json
 import os
 import signal
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from conftest import hold_output_lock
+from conftest import fail_at_rename, hold_output_lock
 from repmatch import __version__, artifacts
 from repmatch.artifacts import (
     ChunkStore,
@@ -154,25 +153,6 @@ def _commit_new(out):
         outputs.path(out).write_text("new data")
         write_json(outputs.path(record_path(out)), {"new": True})
         outputs.remove(out.with_name(out.name + ".partial"))
-
-
-def fail_at_rename(monkeypatch, n: int, error: BaseException | None = None) -> list[str]:
-    """Make the ``n``-th ``os.replace`` (from 0) of a commit raise ``error`` (an OSError by
-    default); returns the names of its renames, in order. Renames of single files written whole
-    (:func:`atomic_path`'s temporaries, the record staged, the journal) are not counted."""
-    real, calls = os.replace, []
-
-    def replace(src, dst):
-        if ".tmp" in Path(src).name:
-            return real(src, dst)
-        if len(calls) == n:
-            calls.append("failed")
-            raise error or OSError(errno.EIO, "Input/output error")
-        calls.append(f"{Path(src).name} -> {Path(dst).name}")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
-    return calls
 
 
 def test_a_set_is_committed_together_record_last(tmp_path, monkeypatch):

@@ -238,12 +238,17 @@ def output_set(out: str | Path) -> Iterator[OutputSet]:
         folder = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGE}", dir=out.parent))
     except OSError as err:
         raise output_error(out, err) from None
+    outputs = OutputSet(out, folder)
     try:
-        outputs = OutputSet(out, folder)
         yield outputs
         outputs.commit()
     except OSError as err:
         raise output_error(out, err) from None
+    except RepmatchError as err:  # an error naming a staged path: name the output's own instead
+        message = str(err)
+        for index, (member, _) in enumerate(outputs.members):
+            message = message.replace(str(outputs._slot("new", index) / member.name), str(member))
+        raise RepmatchError(message, field=err.field) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
