@@ -124,9 +124,8 @@ class OutputSet:
     is the commit point; the previous members are deleted after it.
     """
 
-    def __init__(self, out: Path, folder: Path) -> None:
-        self.out = out
-        self.folder = folder
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder  # the staging folder: new/<i>/, old/<i>/ and the journal
         self.members: list[tuple[Path, bool]] = []  # (final path, staged: else removed)
 
     def _slot(self, kind: str, index: int) -> Path:
@@ -145,10 +144,11 @@ class OutputSet:
         self.members.append((Path(member), False))
 
     def commit(self) -> None:
+        """Flush the staged members to the disk, then swap them in (see the class docstring)."""
         for index, (member, staged) in enumerate(self.members):
             if staged and not os.path.lexists(self._slot("new", index) / member.name):
                 raise RuntimeError(f"{member} was staged but never written")
-        for path in sorted(self.folder.joinpath("new").rglob("*")) if self.members else []:
+        for path in self.folder.joinpath("new").rglob("*"):
             if path.is_file() and not path.is_symlink():
                 _fsync(path)
         missing = {m.parent for m, _ in self.members if not m.parent.exists()}
@@ -238,7 +238,7 @@ def output_set(out: str | Path) -> Iterator[OutputSet]:
         folder = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGE}", dir=out.parent))
     except OSError as err:
         raise output_error(out, err) from None
-    outputs = OutputSet(out, folder)
+    outputs = OutputSet(folder)
     try:
         yield outputs
         outputs.commit()

@@ -411,8 +411,8 @@ def selection_record(path: str | Path) -> dict[str, Any] | None:
 def write_selection(selection: Selection, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write the chosen rows to ``out`` (format by extension) and the record ``<out>.json``.
 
-    Both are written under temporary names and renamed into place together; an existing ``out``
-    is replaced only with ``overwrite`` and only if it is a selection.
+    Both are staged and committed together (:func:`repmatch.artifacts.output_set`); an existing
+    ``out`` is replaced only with ``overwrite`` and only if it is a selection.
     """
     out = Path(out)
     with exclusive_output(out):
