@@ -9,7 +9,8 @@ Four small text classification tasks are generated from templates:
 
 The planted ordering is RepMatch(movies, restaurants) > RepMatch(movies, topics) and
 RepMatch(movies, shuffled). Then every instance of a ``movies`` set salted with ``topics``
-sentences is scored against the ``movies`` adapter: the salted-in instances should rank low.
+sentences (a tenth of it) is scored against the ``movies`` adapter: the salted-in instances
+should rank low.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 
 from repmatch.artifacts import atomic_path, exclusive_output
 from repmatch.data import DataSpec, load_examples
+from repmatch.errors import RepmatchError
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.similarity import dataset_similarity
 from repmatch.training import TrainConfig
@@ -81,7 +83,9 @@ def _topics(n: int, rng: random.Random) -> pd.DataFrame:
 
 
 def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str, Path]:
-    """Write the four demo tasks as CSV files; returns name -> path."""
+    """Write the four demo tasks (``size`` rows each) and ``movies_salted`` (``size // 2`` rows,
+    a tenth of them ``topics`` sentences, marked in its ``outlier`` column) as CSV files; returns
+    name -> path."""
     rng = random.Random(seed)
     movies = _sentiment(_MOVIE_TEMPLATES, size, rng)
     shuffled = movies.assign(label=movies["label"].sample(frac=1, random_state=seed).to_numpy())
@@ -91,10 +95,12 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
         "topics": _topics(size, rng),
         "shuffled": shuffled,
     }
+    outliers = size // 20
+    inliers = size // 2 - outliers
     salted = pd.concat(
-        [_sentiment(_MOVIE_TEMPLATES, 180, rng), _topics(20, rng)], ignore_index=True
+        [_sentiment(_MOVIE_TEMPLATES, inliers, rng), _topics(outliers, rng)], ignore_index=True
     )
-    salted["outlier"] = [False] * 180 + [True] * 20
+    salted["outlier"] = [False] * inliers + [True] * outliers
     tasks["movies_salted"] = salted
     paths = {}
     for name, frame in tasks.items():
@@ -105,25 +111,38 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
 
 
 def run_demo(
-    out_dir: str | Path = "repmatch-demo", *, progress: bool = True, device: str | None = None
+    out_dir: str | Path = "repmatch-demo",
+    *,
+    size: int = 400,
+    progress: bool = True,
+    device: str | None = None,
 ) -> dict:
-    """Generate the tasks, build the similarity matrix, score instances; print what was found.
+    """Generate the tasks (``size`` instances each, see :func:`generate_tasks`), build the
+    similarity matrix, score the salted instances; print what was found.
+
+    Returns ``similarity`` (task name -> RepMatch against ``movies``), ``sentiment_first``
+    (whether ``restaurants`` scored highest), ``outliers`` (how many were salted in), ``caught``
+    (how many of them are among that many lowest scores) and ``chance`` (the expected count for
+    a random ranking).
 
     The outputs record where their data and adapters are, so the demo is written in ``out_dir``
-    itself, one writer at a time: a folder this run created is removed if the run fails."""
+    itself, one writer at a time: a folder this run created is removed if the run fails.
+    """
+    if size < 40:
+        raise RepmatchError(f"the demo needs size >= 40 (2 outliers to find), got {size}")
     out = Path(out_dir)
     with exclusive_output(out):
         created = not out.exists()
         try:
-            return _run_demo(out, progress=progress, device=device)
+            return _run_demo(out, size=size, progress=progress, device=device)
         except BaseException:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
             raise
 
 
-def _run_demo(out: Path, *, progress: bool, device: str | None) -> dict:
-    paths = generate_tasks(out / "data")
+def _run_demo(out: Path, *, size: int, progress: bool, device: str | None) -> dict:
+    paths = generate_tasks(out / "data", size=size)
     config = TrainConfig(epochs=2, rank=4, lr=1e-3, batch_size=16)
     names = ["movies", "restaurants", "topics", "shuffled"]
     matrix = dataset_similarity(
@@ -133,7 +152,7 @@ def _run_demo(out: Path, *, progress: bool, device: str | None) -> dict:
         progress=progress,
         device=device,
     )
-    scores = dict(zip(matrix.names, matrix.mean[0], strict=True))
+    scores = {name: float(value) for name, value in zip(matrix.names, matrix.mean[0], strict=True)}
     print("RepMatch of 'movies' (sentiment) against each task:")
     for name in names[1:]:
         print(f"  {name:<12} {scores[name]:.3f}")
@@ -153,14 +172,22 @@ def _run_demo(out: Path, *, progress: bool, device: str | None) -> dict:
         device=device,
     )
     outlier = pd.read_csv(paths["movies_salted"])["outlier"].to_numpy()
+    outliers = int(outlier.sum())
     order = np.argsort(table["score"].to_numpy())
-    caught = int(outlier[order[:20]].sum())
+    caught = int(outlier[order[:outliers]].sum())
+    chance = outliers * outliers / len(outlier)
     print(
-        f"Instance scores (200 'movies' instances, 20 of them 'topics' sentences): "
-        f"{caught} of the 20 lowest-scoring are the salted-in topic sentences "
-        f"(chance: {20 * 20 / 200:.0f})."
+        f"Instance scores ({len(outlier)} 'movies' instances, {outliers} of them 'topics' "
+        f"sentences): {caught} of the {outliers} lowest-scoring are the salted-in topic "
+        f"sentences (chance: {chance:.1f})."
     )
     with atomic_path(out / "instance-scores.csv") as temporary:
         table.assign(outlier=outlier).to_csv(temporary, index=False)
     print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
-    return {"similarity": scores, "outliers_in_bottom_20": caught}
+    return {
+        "similarity": scores,
+        "sentiment_first": bool(sentiment_first),
+        "outliers": outliers,
+        "caught": caught,
+        "chance": chance,
+    }
