@@ -7,6 +7,7 @@ adapters trained on them, so tests that only read an adapter share one training 
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import subprocess
@@ -296,3 +297,23 @@ def scoring_reference(tiny_model, tiny_data, tmp_path_factory) -> str:
     config = TrainConfig(model=model, rank=4, epochs=2, batch_size=8, lr=1e-2)
     out = tmp_path_factory.mktemp("scoring-reference") / "adapter"
     return str(train_adapter(DataSpec(str(tiny_data["single"])), config, out, progress=False))
+
+
+def fail_at_rename(monkeypatch, n: int, error: BaseException | None = None) -> list[str]:
+    """Make the ``n``-th ``os.replace`` (from 0) of a commit raise ``error`` (an OSError by
+    default); returns the names of its renames, in order. Renames of single files written whole
+    (:func:`atomic_path`'s temporaries, the record staged, the journal) and renames of other
+    libraries are not counted."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        if ".tmp" in Path(src).name or ".repmatch-" not in f"{src} {dst}":
+            return real(src, dst)
+        if len(calls) == n:
+            calls.append("failed")
+            raise error or OSError(errno.EIO, "Input/output error")
+        calls.append(f"{Path(src).name} -> {Path(dst).name}")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls

@@ -324,3 +324,42 @@ def test_two_processes_write_the_matrix_of_one(tiny_model, tiny_data, tmp_path):
     np.testing.assert_allclose(written["mean"], one.mean, rtol=1e-4, atol=1e-5)
     assert len(list((two / "adapters").glob("*/seed*"))) == 4
     assert not list(tmp_path.glob(".two*"))  # no lock left
+
+
+WRITING = """
+import sys
+from pathlib import Path
+
+from repmatch import distributed
+from repmatch.cli import main
+
+folder = Path(sys.argv[1])
+scores = str(folder / "scores.parquet")
+codes = [
+    main(["select", scores, "--top", "5", "--out", str(folder / "top.jsonl")]),
+    main(["overlap", sys.argv[2], "--out", str(folder / "overlap")]),
+    main(["report", scores, "--out", str(folder / "report.html")]),
+]
+Path(folder, f"rank{distributed.rank()}.txt").write_text(" ".join(map(str, codes)))
+"""
+
+
+@pytest.mark.distributed
+def test_two_processes_select_overlap_and_report_as_one(reference, tiny_data, tmp_path):
+    """Commands that only write: the main process writes, the other waits; both exit 0."""
+    scores = tmp_path / "scores.parquet"
+    score_instances(
+        DataSpec(str(tiny_data["single"])), reference, SCORE_CONFIG, out=scores, progress=False
+    )
+    script = tmp_path / "writing.py"
+    script.write_text(WRITING)
+    done = _launch(str(script), str(tmp_path), str(tiny_data["pair"]), module=False)
+    assert done.returncode == 0, done.stderr
+    assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["0 0 0"] * 2
+    for line in ("selected 5 of 40", "non-entailment", "report written to"):
+        assert done.stdout.count(line) == 1, done.stdout  # the main process reports, once
+    assert "error" not in done.stderr
+    assert len((tmp_path / "top.jsonl").read_text().splitlines()) == 5
+    assert json.loads((tmp_path / "overlap" / "overlap.json").read_text())["format"]
+    assert (tmp_path / "report.html").stat().st_size > 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no lock left

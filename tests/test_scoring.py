@@ -751,7 +751,7 @@ def test_cli_checks_the_output_before_any_work(where, reference, text_csv, tmp_p
     else:
         (tmp_path / "notes.txt").write_text("a file, not a folder")
         out = tmp_path / "notes.txt" / "scores.parquet"
-        expected = "cannot write output"
+        expected = f"cannot write {out}: a file is in the way"
     calls = []
     original = repmatch.scoring.InstanceScorer.__init__
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -197,11 +198,11 @@ def test_failure_writing_the_record_keeps_the_old_adapter(
 
     def dumps(payload, *args, **kwargs):
         if isinstance(payload, dict) and payload.get("format") == "repmatch-adapter/1":
-            raise OSError("no space left on device")
+            raise OSError(errno.ENOSPC, "No space left on device")
         return real_dumps(payload, *args, **kwargs)
 
     monkeypatch.setattr(training.json, "dumps", dumps)
-    with pytest.raises(OSError, match="no space left"):
+    with pytest.raises(RepmatchError, match=f"cannot write {out}: no space left on the device"):
         _train(tiny_model("bert"), tiny_data["single"], out, overwrite=True, seed=1)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter"]

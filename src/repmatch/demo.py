@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from repmatch.artifacts import run_record, write_json
+from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
 from repmatch.data import DataSpec, load_examples
 from repmatch.errors import RepmatchError
 from repmatch.scoring import ScoreConfig, score_instances
@@ -95,19 +96,18 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
         "topics": _topics(size, rng),
         "shuffled": shuffled,
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, frame in tasks.items():
-        paths[name] = folder / f"{name}.csv"
-        frame.to_csv(paths[name], index=False)
     outliers = size // 20
     inliers = size // 2 - outliers
     salted = pd.concat(
         [_sentiment(_MOVIE_TEMPLATES, inliers, rng), _topics(outliers, rng)], ignore_index=True
     )
     salted["outlier"] = [False] * inliers + [True] * outliers
-    salted.to_csv(folder / "movies_salted.csv", index=False)
-    paths["movies_salted"] = folder / "movies_salted.csv"
+    tasks["movies_salted"] = salted
+    paths = {}
+    for name, frame in tasks.items():
+        paths[name] = folder / f"{name}.csv"
+        with atomic_path(paths[name]) as temporary:
+            frame.to_csv(temporary, index=False)
     return paths
 
 
@@ -162,11 +162,25 @@ def run_demo(
     (whether ``restaurants`` scored highest), ``outliers`` (how many were salted in), ``caught``
     (how many of them are among that many lowest scores) and ``chance`` (the expected count for
     a random ranking).
+
+    The outputs record where their data and adapters are, so the demo is written in ``out_dir``
+    itself, one writer at a time: a folder this run created is removed if the run fails.
     """
     if size < 40:
         raise RepmatchError(f"the demo needs size >= 40 (2 outliers to find), got {size}")
     out = Path(out_dir)
-    _check_output(out, overwrite)
+    with exclusive_output(out):
+        _check_output(out, overwrite)
+        created = not out.exists()
+        try:
+            return _run_demo(out, size=size, progress=progress, device=device)
+        except BaseException:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _run_demo(out: Path, *, size: int, progress: bool, device: str | None) -> dict:
     paths = generate_tasks(out / "data", size=size)
     config = TrainConfig(epochs=2, rank=4, lr=1e-3, batch_size=16)
     names = ["movies", "restaurants", "topics", "shuffled"]
@@ -206,7 +220,8 @@ def run_demo(
         f"sentences): {caught} of the {outliers} lowest-scoring are the salted-in topic "
         f"sentences (chance: {chance:.1f})."
     )
-    table.assign(outlier=outlier).to_csv(out / "instance-scores.csv", index=False)
+    with atomic_path(out / "instance-scores.csv") as temporary:
+        table.assign(outlier=outlier).to_csv(temporary, index=False)
     print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
     result = {
         "similarity": scores,

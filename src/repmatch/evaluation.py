@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 
 from repmatch.adapters import RECORD_FILE, load_adapter_model
-from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
+from repmatch.artifacts import exclusive_output, output_set, run_record, write_json
 from repmatch.batching import EncodedExamples, plan_batches
 from repmatch.config import EvalConfig, TrainConfig, key_json
 from repmatch.data import DataSpec, Examples, as_examples
@@ -538,7 +538,8 @@ def _csv(frame: pd.DataFrame) -> str:
 
 
 def _write_results(out: Path, summary: pd.DataFrame, runs: pd.DataFrame, record: dict) -> None:
-    for name, frame in (("results.csv", summary), ("runs.csv", runs)):
-        with atomic_path(out / name) as temporary:
-            temporary.write_text(_csv(frame))
-    write_json(out / "results.json", record)
+    """The three result files, committed together (the record last)."""
+    with output_set(out) as outputs:
+        for name, frame in (("results.csv", summary), ("runs.csv", runs)):
+            outputs.path(out / name).write_text(_csv(frame))
+        write_json(outputs.path(out / "results.json"), record)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from repmatch.artifacts import atomic_path
+from repmatch.artifacts import atomic_path, exclusive_output, output_set
+from repmatch.errors import RepmatchError
 from repmatch.lora import short_layer_name
 
 if TYPE_CHECKING:
@@ -45,6 +46,25 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     figure.suptitle(title or f"RepMatch = {comparison.score:.3f} ({comparison.side} side)")
     figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
     _save(figure, path)
+
+
+def plot_comparison(comparison: Comparison, path: str | Path) -> list[Path]:
+    """:func:`plot_layer_grids` of ``comparison`` to ``path`` and, with a shuffled baseline, of
+    the baseline to ``<stem>-shuffled<suffix>`` beside it: both written or neither."""
+    path = Path(path)
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise RepmatchError(
+            f"cannot tell the image format of {path}; name it .png, .pdf or .svg "
+            f"(or any of {', '.join(sorted(formats))})"
+        )
+    shuffled = path.with_name(f"{path.stem}-shuffled{path.suffix}")
+    with exclusive_output(path), output_set(path) as outputs:
+        plot_layer_grids(comparison, outputs.path(path))
+        if comparison.baseline:
+            title = f"shuffled baseline = {comparison.baseline.score:.3f} ({comparison.side} side)"
+            plot_layer_grids(comparison.baseline, outputs.path(shuffled), title=title)
+    return [path, shuffled] if comparison.baseline else [path]
 
 
 def plot_similarity_matrix(

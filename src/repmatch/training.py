@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
-from repmatch.artifacts import data_record, exclusive_output, run_record
+from repmatch.artifacts import data_record, exclusive_output, output_set, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
 from repmatch.config import TrainConfig, key_json, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
@@ -82,13 +81,7 @@ def train_adapter(
 
     with distributed.checked_on_main(claim):
         return _train_adapter(
-            data,
-            config,
-            Path(out_dir),
-            overwrite=overwrite,
-            progress=progress,
-            device=device,
-            heldout=heldout,
+            data, config, Path(out_dir), progress=progress, device=device, heldout=heldout
         )
 
 
@@ -114,7 +107,6 @@ def _train_adapter(
     config: TrainConfig,
     out: Path,
     *,
-    overwrite: bool,
     progress: bool,
     device: torch.device,
     heldout: DataSpec | Examples | object | None,
@@ -193,7 +185,7 @@ def _train_adapter(
             evaluate = functools.partial(
                 record_heldout, data=heldout, max_length=config.max_length, device=device
             )
-        _save_atomically(peft_model, record, out, overwrite=overwrite, evaluate=evaluate)
+        _save_atomically(peft_model, record, out, evaluate=evaluate)
         logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
     distributed.barrier()  # the adapter exists on every process's return
     return out
@@ -308,31 +300,21 @@ def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
 
 
 def _save_atomically(
-    peft_model,
-    record: dict,
-    out: Path,
-    *,
-    overwrite: bool,
-    evaluate: Callable[[Path], None] | None = None,
+    peft_model, record: dict, out: Path, *, evaluate: Callable[[Path], None] | None = None
 ) -> None:
-    """Write into a hidden sibling folder, ``evaluate`` it there (held-out metrics into its
-    record), then swap it into place."""
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        peft_model.save_pretrained(str(partial))
-        config_file = partial / "adapter_config.json"
+    """Write the adapter folder staged beside ``out``, ``evaluate`` it there (held-out metrics
+    into its record), then swap it in: an existing ``out`` (replaced with ``overwrite``,
+    checked before training) stays whole until the new folder is in its place."""
+    with output_set(out) as outputs:
+        staged = outputs.path(out)
+        peft_model.save_pretrained(str(staged))
+        config_file = staged / "adapter_config.json"
         adapter_config = json.loads(config_file.read_text())
         adapter_config["base_model_name_or_path"] = record["model"]
         config_file.write_text(json.dumps(adapter_config, indent=2))
-        (partial / RECORD_FILE).write_text(json.dumps(record, indent=2))
+        (staged / RECORD_FILE).write_text(json.dumps(record, indent=2))
         if evaluate is not None:
-            evaluate(partial)
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+            evaluate(staged)
 
 
 def adapter_key(config: TrainConfig, examples: Examples) -> str:

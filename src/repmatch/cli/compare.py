@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from repmatch.cli import common
 
@@ -53,16 +52,9 @@ def run(args: argparse.Namespace) -> None:
         allow_different_base=args.allow_different_base,
     )
     if args.heatmap:
-        from repmatch.plotting import plot_layer_grids
+        from repmatch.plotting import plot_comparison
 
-        plot_layer_grids(result, args.heatmap)
-        if result.baseline:
-            path = Path(args.heatmap)
-            plot_layer_grids(
-                result.baseline,
-                path.with_name(f"{path.stem}-shuffled{path.suffix}"),
-                title=f"shuffled baseline = {result.baseline.score:.3f} ({result.side} side)",
-            )
+        plot_comparison(result, args.heatmap)
     if args.json:
         print(json.dumps(result.to_dict()))
         return

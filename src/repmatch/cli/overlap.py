@@ -37,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.data import save_overlap_subsets
 
     result, record = save_overlap_subsets(
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> None:
         entailment_label=args.entailment_label,
         overwrite=args.overwrite,
     )
+    if not distributed.is_main():  # under torchrun: the main process reports
+        return
     source = record["source"]
     entailment = f"label {result.entailment}" + (
         f" '{common.shown(result.entailment_name)}'" if result.entailment_name else ""

@@ -57,6 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.data import DataSpec
     from repmatch.selection import select_to_file
 
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> None:
         if err.field == "k":  # K is given as --top/--bottom/--random, not as a flag of its own
             raise RepmatchError(f"{err} [--{how}]") from None
         raise
+    if not distributed.is_main():  # under torchrun: the main process reports
+        return
     record = selection.record
     counts = record["class_counts"]
     shown = ", ".join(f"{common.shown(k)} {v}" for k, v in (counts or {}).items())

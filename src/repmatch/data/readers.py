@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,12 @@ def read_bytes(path: Path, gzipped: bool) -> bytes:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
         return path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise RepmatchError(
+            f"could not read {where}: its gzip stream is corrupted or cut short "
+            f"({first_line(exc)}); download or compress it again"
+        ) from None
+    except OSError as exc:
         raise RepmatchError(f"could not read {where}: {first_line(exc)}; check the file") from exc
 
 

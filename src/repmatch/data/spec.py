@@ -148,6 +148,8 @@ class DataSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataSpec:
         """Rebuild a spec from :meth:`to_dict` output; unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise RepmatchError(f"a data spec must be a JSON object of fields, got {data!r}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [key for key in data if key not in known]
         if unknown:
