@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from repmatch import __version__
 from repmatch.config import differences
@@ -67,7 +67,7 @@ def exclusive_output(path: str | Path) -> Iterator[None]:
         handle.close()
 
 
-def _acquire(lock_file: Path, target: Path):
+def _acquire(lock_file: Path, target: Path) -> IO[str]:
     """Open and lock ``lock_file``; the open file, holding this process id."""
     while True:
         try:
@@ -213,7 +213,7 @@ class ChunkStore:
     def done(self, index: int) -> bool:
         return self._chunk(index).exists()
 
-    def read(self, index: int):
+    def read(self, index: int) -> Any:
         """The Arrow table of a finished chunk."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -226,7 +226,7 @@ class ChunkStore:
                 "resume to recompute only it"
             ) from None
 
-    def write(self, index: int, table) -> None:
+    def write(self, index: int, table: Any) -> None:
         """Save one finished chunk (an Arrow table), atomically."""
         import pyarrow.parquet as pq
 
@@ -239,7 +239,7 @@ class ChunkStore:
         with atomic_path(self._chunk(index)) as temporary:
             pq.write_table(table, temporary)
 
-    def finish(self, table, run: dict) -> None:
+    def finish(self, table: Any, run: dict) -> None:
         """Write the joined table and its record; remove the chunks."""
         import pyarrow.parquet as pq
 

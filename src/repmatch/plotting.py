@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -15,6 +16,9 @@ import numpy as np  # noqa: E402
 from repmatch.artifacts import atomic_path  # noqa: E402
 from repmatch.compare import Comparison  # noqa: E402
 from repmatch.lora import short_layer_name  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | None = None) -> None:
@@ -43,7 +47,8 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     figure.suptitle(title or f"RepMatch = {comparison.score:.3f} ({comparison.side} side)")
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
+    if image is not None:  # one panel at least: a comparison has a layer
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
     _save(figure, path)
 
 
@@ -73,7 +78,7 @@ def plot_similarity_matrix(
     _save(figure, path)
 
 
-def _save(figure, path: str | Path) -> None:
+def _save(figure: Figure, path: str | Path) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(figure)

@@ -17,6 +17,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -189,7 +190,7 @@ class InstanceScorer:
             )
             for name in self.targets
         }
-        self.model.to(self.device)
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers' wrapped .to
         align_pad_token(self.tokenizer, self.model)  # decoders read the last token not padding
         # Heads that read one position of the last layer ([CLS], or a decoder's last token) need
         # it there only.
@@ -205,7 +206,7 @@ class InstanceScorer:
         )
         # Lower precision: the model's weights only, after the LoRA inits and the probes above
         # (float32); the per-instance maths stays float32 (see repmatch.updates).
-        self.model.to(self.dtype)
+        self.model.to(self.dtype)  # type: ignore[arg-type]
 
     def instance_updates(
         self,
@@ -230,10 +231,18 @@ class InstanceScorer:
             self.readout.applied(self.model, batch["input_ids"], where),
         ):
             if config.steps == 1:
-                update, extra = one_step_updates, {"segments": packed.segments if packed else None}
-            else:
-                update, extra = multi_step_updates, {"steps": config.steps}
-            return update(
+                segments = packed.segments if packed else None
+                return one_step_updates(
+                    self.model,
+                    batch,
+                    labels,
+                    self.initial,
+                    config.adamw,
+                    scaling=config.scaling,
+                    task=self.task,
+                    segments=segments,
+                )
+            return multi_step_updates(
                 self.model,
                 batch,
                 labels,
@@ -241,7 +250,7 @@ class InstanceScorer:
                 config.adamw,
                 scaling=config.scaling,
                 task=self.task,
-                **extra,
+                steps=config.steps,
             )
 
     def instance_subspaces(
@@ -497,7 +506,7 @@ def _score_all(
     return result
 
 
-def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]):
+def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]) -> Any:
     """Scores of one chunk as an Arrow table in data order."""
     import pyarrow as pa
 

@@ -221,7 +221,7 @@ def save_overlap_subsets(
             )
         examples = as_examples(data)
         result = overlap_subsets(examples, entailment_label=entailment_label)
-        files = {}
+        files: dict[str, str | None] = {}
         for band, subset in result.subsets.items():
             path = _subset_file(out, band)
             if len(subset):

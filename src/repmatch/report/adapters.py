@@ -6,12 +6,16 @@ pair of them compared (RepMatch and the per-layer Grassmann grids); a comparison
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from repmatch.errors import RepmatchError
 from repmatch.report.page import Section, _e, _img, _note, _plain, _saved_png, _table
 from repmatch.report.runs import Run
+
+if TYPE_CHECKING:
+    from repmatch.compare import Comparison
 
 
 def _draw_adapters(runs: list[Run]) -> list[Section]:
@@ -72,7 +76,7 @@ def _draw_comparisons(runs: list[Run]) -> list[Section]:
     return sections
 
 
-def _comparison_body(comparison) -> str:
+def _comparison_body(comparison: Comparison) -> str:
     from repmatch.lora import short_layer_name
     from repmatch.plotting import plot_layer_grids
 
