@@ -27,8 +27,9 @@ def site(tmp_path_factory) -> Path:
     from mkdocs.config import load_config
 
     out = tmp_path_factory.mktemp("site")
-    config = load_config(str(ROOT / "mkdocs.yml"), site_dir=str(out), strict=True)
-    build(config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)  # mkdocs.yml names docs/griffe_roles.py from the repository root
+        build(load_config(str(ROOT / "mkdocs.yml"), site_dir=str(out), strict=True))
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,19 +231,13 @@ class InstanceScorer:
             attention_kernel(self.dtype, self.device),
             self.readout.applied(self.model, batch["input_ids"], where),
         ):
+            update: Callable[..., Updates]
+            extra: dict[str, Any]
             if config.steps == 1:
-                segments = packed.segments if packed else None
-                return one_step_updates(
-                    self.model,
-                    batch,
-                    labels,
-                    self.initial,
-                    config.adamw,
-                    scaling=config.scaling,
-                    task=self.task,
-                    segments=segments,
-                )
-            return multi_step_updates(
+                update, extra = one_step_updates, {"segments": packed.segments if packed else None}
+            else:
+                update, extra = multi_step_updates, {"steps": config.steps}
+            return update(
                 self.model,
                 batch,
                 labels,
@@ -250,7 +245,7 @@ class InstanceScorer:
                 config.adamw,
                 scaling=config.scaling,
                 task=self.task,
-                steps=config.steps,
+                **extra,
             )
 
     def instance_subspaces(
