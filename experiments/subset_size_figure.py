@@ -116,7 +116,8 @@ def main() -> None:
     ax.set_xlabel("training instances (log scale)")
     ax.set_ylabel(f"{args.metric} on {entry['evaluation']['split']} (mean ± std over seeds)")
     seeds = len(entry["eval_config"]["seeds"])
-    ax.set_title(f"{args.dataset}: full fine-tuning of all-MiniLM-L6-v2, {seeds} seeds")
+    model = Path(entry["eval_config"]["model"]).name
+    ax.set_title(f"{args.dataset}: full fine-tuning of {model}, {seeds} seeds")
     ax.legend()
     figure.savefig(args.out, dpi=120)
     print("written to", args.out)

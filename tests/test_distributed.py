@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,42 @@ def test_two_processes_score_what_one_does_and_resume_its_chunks(
     assert record["processes"] == 2 and record["computed"] == 16 and record["read_back"] == 24
     assert not (tmp_path / "two.parquet.partial").exists()
     assert not list(tmp_path.glob(".*lock"))
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    "flags, settings",
+    [
+        (["--seeds", "0", "1", "2"], {"seeds": (0, 1, 2)}),
+        (["--measure", "gradient"], {"measure": "gradient"}),
+    ],
+    ids=["three-seeds", "gradient"],
+)
+def test_a_fresh_two_process_run_scores_every_row_as_one_process(
+    flags, settings, reference, tiny_data, tmp_path
+):
+    """No chunk is read back: the two processes compute every row, and every row, column by
+    column, is the one-process row (the seeds' columns, their std and the per-layer columns)."""
+    data = str(tiny_data["single"])
+    config = replace(SCORE_CONFIG, **settings)
+    expected = score_instances(DataSpec(data), reference, config, progress=False)
+    assert np.ptp(expected["score"]) > 1e-3  # the instances are told apart at all
+    out = tmp_path / "two.parquet"
+    done = _launch("score", data, "--reference", reference, "--out", str(out), *SCORE_FLAGS, *flags)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("scored 40 instances") == 1 and "by 2 processes" in done.stdout
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert record["processes"] == 2 and record["computed"] == 40 and record["read_back"] == 0
+    result = pd.read_parquet(out)
+    assert list(result.columns) == list(expected.columns)
+    if "seeds" in settings:
+        assert {"score_std", "score_seed0", "score_seed1", "score_seed2"} <= set(result.columns)
+    assert list(result["id"]) == list(expected["id"])
+    assert list(result["label"]) == list(expected["label"])
+    values = [c for c in expected.columns if c not in ("id", "label")]
+    np.testing.assert_allclose(
+        result[values].to_numpy(), expected[values].to_numpy(), rtol=0, atol=1e-5
+    )
 
 
 REFUSING = """

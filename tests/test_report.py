@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FAST_TRAIN
+from conftest import FAST_TRAIN, missing
 from repmatch.cli import main
 from repmatch.compare import compare_adapters
 from repmatch.config import BaselineConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
@@ -330,7 +330,7 @@ def test_cli(runs, tmp_path, capsys):
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        pytest.skip("chromium is not installed (CI installs it: apt-get install -y chromium)")
+        missing("chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
     return found
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from repmatch.errors import RepmatchError
 
@@ -27,7 +27,9 @@ MEASURES: tuple[str, ...] = ("grassmann", "cosine", "gradient")
 Dtype = Literal["float32", "bfloat16", "float16"]
 """Precision of the model's forward and backward passes (float32: exact, the default)."""
 
-DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+DTYPES: tuple[str, ...] = get_args(Dtype)
+"""The names of the precisions, as configs take them (their torch dtypes:
+:data:`repmatch.models.TORCH_DTYPES`)."""
 
 Pooling = Literal["cls", "mean"]
 """Pooled embedding of a text: the last hidden state at [CLS] (the last real token for decoders),
@@ -417,6 +419,12 @@ class EvalConfig:
         "(the head gets every evaluation class, so a subset lacking one is scored on it anyway)",
         added=True,
     )
+    dtype: Dtype = _field(
+        "float32",
+        "precision of the fine-tuning matmuls: float32, bfloat16 or float16 (CUDA only), by "
+        "autocast; weights and AdamW stay float32",
+        added=True,
+    )
 
     def __post_init__(self) -> None:
         if self.method not in EVAL_LR:
@@ -432,6 +440,7 @@ class EvalConfig:
                 f"weight_decay must be >= 0, got {self.weight_decay!r}", field="weight_decay"
             )
         check_choice(self, "unseen_classes", UNSEEN_CLASSES)
+        check_choice(self, "dtype", DTYPES)
 
     def to_dict(self) -> dict[str, Any]:
         return to_json(self)
@@ -452,4 +461,5 @@ class EvalConfig:
             max_length=self.max_length,
             train_head=True,
             base_dropout=self.dropout,
+            dtype=self.dtype,
         )

@@ -9,7 +9,8 @@ Four small text classification tasks are generated from templates:
 
 The planted ordering is RepMatch(movies, restaurants) > RepMatch(movies, topics) and
 RepMatch(movies, shuffled). Then every instance of a ``movies`` set salted with ``topics``
-sentences is scored against the ``movies`` adapter: the salted-in instances should rank low.
+sentences (a tenth of it) is scored against the ``movies`` adapter: the salted-in instances
+should rank low.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from repmatch.data import DataSpec, load_examples
+from repmatch.errors import RepmatchError
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.similarity import dataset_similarity
 from repmatch.training import TrainConfig
@@ -79,7 +81,9 @@ def _topics(n: int, rng: random.Random) -> pd.DataFrame:
 
 
 def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str, Path]:
-    """Write the four demo tasks as CSV files; returns name -> path."""
+    """Write the four demo tasks (``size`` rows each) and ``movies_salted`` (``size // 2`` rows,
+    a tenth of them ``topics`` sentences, marked in its ``outlier`` column) as CSV files; returns
+    name -> path."""
     rng = random.Random(seed)
     movies = _sentiment(_MOVIE_TEMPLATES, size, rng)
     shuffled = movies.assign(label=movies["label"].sample(frac=1, random_state=seed).to_numpy())
@@ -94,21 +98,36 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
     for name, frame in tasks.items():
         paths[name] = folder / f"{name}.csv"
         frame.to_csv(paths[name], index=False)
+    outliers = size // 20
+    inliers = size // 2 - outliers
     salted = pd.concat(
-        [_sentiment(_MOVIE_TEMPLATES, 180, rng), _topics(20, rng)], ignore_index=True
+        [_sentiment(_MOVIE_TEMPLATES, inliers, rng), _topics(outliers, rng)], ignore_index=True
     )
-    salted["outlier"] = [False] * 180 + [True] * 20
+    salted["outlier"] = [False] * inliers + [True] * outliers
     salted.to_csv(folder / "movies_salted.csv", index=False)
     paths["movies_salted"] = folder / "movies_salted.csv"
     return paths
 
 
 def run_demo(
-    out_dir: str | Path = "repmatch-demo", *, progress: bool = True, device: str | None = None
+    out_dir: str | Path = "repmatch-demo",
+    *,
+    size: int = 400,
+    progress: bool = True,
+    device: str | None = None,
 ) -> dict:
-    """Generate the tasks, build the similarity matrix, score instances; print what was found."""
+    """Generate the tasks (``size`` instances each, see :func:`generate_tasks`), build the
+    similarity matrix, score the salted instances; print what was found.
+
+    Returns ``similarity`` (task name -> RepMatch against ``movies``), ``sentiment_first``
+    (whether ``restaurants`` scored highest), ``outliers`` (how many were salted in), ``caught``
+    (how many of them are among that many lowest scores) and ``chance`` (the expected count for
+    a random ranking).
+    """
+    if size < 40:
+        raise RepmatchError(f"the demo needs size >= 40 (2 outliers to find), got {size}")
     out = Path(out_dir)
-    paths = generate_tasks(out / "data")
+    paths = generate_tasks(out / "data", size=size)
     config = TrainConfig(epochs=2, rank=4, lr=1e-3, batch_size=16)
     names = ["movies", "restaurants", "topics", "shuffled"]
     matrix = dataset_similarity(
@@ -118,7 +137,7 @@ def run_demo(
         progress=progress,
         device=device,
     )
-    scores = dict(zip(matrix.names, matrix.mean[0], strict=True))
+    scores = {name: float(value) for name, value in zip(matrix.names, matrix.mean[0], strict=True)}
     print("RepMatch of 'movies' (sentiment) against each task:")
     for name in names[1:]:
         print(f"  {name:<12} {scores[name]:.3f}")
@@ -138,13 +157,21 @@ def run_demo(
         device=device,
     )
     outlier = pd.read_csv(paths["movies_salted"])["outlier"].to_numpy()
+    outliers = int(outlier.sum())
     order = np.argsort(table["score"].to_numpy())
-    caught = int(outlier[order[:20]].sum())
+    caught = int(outlier[order[:outliers]].sum())
+    chance = outliers * outliers / len(outlier)
     print(
-        f"Instance scores (200 'movies' instances, 20 of them 'topics' sentences): "
-        f"{caught} of the 20 lowest-scoring are the salted-in topic sentences "
-        f"(chance: {20 * 20 / 200:.0f})."
+        f"Instance scores ({len(outlier)} 'movies' instances, {outliers} of them 'topics' "
+        f"sentences): {caught} of the {outliers} lowest-scoring are the salted-in topic "
+        f"sentences (chance: {chance:.1f})."
     )
     table.assign(outlier=outlier).to_csv(out / "instance-scores.csv", index=False)
     print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
-    return {"similarity": scores, "outliers_in_bottom_20": caught}
+    return {
+        "similarity": scores,
+        "sentiment_first": bool(sentiment_first),
+        "outliers": outliers,
+        "caught": caught,
+        "chance": chance,
+    }

@@ -365,11 +365,18 @@ def _run(
     train_config = config.train_config(seed)
     if config.method == "full":
         model, losses = _fine_tune_full(examples, train_config, task, tokenizer, device, progress)
-        predictions = predict(model, tokenizer, evaluation, task, config=config, device=device)
     else:
         with tempfile.TemporaryDirectory(prefix="repmatch-evaluate-") as folder:
             model, losses = _fine_tune_lora(examples, train_config, Path(folder), device, progress)
-            predictions = predict(model, tokenizer, evaluation, task, config=config, device=device)
+    predictions = predict(
+        model,
+        tokenizer,
+        evaluation,
+        task,
+        max_length=config.max_length,
+        batch_size=config.eval_batch_size,
+        device=device,
+    )
     metrics = task.metrics(predictions, task.references(evaluation))
     return {
         "subset": subset.name,
@@ -406,7 +413,7 @@ def _fine_tune_full(
         losses = fit(
             model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             train_config,
             task=task,
             data_name=examples.name,
@@ -437,17 +444,19 @@ def predict(
     examples: Examples,
     task: Task,
     *,
-    config: EvalConfig,
+    max_length: int,
+    batch_size: int,
     device: torch.device,
 ) -> np.ndarray:
     """The task's predictions (:meth:`Task.predictions`) for every example, in data order:
-    (N,) class indices, scores or (extractive QA) answer texts."""
+    (N,) class indices, scores or (extractive QA) answer texts. Without gradients, in batches of
+    ``batch_size`` grouped by length (:func:`repmatch.batching.plan_batches`)."""
     model.eval()
-    encoded = EncodedExamples(tokenizer, examples, max_length=config.max_length)
-    check_lengths(model, encoded.lengths, examples.ids, config.max_length)  # type: ignore[arg-type]
+    encoded = EncodedExamples(tokenizer, examples, max_length=max_length)
+    check_lengths(model, encoded.lengths, examples.ids, max_length)  # type: ignore[arg-type]
     positions, outputs = [], []
     with torch.no_grad():
-        for batch in plan_batches(encoded, config.eval_batch_size, device):
+        for batch in plan_batches(encoded, batch_size, device):
             logits = task.logits(model(**batch.inputs), batch.inputs)
             outputs.append(task.predictions(logits, encoded, batch.positions))
             positions.append(batch.positions)

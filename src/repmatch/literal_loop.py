@@ -61,8 +61,9 @@ class LiteralLoop:
 
     ``targets``: full names of the reference layers to score (default: all of them). With
     ``checkpoint_dir`` it resets the way the authors' script does: the LoRA model and its
-    optimizer are saved once and reloaded from disk (seed reset) before every instance; without
-    it, every instance gets a deep copy of the base model and a fresh PEFT wrapper.
+    optimizer are saved once and reloaded from disk before every instance (dropout is off, so
+    nothing after the reload draws random numbers and the authors' seed reset is left out);
+    without it, every instance gets a deep copy of the base model and a fresh PEFT wrapper.
     """
 
     def __init__(
@@ -128,14 +129,17 @@ class LiteralLoop:
             self._model, self._optimizer = model, optimizer
 
     def _fresh(self, model: nn.Module) -> tuple[Any, torch.optim.Optimizer]:
-        torch.manual_seed(self.seed)
+        """A PEFT wrapper of ``model`` whose LoRA init is drawn from ``seed`` (on a forked RNG:
+        the caller's global RNG state is left as it was) and its AdamW optimizer."""
         config = LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,  # type: ignore[arg-type]  # PEFT annotates int; floats work
             lora_dropout=0.0,
             target_modules=self.names,
         )
-        peft_model = get_peft_model(model, config)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            peft_model = get_peft_model(model, config)
         peft_model.eval()
         optimizer = torch.optim.AdamW(
             [p for p in peft_model.parameters() if p.requires_grad], **self.optimizer_settings
@@ -147,7 +151,6 @@ class LiteralLoop:
             return self._fresh(copy.deepcopy(self.base))
         self._model.load_state_dict(torch.load(self.checkpoint[0], map_location=self.device))
         self._optimizer.load_state_dict(torch.load(self.checkpoint[1], map_location=self.device))
-        torch.manual_seed(self.seed)
         return self._model, self._optimizer
 
     def _inputs(self, examples: Examples, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -1,4 +1,9 @@
-"""Heat maps: per-layer Grassmann grids (paper Fig. 1 style) and dataset similarity matrices."""
+"""Heat maps: per-layer Grassmann grids (paper Fig. 1 style) and dataset similarity matrices.
+
+Figures are :class:`matplotlib.figure.Figure` objects drawn on their own canvas, never through
+``pyplot``: importing or calling this module leaves matplotlib's backend and pyplot's figures as
+the caller set them (a notebook keeps its inline backend).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from repmatch.artifacts import atomic_path
+from repmatch.lora import short_layer_name
 
-from repmatch.artifacts import atomic_path  # noqa: E402
-from repmatch.compare import Comparison  # noqa: E402
-from repmatch.lora import short_layer_name  # noqa: E402
+if TYPE_CHECKING:
+    from repmatch.compare import Comparison
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,13 +30,8 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     names = list(comparison.grids)
     columns = min(len(names), 6)
     rows = math.ceil(len(names) / columns)
-    figure, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=(2.2 * columns + 1.2, 2.3 * rows + 0.6),
-        squeeze=False,
-        layout="constrained",
-    )
+    figure = Figure(figsize=(2.2 * columns + 1.2, 2.3 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
     vmax = max(float(grid.max()) for grid in comparison.grids.values()) or 1.0
     image = None
     for ax, name in zip(axes.flat, names, strict=False):
@@ -62,7 +61,8 @@ def plot_similarity_matrix(
 ) -> None:
     """Annotated heat map of a square similarity matrix (mean ± std when ``std`` is given)."""
     size = len(names)
-    figure, ax = plt.subplots(figsize=(1.1 * size + 2.5, 1.0 * size + 1.5), layout="constrained")
+    figure = Figure(figsize=(1.1 * size + 2.5, 1.0 * size + 1.5), layout="constrained")
+    ax = figure.subplots()
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(size), names, rotation=45, ha="right")
     ax.set_yticks(range(size), names)
@@ -81,4 +81,3 @@ def plot_similarity_matrix(
 def _save(figure: Figure, path: str | Path) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(figure)

@@ -400,11 +400,12 @@ def _prototypicality(
     embed = Embedder(config, device=device)
     started = time.perf_counter()
     vectors = embed(examples, progress=progress)
-    classes = examples.task in ("classification", "pair-classification")
+    task = get_task(examples.task)
+    classes = task.has_classes
     labels = torch.as_tensor(examples.labels) if classes else None  # else: one centroid
     scores = centroid_cosines(vectors, labels).double().numpy()
     seconds = time.perf_counter() - started
-    references = get_task(examples.task).references(examples)  # the label column, as RepMatch's
+    references = task.references(examples)  # the label column, as RepMatch's
     table = pa.table({"id": examples.ids, "label": references, "score": scores})
     run |= {
         "centroids": "one per class" if classes else "one over all instances",

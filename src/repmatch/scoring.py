@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -337,7 +336,7 @@ class InstanceScorer:
         """Per-seed, per-layer scores (RepMatch, or ``config.measure``) of every instance, in data
         order: (S, N, L)."""
         encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
-        labels = self.task.targets(examples, encoded)
+        labels = self.task.loss_targets(examples, encoded)
         scores = torch.empty(len(self.config.seeds), len(examples), len(self.targets))
         batches = plan_batches(
             encoded, self.config.batch_size, self.device, position_offset=self.position_offset
@@ -388,7 +387,8 @@ def score_instances(
 
     ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
     Returns a DataFrame with one row per instance, in data order: ``id``, ``label``, ``score``
-    (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), and per layer
+    (mean over seeds), ``score_std`` (population std over the seeds, ddof 0) and
+    ``score_seed<S>`` (several seeds), and per layer
     ``layer_<i>_<module>`` (mean over seeds). With ``out``, the same table is also written as
     Parquet, streamed in chunks so that an interrupted run can be resumed, plus the run record
     ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
@@ -487,6 +487,7 @@ def _score_all(
     result = joined.to_pandas()
     run |= {
         "seed_spearman": _seed_spearman(result, config.seeds),
+        "score_std": "population std over the seeds (ddof 0)" if len(config.seeds) > 1 else None,
         "seconds": round(seconds, 2),
         "computed": computed,
         "read_back": len(examples) - computed,
@@ -527,8 +528,9 @@ def _seed_spearman(result: pd.DataFrame, seeds: tuple[int, ...]) -> dict[str, fl
     """Spearman correlation of the instance rankings of every pair of seeds."""
     if len(seeds) < 2:
         return None
-    ranks = {seed: result[f"score_seed{seed}"].rank().to_numpy() for seed in seeds}
+    from scipy.stats import spearmanr
+
     return {
-        f"{a}-{b}": float(np.corrcoef(ranks[a], ranks[b])[0, 1])
+        f"{a}-{b}": float(spearmanr(result[f"score_seed{a}"], result[f"score_seed{b}"]).statistic)
         for a, b in itertools.combinations(seeds, 2)
     }

@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimilarityMatrix:
-    """Pairwise RepMatch between datasets: mean and std over seed pairs, (D, D) each."""
+    """Pairwise RepMatch between datasets: mean and population std (ddof 0) over the seed pairs,
+    (D, D) each."""
 
     names: list[str]
     mean: np.ndarray
@@ -59,6 +60,7 @@ class SimilarityMatrix:
             "names": self.names,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            "std_of": "population std over the seed pairs (ddof 0)",
             "seeds": self.seeds,
             "adapters": {
                 name: {str(s): p for s, p in d.items()} for name, d in self.adapters.items()

@@ -7,11 +7,13 @@ run never leaves a half-written adapter. Next to PEFT's files it holds ``repmatc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from repmatch.batching import EncodedExamples, length_grouped_batches
 from repmatch.config import TrainConfig, key_json, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
+from repmatch.heldout import check_heldout, record_heldout
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
 from repmatch.models import (
     ReadoutCut,
@@ -56,12 +59,17 @@ def train_adapter(
     overwrite: bool = False,
     progress: bool = True,
     device: str | torch.device | None = None,
+    heldout: DataSpec | Examples | object | None = None,
 ) -> Path:
     """Train LoRA on ``data`` and save the adapter folder ``out_dir``; returns its path.
 
     ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
 
     ``device``: where to train (default: a CUDA GPU if there is one, else the CPU).
+
+    ``heldout``: data of the same kind to evaluate the trained adapter on, checked before
+    training (its labels must be classes of the training data); the metrics and majority-class
+    rate go under ``"heldout"`` in ``repmatch.json`` (see :mod:`repmatch.heldout`).
 
     Under a launcher (``torchrun``, see :mod:`repmatch.distributed`) the processes train one
     adapter with DistributedDataParallel: every process takes its slice of each batch of
@@ -75,7 +83,13 @@ def train_adapter(
 
     with distributed.checked_on_main(claim):
         return _train_adapter(
-            data, config, Path(out_dir), overwrite=overwrite, progress=progress, device=device
+            data,
+            config,
+            Path(out_dir),
+            overwrite=overwrite,
+            progress=progress,
+            device=device,
+            heldout=heldout,
         )
 
 
@@ -104,6 +118,7 @@ def _train_adapter(
     overwrite: bool,
     progress: bool,
     device: torch.device,
+    heldout: DataSpec | Examples | object | None,
 ) -> Path:
     examples = as_examples(data)
     if len(examples) == 0:
@@ -111,6 +126,14 @@ def _train_adapter(
     task = get_task(examples.task)
     num_labels = task.head_size(config.num_labels or examples.num_labels)
     task.check_labels(examples, num_labels)
+    if heldout is not None:  # refused before any training
+        heldout = check_heldout(
+            heldout,
+            task=task,
+            label_names=examples.label_names,
+            num_labels=num_labels,
+            train_fingerprint=examples.fingerprint(),
+        )
 
     started = time.perf_counter()
     compute_dtype(config.dtype, device)  # float16 off CUDA refused before any work
@@ -143,7 +166,7 @@ def _train_adapter(
         losses = fit(
             peft_model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             config,
             task=task,
             data_name=examples.name,
@@ -166,7 +189,12 @@ def _train_adapter(
         processes=distributed.world_size(),
     )
     if distributed.is_main():
-        _save_atomically(peft_model, record, out, overwrite=overwrite)
+        evaluate = None
+        if heldout is not None:  # into the record before the folder is swapped into place
+            evaluate = functools.partial(
+                record_heldout, data=heldout, max_length=config.max_length, device=device
+            )
+        _save_atomically(peft_model, record, out, overwrite=overwrite, evaluate=evaluate)
         logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
     distributed.barrier()  # the adapter exists on every process's return
     return out
@@ -284,8 +312,16 @@ def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
     return (mine, 1.0) if len(mine) else (positions[:1], 0.0)
 
 
-def _save_atomically(peft_model: Any, record: dict, out: Path, *, overwrite: bool) -> None:
-    """Write into a hidden sibling folder, then swap it into place."""
+def _save_atomically(
+    peft_model: Any,
+    record: dict,
+    out: Path,
+    *,
+    overwrite: bool,
+    evaluate: Callable[[Path], object] | None = None,
+) -> None:
+    """Write into a hidden sibling folder, ``evaluate`` it there (held-out metrics into its
+    record), then swap it into place."""
     partial = out.parent / f".{out.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -295,6 +331,8 @@ def _save_atomically(peft_model: Any, record: dict, out: Path, *, overwrite: boo
         adapter_config["base_model_name_or_path"] = record["model"]
         config_file.write_text(json.dumps(adapter_config, indent=2))
         (partial / RECORD_FILE).write_text(json.dumps(record, indent=2))
+        if evaluate is not None:
+            evaluate(partial)
         if out.exists() and overwrite:
             shutil.rmtree(out)
         partial.rename(out)
@@ -317,10 +355,13 @@ def train_or_reuse(
     *,
     progress: bool = True,
     device: str | torch.device | None = None,
+    heldout: DataSpec | Examples | object | None = None,
 ) -> Path:
     """Train the adapter into ``folder`` unless one with the same config and data is there.
 
     An adapter trained on another device is reused: the device only changes rounding.
+    ``heldout``: as :func:`train_adapter`; a reused adapter not yet evaluated on that data is
+    evaluated and its record updated.
     """
     folder = Path(folder)
     record_file = folder / RECORD_FILE
@@ -336,5 +377,16 @@ def train_or_reuse(
             and record.get("data_fingerprint") == examples.fingerprint()
         ):
             logger.info("reusing %s", folder)
+            if heldout is not None and distributed.is_main():
+                record_heldout(folder, heldout, max_length=config.max_length, device=device)
+            distributed.barrier()
             return folder
-    return train_adapter(examples, config, folder, overwrite=True, progress=progress, device=device)
+    return train_adapter(
+        examples,
+        config,
+        folder,
+        overwrite=True,
+        progress=progress,
+        device=device,
+        heldout=heldout,
+    )

@@ -122,7 +122,7 @@ def add_seed_arguments(group: argparse._ArgumentGroup, default: int, what: str) 
         "--seeds",
         type=int,
         nargs="+",
-        help="several seeds in one run: mean, std and the agreement between them",
+        help="several seeds in one run: mean, population std and the agreement between them",
     )
 
 

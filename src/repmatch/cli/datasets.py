@@ -17,7 +17,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     common.add_seed_arguments(
         parser.add_argument_group("seeds"),
         TrainConfig.seed,
-        "seed of the LoRA init and batch order; with --seeds, mean ± std over pairs of seeds",
+        "seed of the LoRA init and batch order; with --seeds, mean ± population std over pairs of "
+        "seeds",
     )
     parser.add_argument("--side", choices=["left", "right"], default="left")
     common.add_device_argument(parser)
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> None:
     if not distributed.is_main():  # under torchrun: the main process reports
         return
     names = result.names
-    print("RepMatch" + (" (mean ± std over seed pairs)" if len(result.seeds) > 1 else ""))
+    several = len(result.seeds) > 1
+    print("RepMatch" + (" (mean ± population std over seed pairs)" if several else ""))
     _print_matrix(
         names,
         lambda i, j: (

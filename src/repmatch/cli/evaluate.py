@@ -7,7 +7,7 @@ import json
 import math
 
 from repmatch.cli import common
-from repmatch.config import EvalConfig, help_text
+from repmatch.config import DTYPES, EvalConfig, help_text
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         common.option(group, d, name)
     group.add_argument("--lr", type=float, help=help_text(EvalConfig, "lr"))
     common.option(group, d, "eval_batch_size")
+    common.option(group, d, "dtype", choices=list(DTYPES))
     common.option(group, d, "unseen_classes", choices=["error", "include"])
     group.add_argument(
         "--no-dropout", action="store_true", help="switch the model's dropout off while training"

@@ -132,7 +132,9 @@ class Examples:
         one-line :class:`~repmatch.errors.RepmatchError` naming the first label the reference
         lacks.
         """
-        if self.task in ("regression", "extractive-qa"):
+        from repmatch.tasks import get_task  # torch: only when aligning, not on import
+
+        if not get_task(self.task).has_classes:
             return self
         if not is_int(num_labels) or num_labels < 1:
             raise RepmatchError(f"the reference's num_labels must be >= 1, got {num_labels!r}")

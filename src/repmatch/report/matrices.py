@@ -36,8 +36,9 @@ def _draw_matrices(runs: list[Run]) -> list[Section]:
             for i, name in enumerate(names)
         ]
         explain = (
-            f"Each entry is the mean ± std of RepMatch over the {len(record.get('seed_pairs', []))}"
-            " ordered pairs of different LoRA seeds, so the diagonal measures seed robustness."
+            f"Each entry is the mean ± population std of RepMatch over the "
+            f"{len(record.get('seed_pairs', []))} ordered pairs of different LoRA seeds, so the "
+            "diagonal measures seed robustness."
             if several
             else "One seed: each entry compares the two datasets' adapters; the diagonal is 1."
         )

@@ -63,7 +63,7 @@ def _scores_body(run: Run) -> str:
     scores = table["score"].to_numpy(dtype=float)
     body = _facts(settings) + "<h3>Distribution</h3>" + _img(_histogram(scores), "histogram")
     body += _table(
-        ["mean", "std", "min", "median", "max"],
+        ["mean", "std (population)", "min", "median", "max"],
         [[scores.mean(), scores.std(), scores.min(), float(np.median(scores)), scores.max()]],
     )
     body += _per_class(table, names)
@@ -131,7 +131,7 @@ def _per_class(table: Any, names: list[str] | None) -> str:
     return (
         "<h3>Per class</h3>"
         + _img(_figure_png(figure), "scores per class")
-        + _table(["label", "instances", "mean", "median", "std"], rows)
+        + _table(["label", "instances", "mean", "median", "std (population)"], rows)
     )
 
 
@@ -152,7 +152,8 @@ def _extremes(table: Any, record: dict, names: list[str] | None) -> str:
             if texts is not None:
                 line.append(_Raw(_text_cell(texts.get(row.id)), "text"))
             lines.append(line)
-        header = ["rank", "id", "label", "score", *(["std"] if with_std else [])]
+        header = ["rank", "id", "label", "score"]
+        header += ["std over seeds (population)"] if with_std else []
         header += ["text"] if texts is not None else []
         body += f"<p><b>{_e(title)}</b></p>" + _table(header, lines)
     return body
