@@ -151,7 +151,7 @@ class Examples:
                 own = self._label_text(value)
                 if own not in index:
                     self._unknown_label(value, own, names)
-                mapping[value] = index[own]  # type: ignore[index]
+                mapping[value] = index[own]
             labels = mapping[self.labels]
         else:
             for value in present:
@@ -166,7 +166,7 @@ class Examples:
             texts=list(self.texts),
             text_pairs=None if self.text_pairs is None else list(self.text_pairs),
             labels=labels,
-            ids=list(self.ids),
+            ids=list(self.ids),  # type: ignore[arg-type]  # the same kind of ids
             num_labels=num_labels,
             label_names=None if names is None else list(names),
             columns=dict(self.columns),

@@ -166,8 +166,8 @@ def detect_task(spec: DataSpec, labels: Labels, columns: dict[str, str | None], 
     if task == "regression" and labels.kind == "str":
         raise RepmatchError(
             f"task 'regression' needs numeric labels, but {label_column!r} in {where} holds "
-            f"strings (e.g. {labels.names[0]!r}); set task to 'classification' or label_column "
-            "to another column",
+            f"strings (e.g. {labels.names[0] if labels.names else None!r}); set task to "
+            "'classification' or label_column to another column",
             field="task",
         )
     if task != "regression" and labels.kind == "float":

@@ -6,7 +6,9 @@ reloaded from the data, and how stable the ranking is across LoRA seeds.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +102,7 @@ def _histogram(scores: np.ndarray) -> bytes:
     return _figure_png(figure)
 
 
-def _per_class(table, names: list[str] | None) -> str:
+def _per_class(table: Any, names: list[str] | None) -> str:
     if "label" not in table:
         return ""
     labels = table["label"].to_numpy()
@@ -133,7 +135,7 @@ def _per_class(table, names: list[str] | None) -> str:
     )
 
 
-def _extremes(table, record: dict, names: list[str] | None) -> str:
+def _extremes(table: Any, record: dict, names: list[str] | None) -> str:
     texts, problem = _texts(record)
     ranked = table.sort_values("score", kind="stable", ascending=False)
     body = f"<h3>Top and bottom {TOP}</h3>"
@@ -180,14 +182,14 @@ def _texts(record: dict) -> tuple[dict | None, str | None]:
         examples = load_examples(DataSpec.from_dict(spec))
     except RepmatchError as err:
         return None, f"the data cannot be loaded from {spec.get('source')!r} ({err})"
-    pairs = examples.text_pairs or [None] * len(examples)
+    pairs: Sequence[str | None] = examples.text_pairs or [None] * len(examples)
     texts = dict(zip(examples.ids, zip(examples.texts, pairs, strict=True), strict=True))
     if examples.fingerprint() != record.get("data_fingerprint"):
         return texts, "the data were reloaded, but they differ from the scored data"
     return texts, None
 
 
-def _stability(table, record: dict, seeds: list[int]) -> str:
+def _stability(table: Any, record: dict, seeds: list[int]) -> str:
     if len(seeds) < 2:
         return ""
     spearman = record.get("seed_spearman") or {}
