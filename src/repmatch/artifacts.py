@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from repmatch import __version__
 from repmatch.config import differences
@@ -51,7 +51,12 @@ _CAUSES = {
 
 def output_error(path: str | Path, err: OSError) -> RepmatchError:
     """A one-line error for an ``OSError`` met while writing output ``path``: the cause in words."""
-    cause = _CAUSES.get(err.errno) or err.strerror or str(err) or type(err).__name__
+    cause = (
+        (_CAUSES.get(err.errno) if err.errno is not None else None)
+        or err.strerror
+        or str(err)
+        or type(err).__name__
+    )
     return RepmatchError(f"cannot write {path}: {cause}")
 
 
@@ -275,7 +280,7 @@ def exclusive_output(path: str | Path) -> Iterator[None]:
         handle.close()
 
 
-def _acquire(lock_file: Path, target: Path):
+def _acquire(lock_file: Path, target: Path) -> IO[str]:
     """Open and lock ``lock_file``; the open file, holding this process id."""
     while True:
         try:
@@ -422,7 +427,7 @@ class ChunkStore:
     def done(self, index: int) -> bool:
         return self._chunk(index).exists()
 
-    def read(self, index: int):
+    def read(self, index: int) -> Any:
         """The Arrow table of a finished chunk."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -435,7 +440,7 @@ class ChunkStore:
                 "resume to recompute only it"
             ) from None
 
-    def write(self, index: int, table) -> None:
+    def write(self, index: int, table: Any) -> None:
         """Save one finished chunk (an Arrow table), atomically."""
         import pyarrow.parquet as pq
 
@@ -453,7 +458,7 @@ class ChunkStore:
                 shutil.rmtree(self.folder, ignore_errors=True)  # nothing to resume: no trace
             raise
 
-    def finish(self, table, run: dict) -> None:
+    def finish(self, table: Any, run: dict) -> None:
         """Write the joined table and its record, and remove the chunks: one commit."""
         import pyarrow.parquet as pq
 

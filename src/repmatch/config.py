@@ -267,7 +267,7 @@ class ScoreConfig:
 
     @property
     def adamw(self) -> AdamWSettings:
-        return AdamWSettings(self.lr, tuple(self.betas), self.eps, self.weight_decay)
+        return AdamWSettings(self.lr, self.betas, self.eps, self.weight_decay)
 
     @property
     def scaling(self) -> float:
@@ -452,7 +452,7 @@ class EvalConfig:
             model=self.model,
             rank=self.rank,
             alpha=self.alpha,
-            lr=self.lr,
+            lr=self.lr,  # type: ignore[arg-type]  # None is replaced in __post_init__
             weight_decay=self.weight_decay,
             epochs=self.epochs,
             batch_size=self.batch_size,

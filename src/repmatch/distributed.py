@@ -206,7 +206,7 @@ def on_main(work: Callable[[], T]) -> T:
 
         setup(torch.device("cpu"))  # Gloo; an existing group is used as it is
     with checked_on_main(lambda stack: work()) as result:
-        return broadcast(result)
+        return broadcast(result)  # type: ignore[return-value]  # None only off the main process
 
 
 def shard(count: int) -> range:

@@ -381,7 +381,7 @@ def _run(
     seed: int,
     config: EvalConfig,
     task: Task,
-    tokenizer,
+    tokenizer: Any,
     device: torch.device,
     progress: bool,
 ) -> dict[str, Any]:
@@ -419,7 +419,7 @@ def _fine_tune_full(
     examples: Examples,
     train_config: TrainConfig,
     task: Task,
-    tokenizer,
+    tokenizer: Any,
     device: torch.device,
     progress: bool,
 ) -> tuple[torch.nn.Module, list[float]]:
@@ -431,7 +431,7 @@ def _fine_tune_full(
         head_seed=train_config.head_seed,
     )
     model.requires_grad_(True)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' wrapped .to
     encoded = EncodedExamples(tokenizer, examples, max_length=train_config.max_length)
     check_lengths(model, encoded.lengths, examples.ids, train_config.max_length)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -466,7 +466,7 @@ def _fine_tune_lora(
 
 def predict(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: Any,
     examples: Examples,
     task: Task,
     *,
@@ -479,7 +479,7 @@ def predict(
     ``batch_size`` grouped by length (:func:`repmatch.batching.plan_batches`)."""
     model.eval()
     encoded = EncodedExamples(tokenizer, examples, max_length=max_length)
-    check_lengths(model, encoded.lengths, examples.ids, max_length)
+    check_lengths(model, encoded.lengths, examples.ids, max_length)  # type: ignore[arg-type]
     positions, outputs = [], []
     with torch.no_grad():
         for batch in plan_batches(encoded, batch_size, device):

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from repmatch.config import BUNDLED_MODEL, DTYPES
 from repmatch.errors import RepmatchError, first_line
@@ -119,9 +119,10 @@ def attention_kernel(dtype: torch.dtype, device: torch.device) -> Iterator[None]
     """
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:
-        sdpa_kernel = None
-    if device.type != "cpu" or dtype == torch.float32 or sdpa_kernel is None:
+    except ImportError:  # torch < 2.3
+        yield
+        return
+    if device.type != "cpu" or dtype == torch.float32:
         yield
         return
     with sdpa_kernel(SDPBackend.MATH):
@@ -156,7 +157,7 @@ def checkpoint_without_dropout(model: nn.Module) -> None:
             module.training = True
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer of model ``name`` (portable name, local folder or hub id)."""
     try:
         return AutoTokenizer.from_pretrained(resolve_model_path(name))
@@ -391,7 +392,7 @@ class ReadoutCut:
         model: PreTrainedModel,
         input_ids: torch.Tensor,
         starts: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ):
+    ) -> AbstractContextManager[None]:
         """The context (:func:`cut_to_read_positions`) that cuts a batch of ``input_ids``; with
         ``starts`` for packed rows (:class:`repmatch.batching.PackedBatch`)."""
         if starts is None and self.last_token:
@@ -409,7 +410,7 @@ def read_positions(
     return torch.arange(input_ids.shape[0], device=input_ids.device), last
 
 
-def align_pad_token(tokenizer, model: PreTrainedModel) -> None:
+def align_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
     """Make ``tokenizer`` pad with ``model``'s pad id.
 
     Decoder classifiers read the last token that is not the pad id (:func:`read_positions`), so
@@ -421,7 +422,9 @@ def align_pad_token(tokenizer, model: PreTrainedModel) -> None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(pad_id))
 
 
-def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> int | None:
+def packed_position_offset(
+    model: PreTrainedModel, block: nn.Module | tuple[nn.Module, ...] | None
+) -> int | None:
     """The first position id, if sequences packed into rows give this model's padded logits.
 
     Packing (see :class:`repmatch.batching.PackedBatch`) passes explicit position ids restarting

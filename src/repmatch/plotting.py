@@ -22,6 +22,9 @@ from repmatch.lora import short_layer_name
 if TYPE_CHECKING:
     from repmatch.compare import Comparison
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | None = None) -> None:
     """One panel per layer: the phi(i, j) grid, titled with the layer's score."""
@@ -44,7 +47,8 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     figure.suptitle(title or f"RepMatch = {comparison.score:.3f} ({comparison.side} side)")
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
+    if image is not None:  # one panel at least: a comparison has a layer
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
     _save(figure, path)
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -188,7 +190,7 @@ class InstanceScorer:
             )
             for name in self.targets
         }
-        self.model.to(self.device)
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers' wrapped .to
         align_pad_token(self.tokenizer, self.model)  # decoders read the last token not padding
         # Heads that read one position of the last layer ([CLS], or a decoder's last token) need
         # it there only.
@@ -204,7 +206,7 @@ class InstanceScorer:
         )
         # Lower precision: the model's weights only, after the LoRA inits and the probes above
         # (float32); the per-instance maths stays float32 (see repmatch.updates).
-        self.model.to(self.dtype)
+        self.model.to(self.dtype)  # type: ignore[arg-type]
 
     def instance_updates(
         self,
@@ -228,6 +230,8 @@ class InstanceScorer:
             attention_kernel(self.dtype, self.device),
             self.readout.applied(self.model, batch["input_ids"], where),
         ):
+            update: Callable[..., Updates]
+            extra: dict[str, Any]
             if config.steps == 1:
                 update, extra = one_step_updates, {"segments": packed.segments if packed else None}
             else:
@@ -501,7 +505,7 @@ def _score_all(
     return result
 
 
-def _read_chunk(store: ChunkStore, index: int, ids: list, rows: range):
+def _read_chunk(store: ChunkStore, index: int, ids: list, rows: range) -> Any:
     """A finished chunk read back, checked to hold the ids of its ``rows`` of the data, in order
     (a chunk file copied over another, or edited, would otherwise be joined as it is)."""
     table = store.read(index)
@@ -515,7 +519,7 @@ def _read_chunk(store: ChunkStore, index: int, ids: list, rows: range):
     return table
 
 
-def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]):
+def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]) -> Any:
     """Scores of one chunk as an Arrow table in data order."""
     import pyarrow as pa
 

@@ -20,6 +20,7 @@ import csv
 import io
 import itertools
 import logging
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,7 +81,7 @@ class SimilarityMatrix:
 
 
 def dataset_similarity(
-    datasets: list[DataSpec | object],
+    datasets: Sequence[DataSpec | object],
     config: TrainConfig,
     out_dir: str | Path,
     *,
@@ -115,7 +116,7 @@ def dataset_similarity(
 
 
 def _similarity(
-    datasets: list[DataSpec | object],
+    datasets: Sequence[DataSpec | object],
     config: TrainConfig,
     out: Path,
     seeds: tuple[int, ...],
@@ -141,7 +142,7 @@ def _similarity(
             train_or_reuse(examples, seeded, folder, progress=progress, device=device)
             folders[name][seed] = str(folder)
     if not distributed.is_main():  # under torchrun: the main process compares and writes
-        return distributed.broadcast(None)
+        return distributed.broadcast(None)  # type: ignore[return-value]  # the main's matrix
     result, record = _compare(loaded, names, folders, config, seeds, side)
     if baseline is not None:
         matrix = baseline_matrix(loaded, baseline, names=names, progress=progress, device=device)

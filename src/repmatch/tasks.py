@@ -56,7 +56,7 @@ class Task:
     """Sequence classification: one text, a class index per instance, cross-entropy."""
 
     name = "classification"
-    problem_type = "single_label_classification"
+    problem_type: str | None = "single_label_classification"
     reads_one_position = True
     """The head reads one position per sequence ([CLS] or the last token), not every one."""
     truncation: bool | str = True
@@ -67,7 +67,7 @@ class Task:
     """Labels are classes: the labels filter picks them, a class has its own centroid, and data
     is aligned to a head's classes (by name or index)."""
 
-    def model_class(self) -> type:
+    def model_class(self) -> type[Any]:
         from transformers import AutoModelForSequenceClassification
 
         return AutoModelForSequenceClassification
@@ -113,7 +113,7 @@ class Task:
         self,
         logits: torch.Tensor,
         encoded: Encoding | None = None,
-        positions: Sequence[int] | None = None,
+        positions: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         """What the model predicts from its logits: (N,) class indices.
 
@@ -122,7 +122,7 @@ class Task:
         """
         return logits.argmax(dim=-1).cpu().numpy()
 
-    def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def metrics(self, predictions: np.ndarray, labels: Any) -> dict[str, float]:
         """Accuracy and macro-F1 (scikit-learn)."""
         from sklearn.metrics import accuracy_score, f1_score
 
@@ -189,7 +189,7 @@ class Regression(Task):
         self,
         logits: torch.Tensor,
         encoded: Encoding | None = None,
-        positions: Sequence[int] | None = None,
+        positions: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         return logits.squeeze(-1).float().cpu().numpy()
 
@@ -224,7 +224,7 @@ class ExtractiveQA(Task):
     max_answer_tokens = 30
     """Longest span :meth:`predictions` considers, in tokens (the SQuAD examples' default)."""
 
-    def model_class(self) -> type:
+    def model_class(self) -> type[Any]:
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering
@@ -305,7 +305,7 @@ class ExtractiveQA(Task):
         self,
         logits: torch.Tensor,
         encoded: Encoding | None = None,
-        positions: Sequence[int] | None = None,
+        positions: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         """The answer text of the best span of each row: (B,) strings.
 
@@ -314,7 +314,13 @@ class ExtractiveQA(Task):
         :attr:`max_answer_tokens` tokens, both in the context; its text is cut from the context by
         the tokens' character offsets. A row without context tokens predicts "".
         """
-        if encoded is None or positions is None or encoded.offsets is None:
+        if (
+            encoded is None
+            or positions is None
+            or encoded.offsets is None
+            or encoded.sequence_ids is None
+            or encoded.contexts is None
+        ):
             raise TypeError(
                 "extractive QA predictions need the encoded examples (with offsets) and the "
                 "positions of the logits' rows: predictions(logits, encoded, positions)"
@@ -349,7 +355,7 @@ class ExtractiveQA(Task):
         if len(predictions) != len(labels):
             raise ValueError(f"{len(predictions)} predictions for {len(labels)} instances")
         preds = [{"prediction_text": str(p), "id": str(k)} for k, p in enumerate(predictions)]
-        target = [
+        target: list[dict[str, Any]] = [
             {"answers": {"text": list(texts), "answer_start": [0] * len(texts)}, "id": str(k)}
             for k, texts in enumerate(labels)
         ]

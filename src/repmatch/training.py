@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -192,7 +193,7 @@ def _train_adapter(
 
 
 def fit(
-    peft_model,
+    peft_model: Any,
     encoded: EncodedExamples,
     labels: torch.Tensor,
     config: TrainConfig,
@@ -237,7 +238,11 @@ def fit(
             module.train(config.lora_dropout > 0)
     checkpoint_without_dropout(peft_model)  # layers set to checkpoint do so, dropout or not
     dtype = compute_dtype(config.dtype, device)  # autocast: matmuls in dtype, weights float32
-    autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype != torch.float32}
+    autocast: dict[str, Any] = {
+        "device_type": device.type,
+        "dtype": dtype,
+        "enabled": dtype != torch.float32,
+    }
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     epoch_losses = []
     steps = config.epochs * -(-len(encoded) // config.batch_size)
@@ -272,14 +277,14 @@ def fit(
                 total += summed
                 count += len(positions)
                 bar.update()
-            total = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64))
-            epoch_losses.append(float(total) / count)
+            reduced = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64))
+            epoch_losses.append(float(reduced) / count)
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
     return epoch_losses
 
 
-def _readout_cut(model, task: Task, config: TrainConfig) -> ReadoutCut:
+def _readout_cut(model: Any, task: Task, config: TrainConfig) -> ReadoutCut:
     """The exact last-layer cut for training ``model`` (a PEFT model or a plain classifier):
     none when dropout is on (the cut would change which random masks are drawn)."""
     if not task.reads_one_position or config.base_dropout:
@@ -300,7 +305,11 @@ def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
 
 
 def _save_atomically(
-    peft_model, record: dict, out: Path, *, evaluate: Callable[[Path], None] | None = None
+    peft_model: Any,
+    record: dict,
+    out: Path,
+    *,
+    evaluate: Callable[[Path], object] | None = None,
 ) -> None:
     """Write the adapter folder staged beside ``out``, ``evaluate`` it there (held-out metrics
     into its record), then swap it in: an existing ``out`` (replaced with ``overwrite``,

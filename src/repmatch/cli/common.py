@@ -6,8 +6,16 @@ import argparse
 import unicodedata
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from repmatch.config import DTYPES, TrainConfig, help_text
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from repmatch.data import DataSpec
+
+Config = TypeVar("Config", bound="DataclassInstance")
 
 TRAIN_DEFAULTS_NOTE = (
     "Defaults suit short CPU runs on the bundled model; the paper (BERT-base) used rank 4, "
@@ -71,7 +79,7 @@ def add_data_arguments(
     )
 
 
-def option(group: argparse._ActionsContainer, config, name: str, **kwargs) -> None:
+def option(group: argparse._ActionsContainer, config: Any, name: str, **kwargs: Any) -> None:
     """Flag ``--name`` for field ``name`` of ``config``: its help text, default and type."""
     default = getattr(config, name)
     if isinstance(default, (int, float, str)):
@@ -84,7 +92,7 @@ def option(group: argparse._ActionsContainer, config, name: str, **kwargs) -> No
     )
 
 
-def add_shared_arguments(group: argparse._ArgumentGroup, d) -> None:
+def add_shared_arguments(group: argparse._ArgumentGroup, d: Any) -> None:
     """Flags that training and scoring share, with the defaults of config ``d``."""
     for name in ("rank", "alpha", "lr", "weight_decay", "batch_size", "max_length"):
         option(group, d, name)
@@ -140,7 +148,7 @@ def add_seed_arguments(group: argparse._ArgumentGroup, default: int, what: str) 
     )
 
 
-def data_spec(args: argparse.Namespace, source: str | None = None):
+def data_spec(args: argparse.Namespace, source: str | None = None) -> DataSpec:
     from repmatch.data import DataSpec
 
     source = source or args.data
@@ -165,7 +173,7 @@ def data_spec(args: argparse.Namespace, source: str | None = None):
     )
 
 
-def config_from(cls, args: argparse.Namespace, **overrides):
+def config_from(cls: type[Config], args: argparse.Namespace, **overrides: Any) -> Config:
     """Build a config dataclass from the parsed flags named like its fields."""
     values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
     return cls(**(values | overrides))

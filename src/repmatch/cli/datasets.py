@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from repmatch.cli import common
 from repmatch.config import BaselineConfig, TrainConfig, help_text
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         ),
     )
     written = "matrix.csv, matrix.json, matrix.png"
-    if result.baseline is not None:
+    if baseline is not None and result.baseline is not None:
         matrix = result.baseline
         print(f"representation baseline: % of pairs with cosine > {baseline.threshold}")
         _print_matrix(names, lambda i, j: f"{matrix.percent[i, j]:.2f}")
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"written to {args.out}/{written}")
 
 
-def _print_matrix(names: list[str], cell) -> None:
+def _print_matrix(names: list[str], cell: Callable[[int, int], str]) -> None:
     """A square table: one row per name, ``cell(i, j)`` in every column."""
     width = max(len(name) for name in names)
     print(" " * width + "  " + "  ".join(f"{name[:12]:>12}" for name in names))

@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repmatch.cli import common
 from repmatch.config import MEASURES, EmbeddingConfig, ScoreConfig, help_text
 from repmatch.errors import RepmatchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("repmatch", "prototypicality")
 
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"{title}: " + ", ".join(shown))
 
 
-def run_prototypicality(args: argparse.Namespace):
+def run_prototypicality(args: argparse.Namespace) -> pd.DataFrame:
     """Prototypicality scores of the data (the embedding baseline), written like RepMatch's."""
     from repmatch.config import BUNDLED_MODEL
     from repmatch.representation import prototypicality_scores

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from repmatch.cli import common
-from repmatch.config import SelectConfig, help_text
+from repmatch.config import SelectConfig, SelectHow, help_text
 from repmatch.errors import RepmatchError
 
-_HOWS = ("top", "bottom", "random")
+_HOWS: tuple[SelectHow, ...] = ("top", "bottom", "random")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

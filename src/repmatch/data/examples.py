@@ -152,6 +152,7 @@ class Examples:
             if named(keys):
                 raise mismatch_error(self.name, "the reference", names or [])
             raise mismatch_error("the reference", self.name, self.label_names or [])
+        index: dict[int | str, int]
         if keys is None:
             index = {i: i for i in range(num_labels)}
         else:
@@ -169,7 +170,7 @@ class Examples:
             texts=list(self.texts),
             text_pairs=None if self.text_pairs is None else list(self.text_pairs),
             labels=labels,
-            ids=list(self.ids),
+            ids=list(self.ids),  # type: ignore[arg-type]  # the same kind of ids
             num_labels=num_labels,
             label_names=None if names is None else list(names),
             columns=dict(self.columns),

@@ -169,8 +169,8 @@ def detect_task(spec: DataSpec, labels: Labels, columns: dict[str, str | None], 
     if task == "regression" and labels.kind == "str":
         raise RepmatchError(
             f"task 'regression' needs numeric labels, but {label_column!r} in {where} holds "
-            f"strings (e.g. {labels.names[0]!r}); set task to 'classification' or label_column "
-            "to another column",
+            f"strings (e.g. {labels.names[0] if labels.names else None!r}); set task to "
+            "'classification' or label_column to another column",
             field="task",
         )
     if task != "regression" and labels.kind == "float":
@@ -247,7 +247,7 @@ def head_classes(
     return index, int(values.size), [str(int(v)) for v in values]
 
 
-def class_keys(names: list[str] | None) -> list[int] | list[str] | None:
+def class_keys(names: list[str] | None) -> list[int | str] | None:
     """What each class index stands for: its integer value when the names are integers
     (sparse integer labels, or integer labels written as text), else its name; ``None`` when the
     classes are bare indices (integer labels without names)."""
@@ -255,10 +255,10 @@ def class_keys(names: list[str] | None) -> list[int] | list[str] | None:
         return None
     if names and all(_CANONICAL_INT.fullmatch(name) for name in names):
         return [int(name) for name in names]
-    return list(names)
+    return list[int | str](names)
 
 
-def named(keys: list[int] | list[str] | None) -> bool:
+def named(keys: list[int | str] | None) -> bool:
     """Whether classes are identified by names (not by integer values)."""
     return keys is not None and bool(keys) and isinstance(keys[0], str)
 
@@ -277,11 +277,16 @@ def mismatch_error(integers: str, names_of: str, names: list[str]) -> RepmatchEr
 class Classified(Protocol):
     """What :func:`common_classes` reads of a dataset (:class:`~repmatch.data.Examples`)."""
 
-    name: str
-    task: str
-    labels: np.ndarray
-    num_labels: int
-    label_names: list[str] | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def labels(self) -> np.ndarray: ...
+    @property
+    def num_labels(self) -> int: ...
+    @property
+    def label_names(self) -> list[str] | None: ...
 
 
 def common_classes(datasets: Sequence[Classified]) -> tuple[list[str] | None, int]:

@@ -72,7 +72,7 @@ def as_examples(data: Any, *, name: str | None = None, **options: Any) -> Exampl
             raise RepmatchError(
                 "name applies to in-memory tables; a file or folder is named after itself"
             )
-        return load_examples(_spec(os.fspath(data), options))
+        return load_examples(_spec(os.fsdecode(data), options))
     table = in_memory_table(data, name)
     misplaced = [field for field in _SOURCE_FIELDS if field in options]
     if misplaced:
@@ -85,7 +85,7 @@ def as_examples(data: Any, *, name: str | None = None, **options: Any) -> Exampl
     return _table_examples(table, _spec(table.name, options))
 
 
-def _spec(source: str | bytes, options: dict[str, Any]) -> DataSpec:
+def _spec(source: str, options: dict[str, Any]) -> DataSpec:
     """``DataSpec(source, **options)``; an unknown option is named with the known ones."""
     known = set(DataSpec.__dataclass_fields__) - {"source"}
     unknown = [key for key in options if key not in known]

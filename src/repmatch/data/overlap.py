@@ -239,7 +239,7 @@ def _save_overlap_subsets(
             )
         examples = as_examples(data)
         result = overlap_subsets(examples, entailment_label=entailment_label)
-        files = {
+        files: dict[str, str | None] = {
             band: _subset_file(out, band).name if len(subset) else None
             for band, subset in result.subsets.items()
         }

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -231,7 +231,7 @@ def _dataset_table(dataset: Any, name: str, where: str) -> Table:
     return table
 
 
-def _is_instance(data: object, module: str, kind: str) -> bool:
+def _is_instance(data: object, module: str, kind: str) -> TypeGuard[Any]:
     """``isinstance(data, module.kind)`` without importing ``module`` (unused when not loaded)."""
     loaded = sys.modules.get(module)
     return loaded is not None and isinstance(data, getattr(loaded, kind))

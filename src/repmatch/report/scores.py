@@ -6,7 +6,9 @@ reloaded from the data, and how stable the ranking is across LoRA seeds.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +104,7 @@ def _histogram(scores: np.ndarray) -> bytes:
     return _figure_png(figure)
 
 
-def _per_class(table, names: list[str] | None) -> str:
+def _per_class(table: Any, names: list[str] | None) -> str:
     if "label" not in table:
         return ""
     labels = table["label"].to_numpy()
@@ -135,7 +137,7 @@ def _per_class(table, names: list[str] | None) -> str:
     )
 
 
-def _damage(table, record: dict) -> str | None:
+def _damage(table: Any, record: dict) -> str | None:
     """What makes a scores table disagree with its record (repeated ids, another size)."""
     ids = table["id"]
     repeated = ids[ids.duplicated()].tolist()
@@ -154,7 +156,10 @@ def _damage(table, record: dict) -> str | None:
     return None
 
 
-def _extremes(table, record: dict, names: list[str] | None, path: Path, damage: str | None) -> str:
+def _extremes(
+    table: Any, record: dict, names: list[str] | None, path: Path, damage: str | None
+) -> str:
+    problem: str | None
     if damage:
         texts, problem = None, "the scores table could not be verified"
     else:
@@ -193,7 +198,7 @@ def _text_cell(text: tuple[str, str | None] | None) -> str:
     return cell if second is None else f"{cell}<br><b>⇒</b> {_e(_short(second))}"
 
 
-def _texts(table, record: dict, path: Path) -> tuple[dict | None, str | None]:
+def _texts(table: Any, record: dict, path: Path) -> tuple[dict | None, str | None]:
     """id -> (text, text pair) of the scored data reloaded from its spec and verified to be
     what was scored (ids and fingerprint), or (None, why they could not be verified)."""
     from repmatch.selection import scored_examples
@@ -204,11 +209,11 @@ def _texts(table, record: dict, path: Path) -> tuple[dict | None, str | None]:
         examples = scored_examples(table, record, None, path)
     except RepmatchError as err:
         return None, f"they could not be verified against the scored data ({err})"
-    pairs = examples.text_pairs or [None] * len(examples)
+    pairs: Sequence[str | None] = examples.text_pairs or [None] * len(examples)
     return dict(zip(examples.ids, zip(examples.texts, pairs, strict=True), strict=True)), None
 
 
-def _stability(table, record: dict, seeds: list[int]) -> str:
+def _stability(table: Any, record: dict, seeds: list[int]) -> str:
     if len(seeds) < 2:
         return ""
     spearman = record.get("seed_spearman") or {}

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repmatch.errors import RepmatchError
 from repmatch.report.page import Section, _e, _facts, _note, _Raw, _short, _table
 from repmatch.report.runs import Run
+
+if TYPE_CHECKING:
+    from repmatch.data.readers import Table
 
 SELECTION_ROWS = 20
 """How many chosen instances a selection section lists (in the order chosen)."""
@@ -52,7 +56,7 @@ def _selection_body(run: Run, record: dict) -> str:
     return body + _chosen_rows(run.path, record, record.get("columns") or {})
 
 
-def _differences(table, record: dict, columns: dict) -> str:
+def _differences(table: Table, record: dict, columns: dict) -> str:
     """A note on how the selection file differs from its record (rows, ids, classes), if it
     does: a file edited by hand is not what the record describes."""
     found = []
