@@ -77,7 +77,6 @@ def adapter_accuracy(adapter: str, data: str) -> float:
     """Accuracy of an adapter (its trained LoRA and seeded head) on ``data``, float32."""
     torch.set_num_threads(1)
     from repmatch.adapters import load_adapter, load_adapter_model
-    from repmatch.config import EvalConfig
     from repmatch.evaluation import predict
     from repmatch.models import load_tokenizer
     from repmatch.tasks import get_task
@@ -87,7 +86,9 @@ def adapter_accuracy(adapter: str, data: str) -> float:
     model = load_adapter_model(adapter, device="cpu")
     tokenizer = load_tokenizer(load_adapter(adapter).base_model)
     cpu = torch.device("cpu")
-    predictions = predict(model, tokenizer, examples, task, config=EvalConfig(), device=cpu)
+    predictions = predict(
+        model, tokenizer, examples, task, max_length=128, batch_size=64, device=cpu
+    )
     return task.metrics(predictions, task.references(examples))["accuracy"]
 
 

@@ -15,7 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from options import ExperimentOptions, add_arguments, size
 
+from repmatch.adapters import load_adapter
 from repmatch.compare import layer_scores
 from repmatch.config import TrainConfig
 from repmatch.data import DataSpec
@@ -60,11 +62,13 @@ def random_subspace_floor(dim: int, rank: int, layers: int, trials: int = 2000) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/dataset-similarity-settings")
-    parser.add_argument("--sample", type=int, default=2000)
+    parser.add_argument("--sample", type=size, default=2000, help="instances per dataset (or all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--summary", default="results/dataset-similarity-settings.json")
+    add_arguments(parser)
     args = parser.parse_args()
+    options = ExperimentOptions.from_args(args)
     summary_path = Path(args.summary)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     specs = [
@@ -72,10 +76,15 @@ def main() -> None:
         for folder, split in DATASETS.values()
     ]
     for name in args.settings:
-        config = SETTINGS[name]
+        config = options.apply(SETTINGS[name])
         started = time.perf_counter()
         matrix = dataset_similarity(
-            specs, config, Path(args.out) / name, seeds=tuple(args.seeds), progress=False
+            specs,
+            config,
+            Path(args.out) / name,
+            seeds=tuple(args.seeds),
+            progress=False,
+            device=options.device,
         )
         summary[name] = {
             "config": config.to_dict(),
@@ -87,9 +96,12 @@ def main() -> None:
         print(name, f"{summary[name]['seconds']} s")
         print(matrix.to_frame().set_axis(list(DATASETS), axis=0).round(3).to_string())
         summary_path.write_text(json.dumps(summary, indent=1))
+    layers = load_adapter(next(iter(matrix.adapters.values()))[args.seeds[0]]).layers
+    dim = next(iter(layers.values())).shape[0]  # d_out of an adapted layer: where U lives
     for rank in (1, 4):
-        summary[f"random-subspaces-rank{rank}"] = random_subspace_floor(384, rank, layers=6)
+        summary[f"random-subspaces-rank{rank}"] = random_subspace_floor(dim, rank, len(layers))
     summary["sample"], summary["seeds"] = args.sample, args.seeds
+    summary["options"] = options.record()
     summary_path.write_text(json.dumps(summary, indent=1))
     print({k: v for k, v in summary.items() if k.startswith("random")})
 

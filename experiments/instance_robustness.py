@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from options import ExperimentOptions, add_arguments, size
 from scipy.stats import spearmanr
 
 from repmatch.adapters import load_adapter
@@ -77,22 +78,23 @@ def ranking_stability(per_seed: np.ndarray) -> dict:
     }
 
 
-def scored_instances(data: str, split: str, n: int, reference_ids: list) -> Examples:
-    """The first ``n`` of ``split``, or for the reference's own split ``n`` random others."""
+def scored_instances(data: str, split: str, n: int | None, reference_ids: list) -> Examples:
+    """The first ``n`` of ``split``, or for the reference's own split ``n`` random others
+    (``None``: all of them)."""
     if split == "validation":
         return load_examples(DataSpec(data, split=split, limit=n))
     pool = load_examples(DataSpec(data, split=split))
     taken = set(reference_ids)
     others = [k for k, id_ in enumerate(pool.ids) if id_ not in taken]
-    chosen = np.random.default_rng(1).choice(others, size=n, replace=False)
+    chosen = np.random.default_rng(1).choice(others, size=n or len(others), replace=False)
     return pool.select(sorted(chosen.tolist()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/sst2")
-    parser.add_argument("--reference-size", type=int, default=2000)
-    parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument("--reference-size", type=size, default=2000, help="or all")
+    parser.add_argument("--instances", type=size, default=500, help="instances scored (or all)")
     parser.add_argument("--figure2-instances", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--work", default="runs/instance-robustness")
@@ -103,15 +105,23 @@ def main() -> None:
         "instances outside the reference's sample)",
     )
     parser.add_argument("--out", default="results/instance-robustness.json")
+    add_arguments(parser)
     args = parser.parse_args()
+    options = ExperimentOptions.from_args(args)
 
     reference_data = load_examples(DataSpec(args.data, sample=args.reference_size))
-    reference = train_or_reuse(reference_data, TrainConfig(), Path(args.work) / "reference")
+    reference = train_or_reuse(
+        reference_data,
+        options.apply(TrainConfig()),
+        Path(args.work) / "reference",
+        device=options.device,
+    )
     scored = scored_instances(args.data, args.scored_split, args.instances, reference_data.ids)
     seeds = list(range(args.seeds))
-    report: dict = {"args": vars(args), "reference": str(reference)}
+    report: dict = {"args": vars(args), "options": options.record(), "reference": str(reference)}
     for rank in (1, 4):
-        scorer = InstanceScorer(load_adapter(reference), ScoreConfig(rank=rank, seeds=seeds))
+        config = options.apply(ScoreConfig(rank=rank, seeds=seeds))
+        scorer = InstanceScorer(load_adapter(reference), config, device=options.device)
         per_seed = scorer.score(scored).mean(dim=2).numpy()  # (S, N)
         report[f"rank{rank}"] = {
             "figure2": figure2(

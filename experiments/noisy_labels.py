@@ -20,6 +20,7 @@ summary gives mean ± std over seeds and the time each step took.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from options import ExperimentOptions, add_arguments, size
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from repmatch.adapters import load_adapter, load_adapter_model
@@ -69,29 +71,32 @@ def noisy_examples(clean: Examples, noisy: np.ndarray, name: str) -> Examples:
     return replace(clean, labels=noisy, name=name, spec=None)
 
 
-def adapter_logits(folder: Path, examples: Examples, max_length: int) -> torch.Tensor:
+def adapter_logits(folder: Path, examples: Examples, max_length: int, device: str) -> torch.Tensor:
     """Logits of the model an adapter folder describes (base, LoRA and head): (N, C)."""
     adapter = load_adapter(folder)
-    model = load_adapter_model(adapter, device="cpu")
+    model = load_adapter_model(adapter, device=device)
     task = get_task(adapter.task)
     encoded = EncodedExamples(load_tokenizer(adapter.base_model), examples, max_length=max_length)
     logits = torch.empty(len(examples), examples.num_labels)
+    on = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in plan_batches(encoded, 64, torch.device("cpu")):
-            logits[batch.positions] = task.logits(model(**batch.inputs), batch.inputs).float()
+        for batch in plan_batches(encoded, 64, on):
+            logits[batch.positions] = task.logits(model(**batch.inputs), batch.inputs).float().cpu()
     return logits
 
 
 def out_of_sample_probabilities(
-    examples: Examples, folds: int, config: TrainConfig, folder: Path, seed: int
+    examples: Examples, folds: int, config: TrainConfig, folder: Path, seed: int, device: str
 ) -> np.ndarray:
     """Softmax of K-fold models, each predicting the fold it did not train on: (N, C)."""
     order = np.random.default_rng(seed).permutation(len(examples))
     probabilities = np.zeros((len(examples), examples.num_labels))
     for k, held_out in enumerate(np.array_split(order, folds)):
         kept = np.setdiff1d(order, held_out)
-        adapter = train_or_reuse(examples.select(kept), config, folder / f"fold{k}", progress=False)
-        logits = adapter_logits(adapter, examples.select(held_out), config.max_length)
+        adapter = train_or_reuse(
+            examples.select(kept), config, folder / f"fold{k}", progress=False, device=device
+        )
+        logits = adapter_logits(adapter, examples.select(held_out), config.max_length, device)
         probabilities[held_out] = torch.softmax(logits, dim=-1).numpy()
     return probabilities
 
@@ -106,21 +111,27 @@ def judge(suspicion: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
     }
 
 
-def run_or_reuse(name: str, seed: int, args) -> dict:
+def run_or_reuse(name: str, seed: int, args, options: ExperimentOptions) -> dict:
     """One seed's detector results and stage times, read from ``detectors.json`` when there."""
     cached = Path(args.out) / name / f"seed{seed}" / "detectors.json"
     settings = {key: getattr(args, key) for key in ("pool", "noise", "folds", "fold_epochs")}
+    settings["options"] = dataclasses.asdict(options) | {"device": None}  # any device will do
     if cached.is_file():
         record = json.loads(cached.read_text())
-        if record["settings"] == settings:
+        # records from before the options existed were made with the default ones
+        default = dataclasses.asdict(ExperimentOptions()) | {"device": None}
+        if {"options": default} | record["settings"] == settings:
             return record
     seconds: dict[str, float] = {}
-    record = {"settings": settings, "results": run(name, seed, args, seconds), "seconds": seconds}
+    results = run(name, seed, args, options, seconds)
+    record = {"settings": settings, "results": results, "seconds": seconds}
     cached.write_text(json.dumps(record, indent=1))
     return record
 
 
-def run(name: str, seed: int, args, seconds: dict) -> dict[str, dict[str, float]]:
+def run(
+    name: str, seed: int, args, options: ExperimentOptions, seconds: dict
+) -> dict[str, dict[str, float]]:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -129,9 +140,11 @@ def run(name: str, seed: int, args, seconds: dict) -> dict[str, dict[str, float]
     noisy, flipped = flip_labels(clean.labels, clean.num_labels, args.noise, seed)
     examples = noisy_examples(clean, noisy, f"{name}-noisy-s{seed}")
     folder = Path(args.out) / name / f"seed{seed}"
-    train = TrainConfig(seed=seed)
+    train, device = options.apply(TrainConfig(seed=seed)), options.device
     with timed(seconds, "reference"):
-        reference = train_or_reuse(examples, train, folder / "reference", progress=False)
+        reference = train_or_reuse(
+            examples, train, folder / "reference", progress=False, device=device
+        )
     suspicion = {}
     for label, config in {
         "repmatch-r1": ScoreConfig(rank=1, seeds=(seed,)),
@@ -139,16 +152,18 @@ def run(name: str, seed: int, args, seconds: dict) -> dict[str, dict[str, float]
         "gradient": ScoreConfig(measure="gradient"),
     }.items():
         with timed(seconds, label):
-            table = score_instances(examples, reference, config, progress=False)
+            table = score_instances(
+                examples, reference, options.apply(config), progress=False, device=device
+            )
         suspicion[label] = -table["score"].to_numpy()
     with timed(seconds, "reference-loss"):
-        logits = adapter_logits(reference, examples, train.max_length)
+        logits = adapter_logits(reference, examples, train.max_length, device)
         loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(noisy), reduction="none")
     suspicion["reference-loss"] = loss.numpy()
     with timed(seconds, "cleanlab"):
         folds = replace(train, train_head=True, epochs=args.fold_epochs)
         probabilities = out_of_sample_probabilities(
-            examples, args.folds, folds, folder / "folds", seed
+            examples, args.folds, folds, folder / "folds", seed, device
         )
         quality = get_label_quality_scores(noisy, probabilities)
         ranked = find_label_issues(noisy, probabilities, return_indices_ranked_by="self_confidence")
@@ -164,19 +179,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(POOLS), choices=list(POOLS))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--pool", type=int, default=2000)
+    parser.add_argument("--pool", type=size, default=2000, help="pool size (or all)")
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--fold-epochs", type=int, default=2)
     parser.add_argument("--out", default="../runs/noisy")
     parser.add_argument("--summary", default="results/noisy-labels.json")
+    add_arguments(parser)
     args = parser.parse_args()
-    summary = {"settings": vars(args)}
+    options = ExperimentOptions.from_args(args)
+    summary = {"settings": vars(args), "options": options.record()}
     per_seed: dict[str, list] = {name: [] for name in args.datasets}
     seconds: dict[str, list] = {name: [] for name in args.datasets}
     for seed in range(args.seeds):  # seed-major: every dataset gets each seed in turn
         for name in args.datasets:
-            record = run_or_reuse(name, seed, args)
+            record = run_or_reuse(name, seed, args, options)
             per_seed[name].append(record["results"])
             if record["seconds"] is not None:  # unknown for seeds run before the cache existed
                 seconds[name].append(record["seconds"])

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from options import ExperimentOptions, add_arguments, size
 
 from repmatch.compare import compare_adapters
 from repmatch.config import TrainConfig
@@ -54,16 +55,19 @@ def main() -> None:
     parser.add_argument(
         "--passes", type=int, default=300, help="instance passes per adapter (epochs x size)"
     )
-    parser.add_argument("--hans-sample", type=int, default=2000)
+    parser.add_argument("--hans-sample", type=size, default=2000, help="HANS instances (or all)")
     parser.add_argument("--out", default="../runs/overlap")
     parser.add_argument("--summary", default="results/table3-table5.json")
+    add_arguments(parser)
     args = parser.parse_args()
-    out, config = Path(args.out), TrainConfig()
+    options = ExperimentOptions.from_args(args)
+    out, config, device = Path(args.out), options.apply(TrainConfig()), options.device
     started = time.perf_counter()
     hans = as_examples(DataSpec(str(SHARED / "hans"), split="train", sample=args.hans_sample))
-    hans_adapter = train_or_reuse(hans, config, out / "hans", progress=False)
+    hans_adapter = train_or_reuse(hans, config, out / "hans", progress=False, device=device)
     summary = {
         "settings": vars(args),
+        "options": options.record(),
         "train": config.to_dict(),
         "hans_seconds": round(time.perf_counter() - started, 1),
     }
@@ -88,6 +92,7 @@ def main() -> None:
                     replace(config, seed=repeat, epochs=epochs),
                     out / folder / split / band.split()[0] / f"r{repeat}",
                     progress=False,
+                    device=device,
                 )
                 scores.append(compare_adapters(adapter, hans_adapter).score)
                 entry["seconds"] += time.perf_counter() - tic

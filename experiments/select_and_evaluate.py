@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from options import ExperimentOptions, add_arguments, size
 
-from repmatch.config import EvalConfig, ScoreConfig, SelectConfig, TrainConfig
+from repmatch.config import EmbeddingConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.evaluation import evaluate_subsets, load_subset
 from repmatch.representation import prototypicality_scores
@@ -83,8 +84,11 @@ def spec(source: tuple[str, str | None], out: Path, sample: int | None, seed: in
     return DataSpec(source=path, split=split, sample=sample, seed=seed)
 
 
-def sized(source: tuple[str, str | None], out: Path, size: int) -> DataSpec:
-    """The whole split, or a seeded random sample of ``size`` where it is larger."""
+def sized(source: tuple[str, str | None], out: Path, size: int | None) -> DataSpec:
+    """The whole split, or a seeded random sample of ``size`` where it is larger (``None``: the
+    whole split)."""
+    if size is None:
+        return spec(source, out, None, 0)
     total = len(as_examples(spec(source, out, None, 0)))
     return spec(source, out, size if total > size else None, 0)
 
@@ -97,27 +101,35 @@ def timed(seconds: dict, key: str):
     seconds[key] = round(time.perf_counter() - started, 1)
 
 
-def scores(examples: Examples, folder: Path, setup: Setup, seconds: dict) -> None:
+def scores(
+    examples: Examples, folder: Path, setup: Setup, seconds: dict, options: ExperimentOptions
+) -> None:
     """Reference adapter, RepMatch (rank 1 and 4) and prototypicality scores of the pool.
 
     ``seconds`` gets the time of each stage that ran; reused stages keep their recorded time.
     """
-    train = replace(TrainConfig(), max_length=setup.max_length)
+    train = options.apply(TrainConfig(), max_length=setup.max_length)
+    device = options.device
     if (folder / "reference" / "repmatch.json").is_file():  # reused: keep the recorded time
-        reference = train_or_reuse(examples, train, folder / "reference", progress=False)
+        reference = train_or_reuse(
+            examples, train, folder / "reference", progress=False, device=device
+        )
     else:
         with timed(seconds, "reference"):
-            reference = train_or_reuse(examples, train, folder / "reference", progress=False)
+            reference = train_or_reuse(
+                examples, train, folder / "reference", progress=False, device=device
+            )
     for rank in (1, 4):
         out = folder / f"repmatch-r{rank}.parquet"
         if not out.is_file():
-            config = ScoreConfig(rank=rank, max_length=setup.max_length)
+            config = options.apply(ScoreConfig(rank=rank), max_length=setup.max_length)
             with timed(seconds, f"score-r{rank}"):
-                score_instances(examples, reference, config, out=out, progress=False)
+                score_instances(examples, reference, config, out=out, progress=False, device=device)
     out = folder / "prototypicality.parquet"
     if not out.is_file():
+        embedding = options.apply(EmbeddingConfig())  # 512 tokens unless --max-length
         with timed(seconds, "prototypicality"):
-            prototypicality_scores(examples, out=out, progress=False)
+            prototypicality_scores(examples, embedding, out=out, progress=False, device=device)
 
 
 def subset_file(folder: Path, subset: str, k: int, seed: int) -> Path:
@@ -145,7 +157,13 @@ def missing_classes(path: Path, held_out: Examples) -> list:
 
 
 def evaluate(
-    folder: Path, subset: str, k: int, seeds: list[int], evaluation: Examples, config
+    folder: Path,
+    subset: str,
+    k: int,
+    seeds: list[int],
+    evaluation: Examples,
+    config: EvalConfig,
+    device: str,
 ) -> dict:
     """Mean, std and per-run metrics of ``subset`` over ``seeds``.
 
@@ -166,6 +184,7 @@ def evaluate(
             replace(config, seeds=tuple(group), unseen_classes="include" if lacking else "error"),
             out=folder / "evaluations" / path.stem,
             progress=False,
+            device=device,
         )
         runs.append(result.runs)
     table = pd.concat(runs, ignore_index=True)
@@ -196,31 +215,39 @@ def main() -> None:
     parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=list(SUBSETS))
     parser.add_argument("--sizes", type=int, nargs="+", default=[100], help="subset sizes k")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds 0..N-1")
-    parser.add_argument("--pool", type=int, default=5000, help="pool size where larger")
-    parser.add_argument("--eval-size", type=int, default=1000, help="evaluation size where larger")
+    parser.add_argument(
+        "--pool", type=size, default=5000, help="pool size where larger (all: the whole split)"
+    )
+    parser.add_argument(
+        "--eval-size", type=size, default=1000, help="evaluation size where larger (or all)"
+    )
     parser.add_argument("--out", default="../runs/select")
     parser.add_argument("--summary", default="results/select-and-evaluate.json")
+    add_arguments(parser)
     args = parser.parse_args()
+    options = ExperimentOptions.from_args(args)
     out, summary_path = Path(args.out), Path(args.summary)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     seeds = list(range(args.seeds))
     for name in args.datasets:
         setup, folder = SETUPS[name], out / name
         folder.mkdir(parents=True, exist_ok=True)
-        pool = sized(setup.pool, out, min(args.pool, setup.max_pool or args.pool))
+        cap = [n for n in (args.pool, setup.max_pool) if n is not None]
+        pool = sized(setup.pool, out, min(cap) if cap else None)
         evaluation = sized(setup.evaluation, out, args.eval_size)
         entry = summary.setdefault(name, {"seconds": {}, "results": {}})
         entry["pool"], entry["evaluation"] = pool.to_dict(), evaluation.to_dict()
         examples, held_out = as_examples(pool), as_examples(evaluation)  # read once
-        scores(examples, folder, setup, entry["seconds"])
-        config = EvalConfig(seeds=tuple(seeds), max_length=setup.max_length)
+        entry["options"] = options.record()
+        scores(examples, folder, setup, entry["seconds"], options)
+        config = options.apply(EvalConfig(seeds=tuple(seeds)), max_length=setup.max_length)
         entry["eval_config"] = config.to_dict()
         classes = get_task(examples.task).problem_type == "single_label_classification"
         for k in args.sizes:
             for subset in args.subsets:
                 if SUBSETS[subset][1].get("balanced") and not classes:
                     continue  # no classes to balance (extractive QA, regression)
-                result = evaluate(folder, subset, k, seeds, held_out, config)
+                result = evaluate(folder, subset, k, seeds, held_out, config, options.device)
                 entry["results"][f"{subset}-{k}"] = result
                 shown = {
                     m: f"{result['mean'][m]:.4f}±{result['std'][m]:.4f}" for m in result["mean"]

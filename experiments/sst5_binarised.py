@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from options import ExperimentOptions, add_arguments, size
 
 from repmatch.compare import compare_adapters
 from repmatch.config import TrainConfig
@@ -30,10 +31,12 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", default="../runs/dss/default", help="a datasets run")
-    parser.add_argument("--sample", type=int, default=1000)
+    parser.add_argument("--sample", type=size, default=1000, help="instances (or all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--summary", default="results/sst5-binarised.json")
+    add_arguments(parser)
     args = parser.parse_args()
+    options = ExperimentOptions.from_args(args)
     matrix = json.loads((Path(args.settings) / "matrix.json").read_text())
     adapters = matrix["adapters"]
     sst5 = as_examples(DataSpec(str(SHARED / "sst5"), split="train"))
@@ -46,17 +49,27 @@ def main() -> None:
         }
     )
     binarised = as_examples(frame, name="sst5-binarised")
-    rng = np.random.default_rng(0)
-    chosen = np.sort(rng.choice(len(binarised), size=args.sample, replace=False))
-    binarised = binarised.select(chosen.tolist())
+    if args.sample is not None:
+        rng = np.random.default_rng(0)
+        chosen = np.sort(rng.choice(len(binarised), size=args.sample, replace=False))
+        binarised = binarised.select(chosen.tolist())
     folder = Path(args.settings) / "adapters" / "sst5-binarised"
     ours = {
         seed: train_or_reuse(
-            binarised, TrainConfig(seed=seed), folder / f"seed{seed}", progress=False
+            binarised,
+            options.apply(TrainConfig(seed=seed)),
+            folder / f"seed{seed}",
+            progress=False,
+            device=options.device,
         )
         for seed in args.seeds
     }
-    result = {"sample": args.sample, "seeds": args.seeds, "pairs": {}}
+    result = {
+        "sample": args.sample,
+        "seeds": args.seeds,
+        "options": options.record(),
+        "pairs": {},
+    }
     for other in ("sst2/train", "sst5/train"):
         scores = [
             compare_adapters(ours[s], adapters[other][str(t)]).score

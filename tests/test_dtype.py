@@ -150,8 +150,9 @@ def test_bfloat16_prediction_agrees_with_float32(reference, tiny_data):
     tokenizer, cpu = load_tokenizer(adapter.base_model), torch.device("cpu")
     examples = load_examples(DataSpec(str(tiny_data["single"])))
     task = get_task("classification")
-    exact = predict(model, tokenizer, examples, task, config=EvalConfig(), device=cpu)
-    low = predict(model, tokenizer, examples, task, config=EvalConfig(dtype="bfloat16"), device=cpu)
+    settings = {"max_length": 128, "batch_size": 16, "device": cpu}
+    exact = predict(model, tokenizer, examples, task, **settings)
+    low = predict(model, tokenizer, examples, task, **settings, dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert len(np.unique(exact)) == 2 and np.mean(low == exact) >= 0.9
 

@@ -14,8 +14,8 @@ from repmatch.errors import RepmatchError
 from repmatch.models import (
     _pad_id,
     check_lengths,
+    cut_to_read_positions,
     first_position_block,
-    first_position_only,
     load_classifier,
     load_tokenizer,
     max_positions,
@@ -81,7 +81,7 @@ FIRST_POSITION_HEADS = {"bert", "roberta", "electra"}
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_last_layer_cut_to_first_position_only_where_the_head_reads_it(arch, tiny_model):
+def test_last_layer_cut_to_the_position_the_head_reads(arch, tiny_model):
     model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
     block = first_position_block(model)
     assert (block is not None) == (arch in FIRST_POSITION_HEADS)
@@ -89,7 +89,7 @@ def test_last_layer_cut_to_first_position_only_where_the_head_reads_it(arch, tin
     seen = []
     with torch.no_grad():
         full = model(**inputs).logits
-        with first_position_only(block):
+        with cut_to_read_positions(block):
             if block is not None:
                 block.register_forward_hook(lambda m, args, out: seen.append(out.shape))
             cut = model(**inputs).logits

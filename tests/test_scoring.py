@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
 import repmatch.scoring
-from conftest import ARCHITECTURES
+from conftest import ARCHITECTURES, missing
 from repmatch.adapters import load_adapter
 from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
@@ -344,7 +344,7 @@ def test_seed_ensemble_equals_single_seed_runs(steps, reference, examples):
 def sst2_reference(shared_data, tmp_path_factory) -> str:
     """Bundled-model adapter trained on the first 64 SST-2 training instances."""
     if not (shared_data / "sst2").is_dir():
-        pytest.skip(f"SST-2 is absent from {shared_data} (see shared/data/README.md)")
+        missing(f"SST-2 is absent from {shared_data} (see shared/data/README.md)")
     config = TrainConfig(model=BUNDLED_MODEL, rank=4, epochs=1, batch_size=16)
     folder = tmp_path_factory.mktemp("sst2") / "adapter"
     data = DataSpec(str(shared_data / "sst2"), limit=64)
@@ -514,6 +514,9 @@ def test_parquet_output_and_run_record(reference, text_csv, examples, tmp_path):
     assert record["device"] == str(resolve_device("auto"))
     expected = spearmanr(stored["score_seed0"], stored["score_seed1"]).statistic
     assert record["seed_spearman"] == {"0-1": pytest.approx(expected, abs=1e-12)}
+    assert record["score_std"] == "population std over the seeds (ddof 0)"
+    seeds = stored[["score_seed0", "score_seed1"]].to_numpy()
+    np.testing.assert_allclose(stored["score_std"], seeds.std(axis=1, ddof=0), atol=1e-12)
 
 
 def test_row_index_ids_and_single_seed_columns(pair_reference, data_dir, tmp_path):
@@ -523,7 +526,8 @@ def test_row_index_ids_and_single_seed_columns(pair_reference, data_dir, tmp_pat
     stored = pd.read_parquet(out)
     assert list(stored["id"]) == list(range(24))
     assert [c for c in stored.columns if c.startswith("score")] == ["score"]
-    assert json.loads(out.with_name("pairs.parquet.json").read_text())["seed_spearman"] is None
+    record = json.loads(out.with_name("pairs.parquet.json").read_text())
+    assert record["seed_spearman"] is None and record["score_std"] is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -762,7 +766,7 @@ def test_cli_checks_the_output_before_any_work(where, reference, text_csv, tmp_p
     else:
         (tmp_path / "notes.txt").write_text("a file, not a folder")
         out = tmp_path / "notes.txt" / "scores.parquet"
-        expected = "cannot write output"
+        expected = f"cannot write {out}: a file is in the way"
     calls = []
     original = repmatch.scoring.InstanceScorer.__init__
 

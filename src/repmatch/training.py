@@ -7,13 +7,15 @@ run never leaves a half-written adapter. Next to PEFT's files it holds ``repmatc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,11 +23,12 @@ from tqdm.auto import tqdm
 
 from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
-from repmatch.artifacts import data_record, exclusive_output, run_record
+from repmatch.artifacts import data_record, exclusive_output, output_set, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
 from repmatch.config import TrainConfig, key_json, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
+from repmatch.heldout import check_heldout, record_heldout
 from repmatch.lora import check_rank, find_target_modules, lora_config, wrap_with_lora
 from repmatch.models import (
     ReadoutCut,
@@ -55,12 +58,17 @@ def train_adapter(
     overwrite: bool = False,
     progress: bool = True,
     device: str | torch.device | None = None,
+    heldout: DataSpec | Examples | object | None = None,
 ) -> Path:
     """Train LoRA on ``data`` and save the adapter folder ``out_dir``; returns its path.
 
     ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
 
     ``device``: where to train (default: a CUDA GPU if there is one, else the CPU).
+
+    ``heldout``: data of the same kind to evaluate the trained adapter on, checked before
+    training (its labels must be classes of the training data); the metrics and majority-class
+    rate go under ``"heldout"`` in ``repmatch.json`` (see :mod:`repmatch.heldout`).
 
     Under a launcher (``torchrun``, see :mod:`repmatch.distributed`) the processes train one
     adapter with DistributedDataParallel: every process takes its slice of each batch of
@@ -74,7 +82,7 @@ def train_adapter(
 
     with distributed.checked_on_main(claim):
         return _train_adapter(
-            data, config, Path(out_dir), overwrite=overwrite, progress=progress, device=device
+            data, config, Path(out_dir), progress=progress, device=device, heldout=heldout
         )
 
 
@@ -100,9 +108,9 @@ def _train_adapter(
     config: TrainConfig,
     out: Path,
     *,
-    overwrite: bool,
     progress: bool,
     device: torch.device,
+    heldout: DataSpec | Examples | object | None,
 ) -> Path:
     examples = as_examples(data)
     if len(examples) == 0:
@@ -110,6 +118,14 @@ def _train_adapter(
     task = get_task(examples.task)
     num_labels = task.head_size(config.num_labels or examples.num_labels)
     task.check_labels(examples, num_labels)
+    if heldout is not None:  # refused before any training
+        heldout = check_heldout(
+            heldout,
+            task=task,
+            label_names=examples.label_names,
+            num_labels=num_labels,
+            train_fingerprint=examples.fingerprint(),
+        )
 
     started = time.perf_counter()
     compute_dtype(config.dtype, device)  # float16 off CUDA refused before any work
@@ -142,7 +158,7 @@ def _train_adapter(
         losses = fit(
             peft_model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             config,
             task=task,
             data_name=examples.name,
@@ -165,14 +181,19 @@ def _train_adapter(
         processes=distributed.world_size(),
     )
     if distributed.is_main():
-        _save_atomically(peft_model, record, out, overwrite=overwrite)
+        evaluate = None
+        if heldout is not None:  # into the record before the folder is swapped into place
+            evaluate = functools.partial(
+                record_heldout, data=heldout, max_length=config.max_length, device=device
+            )
+        _save_atomically(peft_model, record, out, evaluate=evaluate)
         logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
     distributed.barrier()  # the adapter exists on every process's return
     return out
 
 
 def fit(
-    peft_model,
+    peft_model: Any,
     encoded: EncodedExamples,
     labels: torch.Tensor,
     config: TrainConfig,
@@ -223,7 +244,11 @@ def fit(
         if ".lora_dropout." in name:
             module.train(config.lora_dropout > 0)
     checkpoint_without_dropout(peft_model)  # layers set to checkpoint do so, dropout or not
-    autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype != torch.float32}
+    autocast: dict[str, Any] = {
+        "device_type": device.type,
+        "dtype": dtype,
+        "enabled": dtype != torch.float32,
+    }
     _frozen_body_in(peft_model, dtype)  # trained weights (and AdamW's state) stay float32
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     epoch_losses = []
@@ -259,14 +284,14 @@ def fit(
                 total += summed
                 count += len(positions)
                 bar.update()
-            total = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64))
-            epoch_losses.append(float(total) / count)
+            reduced = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64))
+            epoch_losses.append(float(reduced) / count)
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
     return epoch_losses
 
 
-def _readout_cut(model, task: Task, config: TrainConfig) -> ReadoutCut:
+def _readout_cut(model: Any, task: Task, config: TrainConfig) -> ReadoutCut:
     """The exact last-layer cut for training ``model`` (a PEFT model or a plain classifier):
     none when dropout is on (the cut would change which random masks are drawn)."""
     if not task.reads_one_position or config.base_dropout:
@@ -276,7 +301,7 @@ def _readout_cut(model, task: Task, config: TrainConfig) -> ReadoutCut:
     return ReadoutCut.probe(base)
 
 
-def _frozen_body_in(model, dtype: torch.dtype) -> None:
+def _frozen_body_in(model: Any, dtype: torch.dtype) -> None:
     """Cast the frozen weights of ``model``'s body (not its head, which is saved) to ``dtype``.
 
     Autocast runs every matmul in ``dtype`` anyway; weights kept float32 would be cast again in
@@ -301,22 +326,26 @@ def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
     return (mine, 1.0) if len(mine) else (positions[:1], 0.0)
 
 
-def _save_atomically(peft_model, record: dict, out: Path, *, overwrite: bool) -> None:
-    """Write into a hidden sibling folder, then swap it into place."""
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        peft_model.save_pretrained(str(partial))
-        config_file = partial / "adapter_config.json"
+def _save_atomically(
+    peft_model: Any,
+    record: dict,
+    out: Path,
+    *,
+    evaluate: Callable[[Path], object] | None = None,
+) -> None:
+    """Write the adapter folder staged beside ``out``, ``evaluate`` it there (held-out metrics
+    into its record), then swap it in: an existing ``out`` (replaced with ``overwrite``,
+    checked before training) stays whole until the new folder is in its place."""
+    with output_set(out) as outputs:
+        staged = outputs.path(out)
+        peft_model.save_pretrained(str(staged))
+        config_file = staged / "adapter_config.json"
         adapter_config = json.loads(config_file.read_text())
         adapter_config["base_model_name_or_path"] = record["model"]
         config_file.write_text(json.dumps(adapter_config, indent=2))
-        (partial / RECORD_FILE).write_text(json.dumps(record, indent=2))
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        (staged / RECORD_FILE).write_text(json.dumps(record, indent=2))
+        if evaluate is not None:
+            evaluate(staged)
 
 
 def adapter_key(config: TrainConfig, examples: Examples) -> str:
@@ -334,10 +363,13 @@ def train_or_reuse(
     *,
     progress: bool = True,
     device: str | torch.device | None = None,
+    heldout: DataSpec | Examples | object | None = None,
 ) -> Path:
     """Train the adapter into ``folder`` unless one with the same config and data is there.
 
     An adapter trained on another device is reused: the device only changes rounding.
+    ``heldout``: as :func:`train_adapter`; a reused adapter not yet evaluated on that data is
+    evaluated and its record updated.
     """
     folder = Path(folder)
     record_file = folder / RECORD_FILE
@@ -353,5 +385,16 @@ def train_or_reuse(
             and record.get("data_fingerprint") == examples.fingerprint()
         ):
             logger.info("reusing %s", folder)
+            if heldout is not None and distributed.is_main():
+                record_heldout(folder, heldout, max_length=config.max_length, device=device)
+            distributed.barrier()
             return folder
-    return train_adapter(examples, config, folder, overwrite=True, progress=progress, device=device)
+    return train_adapter(
+        examples,
+        config,
+        folder,
+        overwrite=True,
+        progress=progress,
+        device=device,
+        heldout=heldout,
+    )

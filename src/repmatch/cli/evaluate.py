@@ -49,8 +49,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         common.option(group, d, name)
     group.add_argument("--lr", type=float, help=help_text(EvalConfig, "lr"))
     common.option(group, d, "eval_batch_size")
-    common.option(group, d, "unseen_classes", choices=["error", "include"])
     common.option(group, d, "dtype", choices=list(DTYPES))
+    common.option(group, d, "unseen_classes", choices=["error", "include"])
     group.add_argument(
         "--no-dropout", action="store_true", help="switch the model's dropout off while training"
     )
@@ -84,16 +84,17 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"{config.method} fine-tuning, {config.epochs} epochs, lr {config.lr:g}, batch size "
         f"{config.batch_size}, seeds 0..{len(config.seeds) - 1}{precision}; evaluated on "
-        f"{evaluation['data_name']} ({evaluation['num_examples']} instances)"
+        f"{common.shown(evaluation['data_name'])} ({evaluation['num_examples']} instances)"
     )
-    width = max(len("subset"), *(len(row["subset"]) for row in record["summary"]))
+    names = [common.shown(row["subset"]) for row in record["summary"]]
+    width = max(len("subset"), *map(len, names))
     header = f"{'subset':<{width}}  {'n':>5}" + "".join(f"  {m:>17}" for m in result.metrics)
     print(header + "  s/run")
-    for row in record["summary"]:
+    for name, row in zip(names, record["summary"], strict=True):
         cells = "".join(
             f"  {_mean_std(row[f'{m}_mean'], row[f'{m}_std']):>17}" for m in result.metrics
         )
-        print(f"{row['subset']:<{width}}  {row['num_train']:>5}{cells}  {row['seconds_mean']:.1f}")
+        print(f"{name:<{width}}  {row['num_train']:>5}{cells}  {row['seconds_mean']:.1f}")
     if args.out:
         print(f"results written to {args.out}/results.csv and {args.out}/results.json")
 

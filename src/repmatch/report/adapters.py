@@ -6,12 +6,16 @@ pair of them compared (RepMatch and the per-layer Grassmann grids); a comparison
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from repmatch.errors import RepmatchError
 from repmatch.report.page import Section, _e, _img, _note, _plain, _saved_png, _table
 from repmatch.report.runs import Run
+
+if TYPE_CHECKING:
+    from repmatch.compare import Comparison
 
 
 def _draw_adapters(runs: list[Run]) -> list[Section]:
@@ -40,6 +44,7 @@ def _draw_adapters(runs: list[Run]) -> list[Section]:
     body = _table([*header, "final loss"], rows)
     if any(run.record is None for run in runs):
         body += _note("Adapters without repmatch.json were made elsewhere: settings unknown.")
+    body += _heldout_table(runs)
     sections = [Section("adapter", "Adapters", body)]
     for first, second in itertools.combinations(runs, 2):
         title = f"Adapter comparison: {first.path.name} vs {second.path.name}"
@@ -50,6 +55,44 @@ def _draw_adapters(runs: list[Run]) -> list[Section]:
             continue
         sections.append(Section("comparison", title, _comparison_body(comparison)))
     return sections
+
+
+def _heldout_table(runs: list[Run]) -> str:
+    """How well each adapter learned: its held-out metrics beside the majority-class rate
+    (``repmatch train --eval``); empty when no adapter was evaluated."""
+    from repmatch.heldout import LEARNED_MARGIN, learning_verdict
+
+    recorded = [(run, (run.record or {}).get("heldout")) for run in runs]
+    evaluated = [(run, heldout) for run, heldout in recorded if isinstance(heldout, dict)]
+    if not evaluated:
+        return ""
+    metrics = list(dict.fromkeys(m for _, heldout in evaluated for m in heldout["metrics"]))
+    rows = []
+    for run, heldout in evaluated:
+        majority, scores = heldout.get("majority_rate"), heldout["metrics"]
+        verdict = None
+        if majority is not None and "accuracy" in scores:
+            verdict = learning_verdict(scores["accuracy"], majority)
+        rows.append(
+            (
+                str(run.path),
+                heldout.get("data_name"),
+                heldout.get("num_examples"),
+                *(scores.get(metric) for metric in metrics),
+                majority,
+                verdict,
+            )
+        )
+    header = ["adapter", "held-out data", "instances", *metrics, "majority rate", "learned?"]
+    return (
+        "<h3>Held-out evaluation</h3>"
+        + _table(header, rows)
+        + _note(
+            "An adapter learned its task when its held-out accuracy beats the majority-class "
+            f"rate (always answering the most frequent class) by more than "
+            f"{100 * LEARNED_MARGIN:g} points."
+        )
+    )
 
 
 def _draw_comparisons(runs: list[Run]) -> list[Section]:
@@ -72,7 +115,7 @@ def _draw_comparisons(runs: list[Run]) -> list[Section]:
     return sections
 
 
-def _comparison_body(comparison) -> str:
+def _comparison_body(comparison: Comparison) -> str:
     from repmatch.lora import short_layer_name
     from repmatch.plotting import plot_layer_grids
 
