@@ -47,19 +47,19 @@ import torch
 
 from repmatch.adapters import RECORD_FILE, load_adapter_model
 from repmatch.artifacts import exclusive_output, output_set, run_record, write_json
-from repmatch.batching import EncodedExamples, plan_batches
+from repmatch.batching import EncodedExamples
 from repmatch.config import EvalConfig, TrainConfig, key_json
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.data.labels import common_classes
 from repmatch.errors import RepmatchError
 from repmatch.models import (
     check_lengths,
-    compute_dtype,
     load_classifier,
     load_tokenizer,
     portable_model_name,
     resolve_device,
 )
+from repmatch.prediction import predict
 from repmatch.selection import selection_record
 from repmatch.tasks import Task, get_task
 from repmatch.training import fit, train_adapter
@@ -522,47 +522,6 @@ def _fine_tune_lora(
     model = load_adapter_model(adapter, device=device)
     losses = json.loads((adapter / RECORD_FILE).read_text())["epoch_losses"]
     return model, losses
-
-
-def predict(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    examples: Examples,
-    task: Task,
-    *,
-    max_length: int,
-    batch_size: int,
-    device: torch.device,
-    dtype: str = "float32",
-) -> np.ndarray:
-    """The task's predictions (:meth:`Task.predictions`) for every example, in data order:
-    (N,) class indices, scores or (extractive QA) answer texts.
-
-    Without gradients, in batches of ``batch_size`` grouped by length
-    (:func:`repmatch.batching.plan_batches`), the matmuls in ``dtype`` (autocast; the logits are
-    read in float32). torch's fused attention serves every dtype here: only its bfloat16
-    backward is slow on the CPU (:func:`repmatch.models.attention_kernel`), its forward is faster
-    than the math kernel."""
-    model.eval()
-    encoded = EncodedExamples(tokenizer, examples, max_length=max_length)
-    check_lengths(model, encoded.lengths, examples.ids, max_length)  # type: ignore[arg-type]
-    precision = compute_dtype(dtype, device)
-    autocast: dict[str, Any] = {
-        "device_type": device.type,
-        "dtype": precision,
-        "enabled": precision != torch.float32,
-    }
-    positions, outputs = [], []
-    with torch.inference_mode(), torch.autocast(**autocast):
-        for batch in plan_batches(encoded, batch_size, device):
-            logits = task.logits(model(**batch.inputs), batch.inputs).float()
-            outputs.append(task.predictions(logits, encoded, batch.positions))
-            positions.append(batch.positions)
-    order = np.concatenate(positions)
-    stacked = np.concatenate(outputs)
-    predictions = np.empty_like(stacked)
-    predictions[order] = stacked
-    return predictions
 
 
 def _summary(runs: pd.DataFrame, metrics: list[str], names: list[str]) -> pd.DataFrame:
