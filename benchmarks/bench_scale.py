@@ -1,6 +1,7 @@
 """Scale and speed: precision, processes, the training cut, FLOP/s against the matmul peak.
 
     python benchmarks/bench_scale.py cpu   # this machine: every CPU measurement below
+    python benchmarks/bench_scale.py engine  # only the matmul peak and the scoring passes
     python benchmarks/bench_scale.py gpu   # a CUDA machine: one-step BERT-base throughput
 
 ``cpu`` measures, on ``--instances`` SST-2 training instances and the bundled model, each in a
@@ -163,11 +164,9 @@ def launched(processes: int, *argv: str) -> list[str]:
     ]  # fmt: skip
 
 
-def cpu(args: argparse.Namespace) -> dict:
+def engine(args: argparse.Namespace) -> dict:
+    """The matmul peak and one-step scoring in float32 and bfloat16 against it."""
     from scipy.stats import spearmanr
-
-    from repmatch.adapters import load_adapter
-    from repmatch.compare import compare_adapters
 
     work = Path(args.work)
     torch.set_num_threads(args.threads)
@@ -181,6 +180,7 @@ def cpu(args: argparse.Namespace) -> dict:
             device="cpu",
         )
     )
+    result["reference"] = reference
     result["threads"] = args.threads
     result["matmul_peak_gflops"] = {n: fresh(matmul_peak, n) for n in (1, 2)}
     print("matmul peak GFLOP/s (1 and 2 threads):", result["matmul_peak_gflops"])
@@ -219,6 +219,15 @@ def cpu(args: argparse.Namespace) -> dict:
         f"{result['scoring']['max_abs_difference']:.3f}"
     )
 
+    return result
+
+
+def cpu(args: argparse.Namespace) -> dict:
+    from repmatch.adapters import load_adapter
+    from repmatch.compare import compare_adapters
+
+    work = Path(args.work)
+    result = engine(args)
     folders = {cut: str(work / f"train-{'cut' if cut else 'plain'}") for cut in (False, True)}
     trained = {
         cut: fresh(train_once, args.data, args.instances, cut, folders[cut], args.threads)
@@ -241,6 +250,7 @@ def cpu(args: argparse.Namespace) -> dict:
         f"RepMatch {result['training']['repmatch_between_them']:.6f}"
     )
 
+    reference = result["reference"]
     data = [args.data, "--sample", str(args.instances), "--sample-seed", "1", "--quiet"]
     result["processes"] = {}
     for processes, threads in ((1, 1), (1, 2), (2, 1)):
@@ -297,7 +307,7 @@ def gpu(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["cpu", "gpu"])
+    parser.add_argument("what", choices=["cpu", "engine", "gpu"])
     parser.add_argument("--data", default="../shared/data/sst2")
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--work", default="runs/bench-scale")
@@ -309,7 +319,8 @@ def main() -> None:
     )
     parser.add_argument("--out", help="JSON file (default benchmarks/results/scale-WHAT.json)")
     args = parser.parse_args()
-    result = cpu(args) if args.what == "cpu" else gpu(args)
+    result = {"cpu": cpu, "engine": engine, "gpu": gpu}[args.what](args)
+    result.setdefault("load_average_after", load_average())
     result |= {"torch": torch.__version__, "machine": platform.platform(), "cores": os.cpu_count()}
     out = Path(args.out or f"benchmarks/results/scale-{args.what}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

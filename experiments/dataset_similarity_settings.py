@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-
 from options import ExperimentOptions, add_arguments, size
+
 from repmatch.adapters import load_adapter
 from repmatch.compare import layer_scores
 from repmatch.config import TrainConfig

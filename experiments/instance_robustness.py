@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from options import ExperimentOptions, add_arguments, size
 from scipy.stats import spearmanr
 
-from options import ExperimentOptions, add_arguments, size
 from repmatch.adapters import load_adapter
 from repmatch.batching import EncodedExamples
 from repmatch.compare import layer_scores

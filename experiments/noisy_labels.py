@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from options import ExperimentOptions, add_arguments, size
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from options import ExperimentOptions, add_arguments, size
 from repmatch.adapters import load_adapter, load_adapter_model
 from repmatch.batching import EncodedExamples, plan_batches
 from repmatch.config import ScoreConfig, TrainConfig

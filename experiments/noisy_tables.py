@@ -1,6 +1,9 @@
 """Markdown tables from a ``noisy_labels.py`` summary: per dataset, every detector's AUROC,
 average precision and precision at the number flipped (mean ± std over seeds), cleanlab's flagged
-set, and the seconds per seed of each step.
+set, the seconds per seed of each step, and two tests on the per-seed AUROCs
+(``repmatch.statistics``): each detector against chance (one-sample t-test of AUROC = 0.5 over the
+flip seeds) and pairs of detectors against each other (paired t-test over the flip seeds: both
+rank the same flipped pool of a seed), each with a bootstrap 95 % CI and Holm across its table.
 
     python experiments/noisy_tables.py --summary results/noisy-labels.json
 """
@@ -11,6 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
+from repmatch.statistics import (
+    compare,
+    compare_to_value,
+    comparison_cells,
+    with_holm,
+)
+
 DETECTORS = {
     "repmatch-r1": "RepMatch one-step, rank 1 (low = suspicious)",
     "repmatch-r4": "RepMatch one-step, rank 4",
@@ -19,6 +29,13 @@ DETECTORS = {
     "cleanlab": "cleanlab (3-fold out-of-sample probabilities)",
 }
 METRICS = ("auroc", "average_precision", "precision_at_flipped")
+# (A, B) pairs tested against each other: the steps of the ranking the verdict states
+PAIRS = (
+    ("repmatch-r4", "repmatch-r1"),
+    ("gradient", "repmatch-r1"),
+    ("reference-loss", "gradient"),
+    ("cleanlab", "reference-loss"),
+)
 
 
 def dataset_table(entry: dict) -> list[str]:
@@ -44,6 +61,45 @@ def dataset_table(entry: dict) -> list[str]:
     return rows
 
 
+def aurocs(entry: dict, detector: str) -> list[float]:
+    return [seed[detector]["auroc"] for seed in entry["per_seed"]]
+
+
+def chance_table(summary: dict, names: list[str]) -> list[str]:
+    """Every detector's AUROC against 0.5 (one-sample t-test), Holm across the whole table."""
+    cases = [(name, detector) for name in names for detector in DETECTORS]
+    family = with_holm([compare_to_value(aurocs(summary[n], d), 0.5) for n, d in cases])
+    rows = [
+        "| dataset | detector | AUROC | AUROC − 0.5 | 95 % CI | p | Holm p | against chance |",
+        "|---" * 8 + "|",
+    ]
+    for (name, detector), comparison in zip(cases, family, strict=True):
+        cells = comparison_cells(comparison, digits=3)
+        del cells[1]  # no arm B: the figure is 0.5
+        cells[-1] = {"beats": "above", "below": "below", "ties": "at chance"}.get(
+            cells[-1], cells[-1]
+        )
+        rows.append(f"| {name} | {DETECTORS[detector]} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def pair_table(summary: dict, names: list[str]) -> list[str]:
+    """Detector A against detector B on the same flip seeds (paired t-test), Holm across the
+    whole table."""
+    cases = [(name, a, b) for name in names for a, b in PAIRS]
+    family = with_holm(
+        [compare(aurocs(summary[n], a), aurocs(summary[n], b), paired=True) for n, a, b in cases]
+    )
+    rows = [
+        "| dataset | A | B | AUROC of A | AUROC of B | A − B | 95 % CI | p | Holm p | A vs B |",
+        "|---" * 10 + "|",
+    ]
+    for (name, a, b), comparison in zip(cases, family, strict=True):
+        cells = comparison_cells(comparison, digits=3)
+        rows.append(f"| {name} | {a} | {b} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--summary", default="results/noisy-labels.json")
@@ -53,6 +109,13 @@ def main() -> None:
         entry = summary[name]
         print(f"\n**{name}** ({entry['seeds_done']} seeds):\n")
         print("\n".join(dataset_table(entry)))
+    names = summary["settings"]["datasets"]
+    print(
+        "\nAUROC against chance (one-sample t-test over the flip seeds, Holm across the table):\n"
+    )
+    print("\n".join(chance_table(summary, names)))
+    print("\nAUROC of detector A against detector B (paired t-test over the flip seeds, Holm):\n")
+    print("\n".join(pair_table(summary, names)))
 
 
 if __name__ == "__main__":

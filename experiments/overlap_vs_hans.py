@@ -30,8 +30,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from options import ExperimentOptions, add_arguments, size
+
 from repmatch.adapters import RECORD_FILE
 from repmatch.compare import compare_adapters
 from repmatch.config import TrainConfig

@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from options import ExperimentOptions, add_arguments, size
+
 from repmatch.adapters import RECORD_FILE, load_adapter
 from repmatch.artifacts import record_path
 from repmatch.config import EmbeddingConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig

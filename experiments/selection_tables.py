@@ -1,8 +1,10 @@
 """Markdown tables from a ``select_and_evaluate.py`` summary: every metric per subset and dataset
-(mean ± std over seeds, in %), the class counts of the fixed subsets, and the timings.
+(mean ± std over seeds, in %), the comparisons behind paper Tables 1 and 4 (Welch's t-test,
+bootstrap 95 % CI, Holm across datasets, verdicts: ``repmatch.statistics``), the class counts of
+the fixed subsets (only with ``--runs``: they are read from the subset files), and the timings.
 
     python experiments/selection_tables.py --summary results/select-and-evaluate.json \
-        --runs ../runs/select
+        --not-decidable "MNLI=every subset at chance (33-37 %)" [--runs ../runs/select]
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from repmatch.evaluation import load_subset
-from repmatch.tasks import get_task
+from repmatch.statistics import (
+    CELL_HEADERS,
+    compare,
+    comparison_cells,
+    markdown_header,
+    verdict,
+    with_holm,
+)
 
 SUBSET_NAMES = {
     "random": "Random-{k} (new draw per seed)",
@@ -24,6 +32,40 @@ SUBSET_NAMES = {
     "repmatch-r4": "RepMatch-{k} (rank 4)",
 }
 FIXED = ("prototypicality", "repmatch", "repmatch-balanced", "repmatch-r4")
+
+
+# Paper (BERT-base) means as (A, B) of the comparisons they back: Table 1 (RepMatch-100,
+# Random-100) and Table 4 (RepMatch rank 4, rank 1).
+PAPER_TABLE1 = {
+    "SST-2": (81.03, 69.53),
+    "SST-5": (39.59, 35.25),
+    "IMDB": (78.70, 70.29),
+    "MNLI": (61.79, 58.09),
+    "SNLI": (43.29, 38.34),
+    "SQuAD": (25.12, 23.44),
+}
+PAPER_TABLE4 = {
+    "SST-2": (82.46, 80.44),
+    "SST-5": (35.65, 39.59),
+    "IMDB": (85.66, 77.85),
+    "MNLI": (62.50, 50.83),
+    "SNLI": (38.70, 38.19),
+    "SQuAD": (24.36, 21.89),
+}
+# (A, B, paper's A − B per dataset or None, what the row says)
+COMPARISONS = (
+    ("repmatch-100", "random-100", PAPER_TABLE1, "Table 1: the paper's top-100 against random"),
+    ("repmatch-balanced-100", "random-100", PAPER_TABLE1, "Table 1, class-balanced top-100"),
+    ("repmatch-balanced-100", "random-balanced-100", None, "balanced against balanced random"),
+    ("prototypicality-100", "random-100", None, "prototypicality against random"),
+    (
+        "repmatch-balanced-100",
+        "prototypicality-100",
+        None,
+        "balanced RepMatch against prototypicality",
+    ),
+    ("repmatch-r4-100", "repmatch-100", PAPER_TABLE4, "Table 4: rank 4 against rank 1"),
+)
 
 
 def split_key(key: str) -> tuple[str, int]:
@@ -53,7 +95,83 @@ def metric_table(summary: dict, names: list[str], metric: str) -> list[str]:
     return rows
 
 
+def primary_metric(entry: dict) -> str:
+    """Accuracy for classification, F1 for extractive QA."""
+    return "accuracy" if "accuracy" in next(iter(entry["results"].values()))["mean"] else "f1"
+
+
+def run_figures(entry: dict, key: str) -> list[float] | None:
+    result = entry["results"].get(key)
+    if result is None:
+        return None
+    metric = primary_metric(entry)
+    scale = 1 if metric in PERCENT else 100
+    return [scale * run[metric] for run in result["runs"]]
+
+
+def reason_item(text: str) -> tuple[str, str]:
+    """``--not-decidable`` items: ``[CLAIM/]NAME=REASON``."""
+    name, sep, reason = text.partition("=")
+    if not sep or not name or not reason:
+        raise argparse.ArgumentTypeError(f"expected [CLAIM/]NAME=REASON, got {text!r}")
+    return name, reason
+
+
+def add_not_decidable_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--not-decidable",
+        nargs="*",
+        default=[],
+        type=reason_item,
+        metavar="[CLAIM/]NAME=REASON",
+        help="claims this setup cannot decide, e.g. nothing learned (CLAIM: table1, table4, "
+        "noisy; NAME: a dataset, for all its claims): verdict 'not decidable here'",
+    )
+
+
+def not_decidable_reason(undecidable: dict[str, str], claim: str, name: str) -> str | None:
+    """The reason given for ``CLAIM/NAME`` (e.g. ``table4/SNLI``), else for ``NAME``."""
+    return undecidable.get(f"{claim}/{name}", undecidable.get(name))
+
+
+def comparison_tables(summary: dict, names: list[str], undecidable: dict[str, str]) -> list[str]:
+    """One table per comparison: every dataset with both arms, Holm across those datasets."""
+    rows: list[str] = []
+    for a, b, paper, title in COMPARISONS:
+        present = [n for n in names if a in summary[n]["results"] and b in summary[n]["results"]]
+        if not present:
+            continue
+        family = with_holm(
+            [compare(run_figures(summary[n], a), run_figures(summary[n], b)) for n in present]
+        )
+        header = ["dataset", *CELL_HEADERS] + (["verdict on the paper's claim"] if paper else [])
+        rows += [
+            "",
+            f"**{title}**: A = {SUBSET_NAMES[split_key(a)[0]].format(k=100)}, "
+            f"B = {SUBSET_NAMES[split_key(b)[0]].format(k=100)} (accuracy %, SQuAD F1; "
+            f"Holm across the {len(present)} datasets):",
+            "",
+            *markdown_header(header),
+        ]
+        for name, comparison in zip(present, family, strict=True):
+            cells = comparison_cells(comparison)
+            if paper:
+                sign = 1 if paper[name][0] > paper[name][1] else -1
+                reason = not_decidable_reason(
+                    undecidable, "table4" if paper is PAPER_TABLE4 else "table1", name
+                )
+                text = verdict(comparison, sign, not_decidable=reason)
+                direction = "A > B" if sign > 0 else "A < B"
+                cells.append(f"{text} (paper: {direction})" + (f"; {reason}" if reason else ""))
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def class_counts(runs: Path, summary: dict, names: list[str]) -> list[str]:
+    # imported here: torch is only needed to read the subset files, not for the other tables
+    from repmatch.evaluation import load_subset
+    from repmatch.tasks import get_task
+
     rows = ["| subset | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     keys = list(dict.fromkeys(key for name in names for key in summary[name]["results"]))
     for key in keys:
@@ -102,9 +220,13 @@ def timing_table(summary: dict, names: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--summary", default="results/select-and-evaluate.json")
-    parser.add_argument("--runs", default="../runs/select", help="folder with the subsets")
+    parser.add_argument(
+        "--runs", type=Path, help="folder with the subsets (optional: only for the class counts)"
+    )
     parser.add_argument("--datasets", nargs="+", help="default: every dataset in the summary")
+    add_not_decidable_argument(parser)
     args = parser.parse_args()
+    undecidable = dict(args.not_decidable)
     summary = json.loads(Path(args.summary).read_text())
     names = args.datasets or list(summary)
     metrics = list(
@@ -113,8 +235,11 @@ def main() -> None:
     for metric in metrics:
         print(f"\n{metric} (%):\n")
         print("\n".join(metric_table(summary, names, metric)))
-    print("\nClass counts of the fixed subsets:\n")
-    print("\n".join(class_counts(Path(args.runs), summary, names)))
+    print("\nComparisons (repmatch.statistics: Welch's t-test, bootstrap 95 % CI, Holm):")
+    print("\n".join(comparison_tables(summary, names, undecidable)))
+    if args.runs is not None:
+        print("\nClass counts of the fixed subsets:\n")
+        print("\n".join(class_counts(args.runs, summary, names)))
     print("\nTimings (seconds, wall):\n")
     print("\n".join(timing_table(summary, names)))
 

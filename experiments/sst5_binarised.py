@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from options import ExperimentOptions, add_arguments, size
+
 from repmatch.compare import compare_adapters
 from repmatch.config import TrainConfig
 from repmatch.data import DataSpec, as_examples

@@ -1,7 +1,9 @@
 """Accuracy against subset size (paper Fig. 4) from ``select_and_evaluate.py --sizes ...``.
 
 Reads the summary JSON (one dataset), draws mean accuracy with a ± one standard deviation band per
-subset kind over the sizes, and prints the table the figure shows.
+subset kind over the sizes, prints the table the figure shows and the comparisons per size
+(Welch's t-test, bootstrap 95 % CI, Holm across the sizes; ``repmatch.statistics``), with the
+verdict on the paper's claim that RepMatch beats random at every K below 400.
 
     python experiments/subset_size_figure.py --summary results/subset-size.json \
         --out results/subset-size.png
@@ -20,7 +22,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from repmatch.statistics import (  # noqa: E402
+    CELL_HEADERS,
+    compare,
+    comparison_cells,
+    markdown_header,
+    verdict,
+    with_holm,
+)
+
 LABELS = {"random": "Random", "repmatch": "RepMatch (rank 1)", "prototypicality": "Prototypicality"}
+PAPER_LARGEST_CLAIMED = 400  # the paper: every RepMatch subset smaller than 400 beats random
+COMPARISONS = (
+    ("repmatch", "random"),
+    ("prototypicality", "random"),
+    ("repmatch", "prototypicality"),
+)
 
 
 def curves(results: dict, metric: str) -> dict[str, list[tuple[int, float, float]]]:
@@ -35,6 +52,47 @@ def curves(results: dict, metric: str) -> dict[str, list[tuple[int, float, float
             (size, result["mean"][metric], result["std"][metric])
         )
     return {kind: sorted(points) for kind, points in found.items()}
+
+
+def comparison_tables(results: dict, metric: str) -> list[str]:
+    """Per pair of subset kinds, one row per size K, Holm across the sizes; RepMatch against
+    random carries the verdict on the paper's claim (A > B for K < 400)."""
+    rows: list[str] = []
+    for a, b in COMPARISONS:
+        sizes = sorted(
+            int(key.rpartition("-")[2])
+            for key in results
+            if key.rpartition("-")[0] == a and f"{b}-{key.rpartition('-')[2]}" in results
+        )
+        if not sizes:
+            continue
+        family = with_holm(
+            [
+                compare(
+                    *[
+                        [100 * run[metric] for run in results[f"{kind}-{k}"]["runs"]]
+                        for kind in (a, b)
+                    ]
+                )
+                for k in sizes
+            ]
+        )
+        claim = (a, b) == ("repmatch", "random")
+        header = ["K", *CELL_HEADERS] + (["verdict (paper: A > B for K < 400)"] if claim else [])
+        rows += [
+            "",
+            f"**A = {LABELS[a]}, B = {LABELS[b]}** ({metric} %, Holm across the "
+            f"{len(sizes)} sizes):",
+            "",
+            *markdown_header(header),
+        ]
+        for k, comparison in zip(sizes, family, strict=True):
+            cells = comparison_cells(comparison)
+            if claim:
+                claimed = k < PAPER_LARGEST_CLAIMED
+                cells.append(verdict(comparison, +1) if claimed else "no claim at this K")
+            rows.append(f"| {k} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def main() -> None:
@@ -58,10 +116,12 @@ def main() -> None:
     ax.set_xlabel("training instances (log scale)")
     ax.set_ylabel(f"{args.metric} on {entry['evaluation']['split']} (mean ± std over seeds)")
     seeds = len(entry["eval_config"]["seeds"])
-    ax.set_title(f"{args.dataset}: full fine-tuning of all-MiniLM-L6-v2, {seeds} seeds")
+    model = Path(entry["eval_config"]["model"]).name
+    ax.set_title(f"{args.dataset}: full fine-tuning of {model}, {seeds} seeds")
     ax.legend()
     figure.savefig(args.out, dpi=120)
     print("written to", args.out)
+    print("\n".join(comparison_tables(entry["results"], args.metric)))
 
 
 if __name__ == "__main__":

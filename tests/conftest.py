@@ -7,11 +7,14 @@ adapters trained on them, so tests that only read an adapter share one training 
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 import pytest
@@ -46,11 +49,26 @@ _NEGATIVE = ["bad", "awful", "poor", "dull", "grim", "weak", "cold", "sad"]
 _FILLER = ["the", "a", "movie", "plot", "cast", "day", "food", "was", "really", "quite"]
 
 
+def on_ci() -> bool:
+    """Whether the tests run on CI (``CI=true``, as CI services and ``.ci/run`` set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def missing(what: str) -> NoReturn:
+    """Skip a test whose prerequisite ``what`` ("chromium is not installed ...") is absent, with
+    that reason; on CI fail it instead: CI provides every prerequisite, and a skip there would
+    report a check that never ran as if the suite had passed."""
+    if on_ci():
+        pytest.fail(f"{what}; CI must provide it (CI=true)", pytrace=False)
+    pytest.skip(what)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real datasets folder (``/work/shared/data``); skips the test when it is absent."""
+    """The real datasets folder (``../shared/data``); skips the test when it is absent (fails
+    it on CI, see :func:`missing`)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (see shared/data/README.md)")
+        missing(f"real data folder {SHARED_DATA} is absent (see shared/data/README.md)")
     return SHARED_DATA
 
 
@@ -61,6 +79,7 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
         ElectraConfig,
         LlamaConfig,
         MistralConfig,
+        MPNetConfig,
         Qwen2Config,
         RobertaConfig,
     )
@@ -95,6 +114,15 @@ def _tiny_config(arch: str, vocab_size: int, hidden: int):
             num_attention_heads=2,
             intermediate_size=2 * hidden,
             **common,
+        )
+    if arch == "mpnet":  # relative position bias, eager attention only; positions from 2
+        return MPNetConfig(
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            vocab_size=vocab_size,
+            max_position_embeddings=130,
         )
     if arch in DECODERS:
         config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
@@ -279,3 +307,23 @@ def scoring_reference(tiny_model, tiny_data, tmp_path_factory) -> str:
     config = TrainConfig(model=model, rank=4, epochs=2, batch_size=8, lr=1e-2)
     out = tmp_path_factory.mktemp("scoring-reference") / "adapter"
     return str(train_adapter(DataSpec(str(tiny_data["single"])), config, out, progress=False))
+
+
+def fail_at_rename(monkeypatch, n: int, error: BaseException | None = None) -> list[str]:
+    """Make the ``n``-th ``os.replace`` (from 0) of a commit raise ``error`` (an OSError by
+    default); returns the names of its renames, in order. Renames of single files written whole
+    (:func:`atomic_path`'s temporaries, the record staged, the journal) and renames of other
+    libraries are not counted."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        if ".tmp" in Path(src).name or ".repmatch-" not in f"{src} {dst}":
+            return real(src, dst)
+        if len(calls) == n:
+            calls.append("failed")
+            raise error or OSError(errno.EIO, "Input/output error")
+        calls.append(f"{Path(src).name} -> {Path(dst).name}")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls

@@ -224,7 +224,7 @@ def _literal_gradient_cosines(reference: str, examples) -> np.ndarray:
         alone = examples.select([n])
         encoded = EncodedExamples(tokenizer, alone, max_length=512)
         inputs = encoded.batch([0])  # no padding: one instance
-        loss = task.loss(task.logits(model(**inputs), inputs), task.targets(alone, encoded))
+        loss = task.loss(task.logits(model(**inputs), inputs), task.loss_targets(alone, encoded))
         gradients = torch.autograd.grad(loss, weights)
         for k, (name, gradient) in enumerate(zip(names, gradients, strict=True)):
             reference_dw = adapter.layers[name].delta_weight()

@@ -86,6 +86,9 @@ class _CountingTokenizer:
 
     pad_token_id = 0
 
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return 0
+
     def __call__(self, texts, pairs, **_):
         ids = [[100 + k for k in range(int(text))] for text in texts]
         types = [[int(k >= 2) for k in range(len(row))] for row in ids]
@@ -140,3 +143,37 @@ def test_packing_fills_rows_first_fit_longest_first():
     assert packed.order.tolist() == [0, 3, 4, 1, 2]
     with pytest.raises(ValueError, match="does not fit"):
         EncodedExamples(_CountingTokenizer(), examples, max_length=512).packed(range(5), 5)
+
+
+def test_packed_attention_mask_is_the_hand_written_one():
+    """Sequences of 3 and 2 tokens packed into rows of 5: diagonal blocks, and a padding token
+    sees only itself (so its softmax row is never empty)."""
+    examples = SimpleNamespace(texts=["3", "2"], text_pairs=None, task="classification")
+    packed = EncodedExamples(_CountingTokenizer(), examples, max_length=512).packed([0, 1], 5)
+    assert packed.inputs["input_ids"].tolist() == [[100, 101, 102, 100, 101]]
+    x, o = True, False
+    expected = [  # row: the attending token, column: the token it sees
+        [x, x, x, o, o],
+        [x, x, x, o, o],
+        [x, x, x, o, o],
+        [o, o, o, x, x],
+        [o, o, o, x, x],
+    ]
+    assert packed.inputs["attention_mask"].tolist() == [[expected]]
+    assert packed.inputs["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+
+    # a third sequence of 2 does not fit the row of 5: a second row, padded with one token
+    examples = SimpleNamespace(texts=["3", "2", "2"], text_pairs=None, task="classification")
+    packed = EncodedExamples(_CountingTokenizer(), examples, max_length=512).packed([0, 1, 2], 5)
+    assert packed.inputs["input_ids"].tolist() == [
+        [100, 101, 102, 100, 101],
+        [100, 101, 0, 0, 0],
+    ]
+    second = [
+        [x, x, o, o, o],
+        [x, x, o, o, o],
+        [o, o, x, o, o],
+        [o, o, o, x, o],
+        [o, o, o, o, x],
+    ]
+    assert packed.inputs["attention_mask"].tolist() == [[expected], [second]]

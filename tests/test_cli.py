@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 
 from conftest import FAST_TRAIN, HIDDEN, hold_output_lock
 from repmatch.cli import main
@@ -281,13 +283,36 @@ def test_script_errors_exit_2_without_traceback(tiny_model, tiny_data, tmp_path)
 
 
 @pytest.mark.slow
-def test_demo(tmp_path, capsys):
+def test_demo_finds_the_planted_relations(tmp_path, capsys):
+    """The demo on 200 instances per task (the default is 400), one torch thread: the sentiment
+    pair is the most similar and the salted-in outliers rank lowest, well above chance."""
+    from repmatch.demo import run_demo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_demo(tmp_path / "demo", size=200, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    similarity = result["similarity"]
+    assert similarity["movies"] == pytest.approx(1.0, abs=1e-6)
+    assert similarity["restaurants"] > max(similarity["topics"], similarity["shuffled"])
+    assert result["sentiment_first"] is True
+    assert result["outliers"] == 10 and result["chance"] == pytest.approx(1.0)
+    assert result["caught"] >= 5  # half the outliers among the 10 lowest; chance finds 1
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    assert "-> found" in printed
     assert (out / "similarity" / "matrix.png").read_bytes()[:8] == PNG_MAGIC
-    assert (out / "instance-scores.csv").is_file()
+    scores = pd.read_csv(out / "instance-scores.csv")
+    assert len(scores) == 100 and scores["outlier"].sum() == 10
+    lowest = scores.nsmallest(10, "score")["outlier"].sum()
+    assert lowest == result["caught"]
+    assert f"{result['caught']} of the 10 lowest-scoring" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_size_too_small(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--size", "10", "--quiet"]) == 2
+    assert "size >= 40" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 def test_help_imports_nothing_heavy():

@@ -5,9 +5,12 @@ Reading adapter folders (and broken ones) is tested in test_adapters.py."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from repmatch.adapters import RECORD_FILE, load_adapter
 from repmatch.compare import RIGHT_SIDE_NOTE, compare_adapters, layer_subspaces, score_subspaces
@@ -246,3 +249,54 @@ def test_lowrank_subspaces_match_a_full_svd(side, trained_adapter):
         torch.testing.assert_close(low * signs, full.double(), rtol=0, atol=1e-5)
         eye = torch.eye(4, dtype=torch.float64)
         torch.testing.assert_close(low.T @ low, eye, atol=1e-6, rtol=0)
+
+
+def _dense_updates(folder: str) -> dict[str, torch.Tensor]:
+    """Oracle input: every layer's dense ΔW = B·A (float64), read straight from the safetensors
+    file by key name, without repmatch's adapter reader (the scale s is left out: the score
+    cannot depend on it)."""
+    weights = load_file(Path(folder) / "adapter_model.safetensors")
+    updates = {}
+    for key, A in weights.items():
+        if ".lora_A." not in key:
+            continue
+        B = weights[key.replace(".lora_A.", ".lora_B.")]
+        name = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+        updates[name] = B.double() @ A.double()  # (d_out, r) @ (r, d_in)
+    return updates
+
+
+def _literal_phi_grid(U1: torch.Tensor, U2: torch.Tensor) -> list[list[float]]:
+    """Paper eq. 1 written out: phi(i, j) = ||U1[:, :i]^T U2[:, :j]||_F^2 / min(i, j)."""
+    grid = []
+    for i in range(1, U1.shape[1] + 1):
+        row = []
+        for j in range(1, U2.shape[1] + 1):
+            overlap = U1[:, :i].T @ U2[:, :j]
+            row.append(float((overlap**2).sum()) / min(i, j))
+        grid.append(row)
+    return grid
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_scores_match_dense_svd_oracle(side, trained_adapter):
+    """compare_adapters against the method written out literally: the dense ΔW of each layer, its
+    full SVD (torch.linalg.svd), the first r singular vectors, the phi grid by a double loop, the
+    layer score its maximum and the RepMatch score the mean over layers."""
+    first, second = trained_adapter("bert", seed=0, rank=2), trained_adapter("bert", seed=1, rank=4)
+    result = compare_adapters(first, second, side=side)
+    dense1, dense2 = _dense_updates(first), _dense_updates(second)
+    assert sorted(result.layers) == sorted(dense1) == sorted(dense2)
+    expected_layers = {}
+    for name in dense1:
+        vectors = []
+        for delta, rank in ((dense1[name], 2), (dense2[name], 4)):
+            u, _, vh = torch.linalg.svd(delta)  # full SVD: u (d_out, d_out), vh (d_in, d_in)
+            vectors.append(u[:, :rank] if side == "left" else vh[:rank].T)
+        grid = _literal_phi_grid(*vectors)
+        np.testing.assert_allclose(result.grids[name], grid, rtol=0, atol=1e-5)
+        expected_layers[name] = max(max(row) for row in grid)
+    assert result.layers == pytest.approx(expected_layers, abs=1e-5)
+    expected = sum(expected_layers.values()) / len(expected_layers)
+    assert result.score == pytest.approx(expected, abs=1e-5)
+    assert 0.0 < expected < 1.0  # a score that tells the two adapters apart at all

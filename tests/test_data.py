@@ -1012,13 +1012,16 @@ def test_unseen_label_is_named() -> None:
     _one_line(e)
 
 
-def test_integer_labels_against_named_reference_keep_their_indices() -> None:
-    data = as_examples(pd.DataFrame({"text": ["a", "b"], "label": [1, 0]}))
+def test_integer_labels_against_named_reference_only_through_label_names() -> None:
+    frame = pd.DataFrame({"text": ["a", "b"], "label": [1, 0]})
+    with pytest.raises(RepmatchError, match=r"integer labels .* never by position") as err:
+        as_examples(frame).aligned_to(["neg", "pos"], 2)
+    assert err.value.field == "label_names"
+    data = as_examples(frame, label_names=["pos", "neg"])  # 0 = pos, 1 = neg
     aligned = data.aligned_to(["neg", "pos"], 2)
-    assert aligned.labels.tolist() == [1, 0]
-    assert aligned.label_names is None
+    assert aligned.labels.tolist() == [0, 1] and aligned.label_names == ["neg", "pos"]
     with pytest.raises(
-        RepmatchError, match=r"label 1 of dataframe \(1 instance, e.g. id 0\) .* classes: neg;"
+        RepmatchError, match=r"label 'pos' of dataframe \(1 instance, e.g. id 1\) .* classes: neg;"
     ):
         data.aligned_to(["neg"], 1)
 
@@ -1031,10 +1034,8 @@ def test_unnamed_reference_needs_labels_in_range() -> None:
     ):
         data.aligned_to(None, 3)
     named = _pairs_with_labels(["neutral", "entailment"])
-    kept = named.aligned_to(None, 2)
-    assert kept.labels.tolist() == [1, 0] and kept.label_names == ["entailment", "neutral"]
-    with pytest.raises(RepmatchError, match=r"label 'neutral' of .*\(1 instance, .* classes: 0;"):
-        named.aligned_to(None, 1)
+    with pytest.raises(RepmatchError, match=r"the reference has integer labels but .* names"):
+        named.aligned_to(None, 2)  # names are not class indices
 
 
 def test_regression_alignment_is_a_no_op(tiny_data: dict[str, Path]) -> None:
@@ -1084,3 +1085,41 @@ def test_data_errors_without_a_single_field(tmp_path: Path) -> None:
     with pytest.raises(RepmatchError) as e:
         DataSpec("x.csv", limit=1, sample=1)
     assert e.value.field is None and "--" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "num_labels", "names"),
+    [
+        ([0, 1000000], 2, ["0", "1000000"]),  # sparse: classes numbered by value
+        ([1, 5000], 2, ["1", "5000"]),
+        ([1, 2, 3, 4, 5], 6, None),  # offset by one: dense enough to be indices
+        ([0, 2, 3], 4, None),  # 0..K-1 with a class missing
+        ([3, 4], 2, ["3", "4"]),
+    ],
+)
+def test_integer_labels_that_are_not_indices(values, num_labels, names) -> None:
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(len(values))], "label": values})
+    examples = as_examples(frame)
+    assert examples.num_labels == num_labels and examples.label_names == names
+    expected = values if names is None else [names.index(str(v)) for v in values]
+    assert examples.labels.tolist() == expected
+    assert examples.aligned_to(names, num_labels).labels.tolist() == expected
+    assert as_examples(frame, labels=[str(values[-1])]).labels.tolist() == [expected[-1]]
+
+
+def test_label_names_name_integer_classes() -> None:
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": [2, 0, 1]})
+    named = as_examples(frame, label_names=("entailment", "neutral", "contradiction"))
+    assert named.label_names == ["entailment", "neutral", "contradiction"]
+    assert named.labels.tolist() == [2, 0, 1] and named.num_labels == 3
+    strings = as_examples(frame.assign(label=["x", "y", "x"]), label_names=["y", "x"])
+    assert strings.labels.tolist() == [1, 0, 1] and strings.label_names == ["y", "x"]
+    with pytest.raises(RepmatchError, match="holds the integer 2, but label_names names 2"):
+        as_examples(frame, label_names=["a", "b"])
+    with pytest.raises(RepmatchError, match="'x', which label_names"):
+        as_examples(frame.assign(label=["x", "y", "x"]), label_names=["y"])
+    for bad in ("abc", [], ["a", "a"], ["a", ""]):
+        with pytest.raises(RepmatchError) as err:
+            DataSpec("x.csv", label_names=bad)
+        assert err.value.field == "label_names"
+    assert DataSpec("x.csv", label_names=["a"]).to_dict()["label_names"] == ["a"]

@@ -22,7 +22,7 @@ from repmatch.data import DataSpec, as_examples, load_examples
 from repmatch.literal_loop import LiteralLoop
 from repmatch.models import (
     align_pad_token,
-    first_position_only,
+    cut_to_read_positions,
     last_position_blocks,
     load_classifier,
     load_tokenizer,
@@ -106,7 +106,7 @@ def test_last_layer_cut_to_the_read_token_is_exact(arch, tiny_model):
     norm.register_forward_hook(lambda module, args, out: widths.append(out.shape[1]))
     with torch.no_grad():
         full = model(**batch).logits
-        with first_position_only(blocks, read_positions(model, batch["input_ids"])):
+        with cut_to_read_positions(blocks, read_positions(model, batch["input_ids"])):
             cut = model(**batch).logits
     torch.testing.assert_close(cut, full, rtol=1e-4, atol=1e-5)
     assert widths == [batch["input_ids"].shape[1], 1]  # the feed-forward block ran at one token

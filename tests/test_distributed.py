@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,42 @@ def test_two_processes_score_what_one_does_and_resume_its_chunks(
     assert not list(tmp_path.glob(".*lock"))
 
 
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    "flags, settings",
+    [
+        (["--seeds", "0", "1", "2"], {"seeds": (0, 1, 2)}),
+        (["--measure", "gradient"], {"measure": "gradient"}),
+    ],
+    ids=["three-seeds", "gradient"],
+)
+def test_a_fresh_two_process_run_scores_every_row_as_one_process(
+    flags, settings, reference, tiny_data, tmp_path
+):
+    """No chunk is read back: the two processes compute every row, and every row, column by
+    column, is the one-process row (the seeds' columns, their std and the per-layer columns)."""
+    data = str(tiny_data["single"])
+    config = replace(SCORE_CONFIG, **settings)
+    expected = score_instances(DataSpec(data), reference, config, progress=False)
+    assert np.ptp(expected["score"]) > 1e-3  # the instances are told apart at all
+    out = tmp_path / "two.parquet"
+    done = _launch("score", data, "--reference", reference, "--out", str(out), *SCORE_FLAGS, *flags)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("scored 40 instances") == 1 and "by 2 processes" in done.stdout
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert record["processes"] == 2 and record["computed"] == 40 and record["read_back"] == 0
+    result = pd.read_parquet(out)
+    assert list(result.columns) == list(expected.columns)
+    if "seeds" in settings:
+        assert {"score_std", "score_seed0", "score_seed1", "score_seed2"} <= set(result.columns)
+    assert list(result["id"]) == list(expected["id"])
+    assert list(result["label"]) == list(expected["label"])
+    values = [c for c in expected.columns if c not in ("id", "label")]
+    np.testing.assert_allclose(
+        result[values].to_numpy(), expected[values].to_numpy(), rtol=0, atol=1e-5
+    )
+
+
 REFUSING = """
 import sys
 from pathlib import Path
@@ -287,3 +324,42 @@ def test_two_processes_write_the_matrix_of_one(tiny_model, tiny_data, tmp_path):
     np.testing.assert_allclose(written["mean"], one.mean, rtol=1e-4, atol=1e-5)
     assert len(list((two / "adapters").glob("*/seed*"))) == 4
     assert not list(tmp_path.glob(".two*"))  # no lock left
+
+
+WRITING = """
+import sys
+from pathlib import Path
+
+from repmatch import distributed
+from repmatch.cli import main
+
+folder = Path(sys.argv[1])
+scores = str(folder / "scores.parquet")
+codes = [
+    main(["select", scores, "--top", "5", "--out", str(folder / "top.jsonl")]),
+    main(["overlap", sys.argv[2], "--out", str(folder / "overlap")]),
+    main(["report", scores, "--out", str(folder / "report.html")]),
+]
+Path(folder, f"rank{distributed.rank()}.txt").write_text(" ".join(map(str, codes)))
+"""
+
+
+@pytest.mark.distributed
+def test_two_processes_select_overlap_and_report_as_one(reference, tiny_data, tmp_path):
+    """Commands that only write: the main process writes, the other waits; both exit 0."""
+    scores = tmp_path / "scores.parquet"
+    score_instances(
+        DataSpec(str(tiny_data["single"])), reference, SCORE_CONFIG, out=scores, progress=False
+    )
+    script = tmp_path / "writing.py"
+    script.write_text(WRITING)
+    done = _launch(str(script), str(tmp_path), str(tiny_data["pair"]), module=False)
+    assert done.returncode == 0, done.stderr
+    assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["0 0 0"] * 2
+    for line in ("selected 5 of 40", "non-entailment", "report written to"):
+        assert done.stdout.count(line) == 1, done.stdout  # the main process reports, once
+    assert "error" not in done.stderr
+    assert len((tmp_path / "top.jsonl").read_text().splitlines()) == 5
+    assert json.loads((tmp_path / "overlap" / "overlap.json").read_text())["format"]
+    assert (tmp_path / "report.html").stat().st_size > 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no lock left

@@ -1,6 +1,6 @@
-"""Lower precision (``dtype``) for training and scoring: float32 stays the exact default,
-bfloat16 runs the model's matmuls in bfloat16 and agrees with float32 by rank, float16 is refused
-off CUDA, and the choice is recorded."""
+"""Lower precision (``dtype``) for training, scoring and evaluation: float32 stays the exact
+default, bfloat16 runs the model's matmuls in bfloat16 and agrees with float32 by rank, float16 is
+refused off CUDA, and the choice is recorded."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ import torch
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
 
-from repmatch.adapters import load_adapter
+from repmatch.adapters import load_adapter, load_adapter_model
 from repmatch.compare import compare_adapters
-from repmatch.config import ScoreConfig, TrainConfig
-from repmatch.data import DataSpec
+from repmatch.config import EvalConfig, ScoreConfig, TrainConfig, key_json
+from repmatch.data import DataSpec, load_examples
 from repmatch.errors import RepmatchError
-from repmatch.models import attention_kernel, compute_dtype
+from repmatch.evaluation import evaluate_subsets, predict
+from repmatch.lora import lora_config, wrap_with_lora
+from repmatch.models import attention_kernel, compute_dtype, load_classifier, load_tokenizer
 from repmatch.scoring import InstanceScorer, score_instances
-from repmatch.training import train_adapter
+from repmatch.tasks import get_task
+from repmatch.training import _frozen_body_in, train_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,7 +33,9 @@ def reference(scoring_reference) -> str:
 
 
 def test_float32_is_the_default_everywhere():
-    assert TrainConfig().dtype == ScoreConfig().dtype == "float32"
+    assert TrainConfig().dtype == ScoreConfig().dtype == EvalConfig().dtype == "float32"
+    assert "dtype" not in key_json(EvalConfig())  # runs keyed before the field keep their keys
+    assert EvalConfig(dtype="bfloat16").train_config(0).dtype == "bfloat16"
     assert compute_dtype("float32", torch.device("cpu")) is torch.float32
     assert compute_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
 
@@ -121,3 +126,45 @@ def test_bfloat16_training_keeps_float32_weights_and_trains_a_like_adapter(
     assert load_adapter(low).record["train"]["dtype"] == "bfloat16"
     # the same init and data: the updates span nearly the same subspaces
     assert compare_adapters(exact, low).score > 0.9
+
+
+def test_bfloat16_training_casts_only_the_frozen_body(tiny_model):
+    """The body's frozen weights go to bfloat16 (autocast would cast them every step); the LoRA
+    factors and the saved head stay float32 for the optimizer."""
+    model = load_classifier(tiny_model("bert"), num_labels=2, head_seed=0)
+    config = lora_config(["encoder.layer.0.attention.self.value"], rank=2, alpha=4.0,
+                         modules_to_save=["classifier"])  # fmt: skip
+    peft_model = wrap_with_lora(model, config, seed=0)
+    for name, parameter in peft_model.named_parameters():
+        parameter.requires_grad = "lora_" in name
+    _frozen_body_in(peft_model, torch.bfloat16)
+    dtypes = {name: p.dtype for name, p in peft_model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n or "classifier" in n} == {torch.float32}
+    body = {d for n, d in dtypes.items() if "lora_" not in n and "classifier" not in n}
+    assert body == {torch.bfloat16}
+
+
+def test_bfloat16_prediction_agrees_with_float32(reference, tiny_data):
+    """Prediction in bfloat16 leaves the model float32 and nearly every prediction as it was."""
+    model, adapter = load_adapter_model(reference, device="cpu"), load_adapter(reference)
+    tokenizer, cpu = load_tokenizer(adapter.base_model), torch.device("cpu")
+    examples = load_examples(DataSpec(str(tiny_data["single"])))
+    task = get_task("classification")
+    settings = {"max_length": 128, "batch_size": 16, "device": cpu}
+    exact = predict(model, tokenizer, examples, task, **settings)
+    low = predict(model, tokenizer, examples, task, **settings, dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert len(np.unique(exact)) == 2 and np.mean(low == exact) >= 0.9
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_bfloat16_evaluation_is_recorded_and_keyed_apart(method, tiny_model, tiny_data, tmp_path):
+    data = DataSpec(str(tiny_data["single"]))
+    settings = {"model": tiny_model("bert"), "method": method, "seeds": (0,), "epochs": 1}
+    exact = evaluate_subsets([data], data, EvalConfig(**settings), progress=False)
+    low = evaluate_subsets(
+        [data], data, EvalConfig(**settings, dtype="bfloat16"), out=tmp_path, progress=False
+    )
+    assert low.record["evaluate"]["dtype"] == "bfloat16"
+    assert exact.record["runs"][0]["key"] != low.record["runs"][0]["key"]
+    assert abs(low.runs["accuracy"][0] - exact.runs["accuracy"][0]) <= 0.2

@@ -289,6 +289,8 @@ def test_cli_errors_are_one_line(subsets, tiny_model, tiny_data, tmp_path, capsy
     _assert_user_error(rc, capsys.readouterr().err, "seeds must be", "[--seeds]")
     rc = main([*base, "--eval", str(tiny_data["topics"]), "--labels", "7"])
     _assert_user_error(rc, capsys.readouterr().err, "[--labels]")
+    rc = main([*base, "--eval", str(tiny_data["single"]), "--dtype", "float16", "--device", "cpu"])
+    _assert_user_error(rc, capsys.readouterr().err, "float16 needs a CUDA GPU", "[--dtype]")
     rc = main([*base, "--eval", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
     _assert_user_error(rc, capsys.readouterr().err, "no such file")
     assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,3 +75,34 @@ def test_bad_options_are_refused():
         parse("--dtype", "float16")  # scoring refuses float16
     with pytest.raises(RepmatchError, match="max_length"):
         ExperimentOptions(max_length=0)
+
+
+def test_a_script_runs_on_the_model_it_is_given(tiny_model, tiny_data, tmp_path):
+    """experiments/instance_robustness.py end to end on a tiny model: the reference is trained
+    on ``--model`` with ``--max-length``, and the summary records the options used."""
+    model = tiny_model("bert")
+    data = tmp_path / "data"  # a folder with train and validation splits
+    data.mkdir()
+    (data / "train.csv").write_text(tiny_data["single"].read_text())
+    (data / "validation.csv").write_text(tiny_data["topics"].read_text())
+    out = tmp_path / "summary.json"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "instance_robustness.py"
+    argv = [
+        *("--data", str(data), "--reference-size", "all"),
+        *("--instances", "8", "--figure2-instances", "4", "--seeds", "2"),
+        *("--work", str(tmp_path / "work"), "--out", str(out)),
+        *("--model", model, "--device", "cpu", "--max-length", "32"),
+    ]
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(out.read_text())
+    assert summary["options"] == {
+        "model": str(Path(model).resolve()),
+        "device": "cpu",
+        "dtype": "float32",
+        "max_length": 32,
+    }
+    reference = json.loads((tmp_path / "work" / "reference" / "repmatch.json").read_text())
+    assert reference["model"] == summary["options"]["model"]
+    assert reference["train"]["max_length"] == 32
+    assert reference["num_examples"] == 40  # --reference-size all: the whole file

@@ -304,6 +304,65 @@ def test_invariant_to_scale_and_reparametrisation(
     torch.testing.assert_close(grassmann_grid(V1, U1).diagonal(), torch.ones(r, dtype=F64))
 
 
+@PROPERTY
+@given(shapes, st.booleans())
+def test_whole_subspaces_ignore_a_change_of_basis_of_either(
+    args: tuple[int, int, int, int], first: bool
+) -> None:
+    """phi(r1, r2) compares the whole subspaces, so any orthonormal basis of either gives the
+    same value; the leading-column entries depend on the basis (they are what the grid adds)."""
+    seed, d, r1, r2 = args
+    gen = _gen(seed)
+    U1, U2 = _orthonormal(d, r1, gen), _orthonormal(d, r2, gen)
+    grid = grassmann_grid(U1, U2)
+    if first:
+        moved = grassmann_grid(U1 @ _orthonormal(r1, r1, gen), U2)
+    else:
+        moved = grassmann_grid(U1, U2 @ _orthonormal(r2, r2, gen))
+    torch.testing.assert_close(moved[-1, -1], grid[-1, -1], atol=1e-12, rtol=0)
+    assert 0.0 <= moved.min() and moved.max() <= 1.0
+
+
+@PROPERTY
+@given(shapes)
+def test_grid_ignores_a_rotation_of_the_space(args: tuple[int, int, int, int]) -> None:
+    """One orthogonal change of basis of the whole space (applied to both) keeps every entry."""
+    seed, d, r1, r2 = args
+    gen = _gen(seed)
+    U1, U2, P = _orthonormal(d, r1, gen), _orthonormal(d, r2, gen), _orthonormal(d, d, gen)
+    torch.testing.assert_close(
+        grassmann_grid(P @ U1, P @ U2), grassmann_grid(U1, U2), atol=1e-12, rtol=0
+    )
+
+
+@PROPERTY
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.sampled_from(["left", "right"]),
+    st.sampled_from([torch.float32, F64]),
+)
+def test_lora_layer_scores_lie_in_unit_interval_and_are_symmetric(
+    seed: int, r1: int, r2: int, side: str, dtype: torch.dtype
+) -> None:
+    """From LoRA factors to a layer score: in [0, 1], the same in either order, 1 against
+    itself."""
+    gen = _gen(seed)
+    d_out, d_in = 17, 11
+    U1, _ = lowrank_singular_vectors(
+        _randn(d_out, r1, gen=gen, dtype=dtype), _randn(r1, d_in, gen=gen, dtype=dtype), side
+    )
+    U2, _ = lowrank_singular_vectors(
+        _randn(d_out, r2, gen=gen, dtype=dtype), _randn(r2, d_in, gen=gen, dtype=dtype), side
+    )
+    forward = layer_similarity(grassmann_grid(U1, U2))
+    backward = layer_similarity(grassmann_grid(U2, U1))
+    assert 0.0 <= float(forward) <= 1.0
+    assert float(forward) == pytest.approx(float(backward), abs=1e-6)
+    assert float(layer_similarity(grassmann_grid(U1, U1))) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_grid_batched_matches_unbatched() -> None:
     gen = _gen(10)
     U1 = _orthonormal(16, 3, gen, batch=(4, 2))

@@ -52,3 +52,20 @@ def test_long_instances_are_truncated_or_refused(setting):
     full = LiteralLoop(reference, **steps).delta_weights(examples, 0)
     for name, delta_w in full.items():
         assert (cut[name] - delta_w).abs().max() > 1e-2 * delta_w.abs().max()
+
+
+@pytest.mark.parametrize("reload", [False, True])
+def test_the_loop_leaves_the_global_rng_alone(reload, setting, tmp_path):
+    reference, examples = setting
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    loop = LiteralLoop(reference, rank=2, checkpoint_dir=tmp_path if reload else None)
+    first = loop.delta_weights(examples, 0)
+    loop.delta_weights(examples, 1)
+    assert torch.equal(torch.rand(3), expected)
+    # and the LoRA init is still drawn from the loop's seed, whatever the global state
+    torch.manual_seed(99)
+    again = LiteralLoop(reference, rank=2).delta_weights(examples, 0)
+    for name, delta_w in first.items():
+        torch.testing.assert_close(again[name], delta_w, atol=1e-12, rtol=0)

@@ -14,12 +14,13 @@ from repmatch.errors import RepmatchError
 from repmatch.models import (
     _pad_id,
     check_lengths,
+    cut_to_read_positions,
     first_position_block,
-    first_position_only,
     load_classifier,
     load_tokenizer,
     max_positions,
     packed_position_offset,
+    packing_mask,
 )
 
 TEXTS = ["a good movie with a great cast", "the food was awful", "quite dull really"]
@@ -80,7 +81,7 @@ FIRST_POSITION_HEADS = {"bert", "roberta", "electra"}
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_last_layer_cut_to_first_position_only_where_the_head_reads_it(arch, tiny_model):
+def test_last_layer_cut_to_the_position_the_head_reads(arch, tiny_model):
     model = load_classifier(tiny_model(arch), num_labels=2, head_seed=42)
     block = first_position_block(model)
     assert (block is not None) == (arch in FIRST_POSITION_HEADS)
@@ -88,7 +89,7 @@ def test_last_layer_cut_to_first_position_only_where_the_head_reads_it(arch, tin
     seen = []
     with torch.no_grad():
         full = model(**inputs).logits
-        with first_position_only(block):
+        with cut_to_read_positions(block):
             if block is not None:
                 block.register_forward_hook(lambda m, args, out: seen.append(out.shape))
             cut = model(**inputs).logits
@@ -102,6 +103,22 @@ def test_no_cut_when_the_head_reads_every_position(tiny_model):
     pooler = model.bert.pooler
     pooler.forward = lambda hidden: pooler.activation(pooler.dense(hidden.mean(dim=1)))
     assert first_position_block(model) is None
+
+
+def test_mpnet_is_cut_behind_its_attention_and_packed_with_additive_masks(tiny_model):
+    """MPNet's output projection sits inside its self-attention, so the cut starts at the
+    residual norm behind it; its eager attention adds a 4-d mask to the scores, so packed rows
+    get 0 / lowest-value masks (a boolean one would let the sequences see each other)."""
+    model = load_classifier(tiny_model("mpnet"), num_labels=2, head_seed=42)
+    block = first_position_block(model)
+    assert block is model.mpnet.encoder.layer[-1].attention.LayerNorm
+    assert packed_position_offset(model, block) == 2  # positions count from pad_token_id + 1
+    boolean = torch.eye(3, dtype=torch.bool)[None, None]
+    additive = packing_mask(model, boolean)
+    assert additive.dtype == torch.float32 and additive[0, 0, 0, 0] == 0
+    assert additive[0, 0, 0, 1] == torch.finfo(torch.float32).min
+    bert = load_classifier(tiny_model("bert"), num_labels=2, head_seed=42)
+    assert packing_mask(bert, boolean) is boolean  # scaled-dot-product attention reads it as is
 
 
 PACKED_POSITION_OFFSET = {"bert": 0, "electra": 0, "roberta": 1, "distilbert": None, "llama": None}

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import missing
 from repmatch.adapters import load_adapter
 from repmatch.batching import EncodedExamples
 from repmatch.data import DataSpec, as_examples, load_examples
@@ -198,7 +199,7 @@ def test_spans_become_tokens_through_the_tokenizer():
     )
     examples = as_examples(frame)
     encoded = EncodedExamples(tokenizer, examples, max_length=64)
-    spans = QA.targets(examples, encoded)
+    spans = QA.loss_targets(examples, encoded)
     ids = encoded.features["input_ids"]
     words = [tokenizer.decode(ids[n][s : e + 1]) for n, (s, e) in enumerate(spans.tolist())]
     assert words == ["denver broncos", "santa clara"]
@@ -210,8 +211,8 @@ def test_answers_cut_away_are_labelled_at_position_0(qa_file, caplog):
     encoded = EncodedExamples(tokenizer, examples, max_length=14)
     assert encoded.lengths.max() == 14  # the context is cut, the question kept
     with caplog.at_level(logging.WARNING, logger="repmatch.tasks"):
-        spans = QA.targets(examples, encoded).numpy()
-    full = QA.targets(examples, EncodedExamples(tokenizer, examples, max_length=128)).numpy()
+        spans = QA.loss_targets(examples, encoded).numpy()
+    full = QA.loss_targets(examples, EncodedExamples(tokenizer, examples, max_length=128)).numpy()
     cut = full[:, 1] >= encoded.lengths - 1  # the answer's last token was not kept
     assert 0 < cut.sum() < len(examples)
     assert (spans[cut] == 0).all()
@@ -350,7 +351,7 @@ def test_engine_matches_literal_loop(settings, qa_reference, qa_file):
         encoded = EncodedExamples(
             load_tokenizer(BUNDLED_MODEL), examples, max_length=settings["max_length"]
         )
-        cut = (QA.targets(examples, encoded) == 0).all(dim=1)
+        cut = (QA.loss_targets(examples, encoded) == 0).all(dim=1)
         assert 0 < int(cut.sum()) < len(examples)
     frame = score_instances(
         examples, qa_reference, ScoreConfig(batch_size=4, **settings), progress=False, device="cpu"
@@ -395,7 +396,7 @@ def test_split_by_title_when_there_is_one():
 def test_squad_validation_reads_and_splits(shared_data):
     path = shared_data / "squad" / "validation.jsonl.gz"
     if not path.is_file():
-        pytest.skip(f"SQuAD is absent from {shared_data}")
+        missing(f"SQuAD is absent from {shared_data}")
     examples = load_examples(DataSpec(str(path), limit=50))
     assert examples.task == "extractive-qa" and examples.answers[0]["text"][0] == "Denver Broncos"
     frame = pd.read_json(path, lines=True)

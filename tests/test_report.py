@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FAST_TRAIN
+from conftest import FAST_TRAIN, missing
 from repmatch.cli import main
 from repmatch.compare import compare_adapters
 from repmatch.config import BaselineConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
@@ -239,7 +239,8 @@ def test_text_that_cannot_be_reloaded_is_said_so(runs, tmp_path):
     record["data"]["source"] = str(tmp_path / "gone.csv")
     (tmp_path / "scores.parquet.json").write_text(json.dumps(record))
     page = build_report([scores])
-    assert "Instance texts are not shown: the data cannot be loaded from" in page
+    assert "Instance texts are not shown: they could not be verified" in page
+    assert "cannot reload the data" in page
     assert "gone.csv" in page
     assert "Most representative" in page and "Seed stability" in page
     record["data"] = None
@@ -250,12 +251,14 @@ def test_text_that_cannot_be_reloaded_is_said_so(runs, tmp_path):
 def test_changed_data_is_flagged(runs, tmp_path):
     shutil.copy(runs["scores"], tmp_path / "scores.parquet")
     data = pd.read_csv(runs["scores"].with_name("scored.csv"))
-    data.loc[0, "text"] = "changed since"
+    data.loc[0, "text"] = "an edited sentence"
     data.to_csv(tmp_path / "scored.csv", index=False)
     record = json.loads(runs["scores"].with_name("scores.parquet.json").read_text())
     record["data"]["source"] = str(tmp_path / "scored.csv")
     (tmp_path / "scores.parquet.json").write_text(json.dumps(record))
-    assert "they differ from the scored data" in build_report([tmp_path / "scores.parquet"])
+    page = build_report([tmp_path / "scores.parquet"])
+    assert "could not be verified" in page and "fingerprint differs" in page
+    assert "an edited sentence" not in page  # unverified texts are not shown
 
 
 @pytest.mark.parametrize(
@@ -330,7 +333,7 @@ def test_cli(runs, tmp_path, capsys):
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        pytest.skip("chromium is not installed (CI installs it: apt-get install -y chromium)")
+        missing("chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
     return found
 
 

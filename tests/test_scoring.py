@@ -28,13 +28,13 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
 import repmatch.scoring
-from conftest import ARCHITECTURES
+from conftest import ARCHITECTURES, missing
 from repmatch.adapters import load_adapter
 from repmatch.cli import main
 from repmatch.data import DataSpec, Examples, load_examples
 from repmatch.errors import RepmatchError
 from repmatch.literal_loop import LiteralLoop, literal_layer_scores, literal_scores
-from repmatch.models import BUNDLED_MODEL, load_tokenizer, resolve_device
+from repmatch.models import BUNDLED_MODEL, ReadoutCut, load_tokenizer, resolve_device
 from repmatch.scoring import InstanceScorer, ScoreConfig, score_instances
 from repmatch.training import TrainConfig, train_adapter
 
@@ -344,7 +344,7 @@ def test_seed_ensemble_equals_single_seed_runs(steps, reference, examples):
 def sst2_reference(shared_data, tmp_path_factory) -> str:
     """Bundled-model adapter trained on the first 64 SST-2 training instances."""
     if not (shared_data / "sst2").is_dir():
-        pytest.skip(f"SST-2 is absent from {shared_data} (see shared/data/README.md)")
+        missing(f"SST-2 is absent from {shared_data} (see shared/data/README.md)")
     config = TrainConfig(model=BUNDLED_MODEL, rank=4, epochs=1, batch_size=16)
     folder = tmp_path_factory.mktemp("sst2") / "adapter"
     data = DataSpec(str(shared_data / "sst2"), limit=64)
@@ -459,6 +459,21 @@ def test_packed_rows_score_like_padded_batches(settings, pair_reference, data_di
     assert packed.std() > 1e-3  # the instances differ
 
 
+def test_mpnet_scores_alike_cut_packed_or_neither(trained_adapter, tiny_data):
+    """MPNet (relative position bias, eager attention): the cut and packing are exact."""
+    examples = load_examples(DataSpec(str(tiny_data["single"])))
+    config = ScoreConfig(batch_size=8, seeds=(0, 1))
+    scorer = InstanceScorer(load_adapter(trained_adapter("mpnet")), config, device="cpu")
+    assert scorer.readout.blocks is not None and scorer.position_offset == 2
+    packed = scorer.score(examples)
+    scorer.position_offset = None
+    padded = scorer.score(examples)
+    scorer.readout = ReadoutCut()
+    plain = scorer.score(examples)
+    assert (packed - padded).abs().max() <= SAME and (padded - plain).abs().max() <= SAME
+    assert packed.std() > 1e-3  # the instances differ
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Output: Parquet in data order, stable ids, the run record
 
@@ -499,6 +514,9 @@ def test_parquet_output_and_run_record(reference, text_csv, examples, tmp_path):
     assert record["device"] == str(resolve_device("auto"))
     expected = spearmanr(stored["score_seed0"], stored["score_seed1"]).statistic
     assert record["seed_spearman"] == {"0-1": pytest.approx(expected, abs=1e-12)}
+    assert record["score_std"] == "population std over the seeds (ddof 0)"
+    seeds = stored[["score_seed0", "score_seed1"]].to_numpy()
+    np.testing.assert_allclose(stored["score_std"], seeds.std(axis=1, ddof=0), atol=1e-12)
 
 
 def test_row_index_ids_and_single_seed_columns(pair_reference, data_dir, tmp_path):
@@ -508,7 +526,8 @@ def test_row_index_ids_and_single_seed_columns(pair_reference, data_dir, tmp_pat
     stored = pd.read_parquet(out)
     assert list(stored["id"]) == list(range(24))
     assert [c for c in stored.columns if c.startswith("score")] == ["score"]
-    assert json.loads(out.with_name("pairs.parquet.json").read_text())["seed_spearman"] is None
+    record = json.loads(out.with_name("pairs.parquet.json").read_text())
+    assert record["seed_spearman"] is None and record["score_std"] is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -747,7 +766,7 @@ def test_cli_checks_the_output_before_any_work(where, reference, text_csv, tmp_p
     else:
         (tmp_path / "notes.txt").write_text("a file, not a folder")
         out = tmp_path / "notes.txt" / "scores.parquet"
-        expected = "cannot write output"
+        expected = f"cannot write {out}: a file is in the way"
     calls = []
     original = repmatch.scoring.InstanceScorer.__init__
 

@@ -155,9 +155,11 @@ def test_two_seeds(tmp_path, specs, config, one_seed):
     a1, b0 = result.adapters["single"][1], result.adapters["topics"][0]
     expected = [compare_adapters(a0, b1).score, compare_adapters(a1, b0).score]
     assert result.mean[0, 1] == pytest.approx(np.mean(expected))
-    assert result.std[0, 1] == pytest.approx(np.std(expected))
+    assert result.std[0, 1] == pytest.approx(np.std(expected, ddof=0))  # population std
+    assert result.std[0, 1] != pytest.approx(np.std(expected, ddof=1))
     data = json.loads((tmp_path / "run" / "matrix.json").read_text())
     np.testing.assert_allclose(data["std"], result.std)
+    assert data["std_of"] == "population std over the seed pairs (ddof 0)"
     assert data["seed_pairs"] == [[0, 1], [1, 0]]
     assert (tmp_path / "run" / "matrix.png").is_file()
 

@@ -80,3 +80,15 @@ def test_regression_metrics_by_hand():
     metrics = Regression().metrics(np.array([1.0, 2.0, 3.0, 10.0]), np.array([1.0, 2.0, 3.0, 4.0]))
     assert metrics["spearman"] == pytest.approx(1.0)
     assert 0.8 < metrics["pearson"] < 1.0
+
+
+def test_which_tasks_have_classes():
+    """The one place the package learns whether labels are classes (label filter, one centroid
+    per class, aligning to a head's classes)."""
+    assert [name for name, task in TASKS.items() if task.has_classes] == [
+        "classification",
+        "pair-classification",
+    ]
+    # examples of a task without classes are not aligned to a head's classes
+    scores = _examples([0.5, 4.0, 2.25], task="regression")
+    assert scores.aligned_to(["a", "b"], 2) is scores

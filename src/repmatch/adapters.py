@@ -146,7 +146,9 @@ def load_adapter(path: str | Path) -> Adapter:
         if ".lora_" not in key and key.startswith(_PEFT_PREFIX)
     }
     record_file = folder / RECORD_FILE
-    record = _read_json(record_file) if record_file.is_file() else None
+    record = None
+    if record_file.is_file():
+        record = _checked_record(_read_json(record_file), record_file)
     # the bundled model by its portable name, local folders absolute (as repmatch records them)
     base_model = str(config.get("base_model_name_or_path") or "")
     return Adapter(
@@ -185,6 +187,28 @@ def load_adapter_model(
     )
     model = PeftModel.from_pretrained(base, str(adapter.path))
     return model.to(resolve_device(device)).eval()
+
+
+_RECORD_TYPES: dict[str, tuple[type, str]] = {
+    "num_labels": (int, "a whole number"),
+    "task": (str, "a string"),
+    "label_names": (list, "a list"),
+    "train": (dict, "a JSON object"),
+    "model": (str, "a string"),
+}
+"""Fields of an adapter's run record that loading reads: their JSON type (else null)."""
+
+
+def _checked_record(record: dict, file: Path) -> dict:
+    """``record`` if every field that loading reads has its type; else a one-line error."""
+    for key, (kind, words) in _RECORD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise RepmatchError(
+                f"{file}: field {key!r} should be {words}, got {value!r}; the record was "
+                "edited or damaged: train the adapter again or restore the record"
+            )
+    return record
 
 
 def _read_json(file: Path) -> dict:
@@ -230,7 +254,8 @@ def _collect_factors(
     if not halves:
         raise RepmatchError(f"{folder} holds no LoRA factors (no lora_A/lora_B weights)")
     layers = {}
-    for name, pair in halves.items():
+    for name in sorted(halves, key=_numeric_order):  # layer 2 before layer 10
+        pair = halves[name]
         if set(pair) != {"A", "B"}:
             have, lacking = ("A", "B") if "A" in pair else ("B", "A")
             raise RepmatchError(
@@ -245,6 +270,12 @@ def _collect_factors(
             )
         layers[name] = LoraFactors(A=A, B=B, scaling=_scaling(name, A.shape[0], config))
     return layers
+
+
+def _numeric_order(name: str) -> list[int | str]:
+    """Sort key of a module name with its numbers compared as numbers ('layer.2' < 'layer.10');
+    text and numbers alternate in the key, so keys of two names compare part by part."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
 
 def _scaling(name: str, rank: int, config: dict) -> float:

@@ -1,21 +1,33 @@
-"""Outputs on disk: atomic writes, run records, and the chunk store that lets a run resume.
+"""Outputs on disk: whole or absent, one writer at a time, run records, resumable chunk stores.
 
-Every file is written under a temporary name in the same folder and renamed into place when
-complete (an atomic rename on POSIX filesystems), so a crash never leaves a half-written one.
+- One file (:func:`atomic_path`, :func:`write_json`): written under a temporary name unique to the
+  writer in the same folder, flushed to the disk, then renamed into place (atomic on POSIX).
+- Several files or folders that are one output (scores and their record, an adapter folder, a
+  selection and its record, ...): :func:`output_set` stages every member in one hidden sibling
+  folder, then commits them together (:class:`OutputSet`). A failure at any point leaves the
+  previous output or nothing; a run killed while committing is rolled back by the next run that
+  takes the same output's lock (:func:`exclusive_output`), which also removes staging folders
+  left by killed runs.
+- Errors of the filesystem (a full disk, a file where a folder should be, no permission) become
+  one-line :class:`RepmatchError` naming the path and the cause (:func:`output_error`).
+
 Every stage writes a run record (:func:`run_record`) next to its output: format, version, the
 configuration and the data it used.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from repmatch import __version__
 from repmatch.config import differences
@@ -24,16 +36,69 @@ from repmatch.errors import RepmatchError
 RUN_FILE = "run.json"
 """The run record inside a chunk store, written with its first chunk."""
 
+_CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.ENOTDIR: "a file is in the way (a folder was expected there)",
+    errno.EISDIR: "a folder is in the way (a file was expected there)",
+    errno.EEXIST: "a file is in the way",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the filesystem is read-only",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def output_error(path: str | Path, err: OSError) -> RepmatchError:
+    """A one-line error for an ``OSError`` met while writing output ``path``: the cause in words."""
+    cause = (
+        (_CAUSES.get(err.errno) if err.errno is not None else None)
+        or err.strerror
+        or str(err)
+        or type(err).__name__
+    )
+    return RepmatchError(f"cannot write {path}: {cause}")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _make_folder(folder: Path, target: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise output_error(target, err) from None
+    if not folder.is_dir():  # a file (or a link to one) of that name
+        raise output_error(target, OSError(errno.ENOTDIR, "not a folder"))
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it to ``path`` if the block succeeds."""
+    """Yield a temporary sibling of ``path`` (unique to this writer); once the block succeeds it
+    is flushed to the disk and renamed to ``path``. An ``OSError`` becomes :func:`output_error`."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+    _make_folder(target.parent, target)
+    try:
+        handle, name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        )
+    except OSError as err:
+        raise output_error(target, err) from None
+    os.close(handle)
+    temporary = Path(name)
     try:
         yield temporary
+        _fsync(temporary)
         os.replace(temporary, target)
+        _fsync(target.parent)
+    except OSError as err:
+        raise output_error(target, err) from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -44,6 +109,155 @@ def write_json(path: str | Path, payload: object) -> None:
         temporary.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+_STAGE = ".repmatch-"
+"""Staging folders of output ``out`` are named ``.<out name>.repmatch-XXXXXXXX`` beside it."""
+
+_JOURNAL = "commit.json"
+"""Inside a staging folder while its set is being committed: what to roll back."""
+
+
+class OutputSet:
+    """The members of one output (files or folders), staged, then committed together.
+
+    Members are given by their final path, in commit order: give the run record last, so that
+    a reader never finds a record without what it describes. :meth:`path` is where a member is
+    written first; :meth:`remove` names a path that the new output no longer has.
+
+    Committing moves each existing member aside into the staging folder, then the staged one
+    into place, with a journal (``commit.json``) beside them: an error restores every previous
+    member; a run killed in between is rolled back by :func:`recover`. Removing the journal
+    is the commit point; the previous members are deleted after it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder  # the staging folder: new/<i>/, old/<i>/ and the journal
+        self.members: list[tuple[Path, bool]] = []  # (final path, staged: else removed)
+
+    def _slot(self, kind: str, index: int) -> Path:
+        return self.folder / kind / str(index)
+
+    def path(self, member: str | Path) -> Path:
+        """Where to write ``member`` (a file or a folder) before the commit."""
+        member = Path(member)
+        slot = self._slot("new", len(self.members))
+        slot.mkdir(parents=True)
+        self.members.append((member, True))
+        return slot / member.name
+
+    def remove(self, member: str | Path) -> None:
+        """``member`` is not part of the new output: deleted by the commit (if it exists)."""
+        self.members.append((Path(member), False))
+
+    def commit(self) -> None:
+        """Flush the staged members to the disk, then swap them in (see the class docstring)."""
+        for index, (member, staged) in enumerate(self.members):
+            if staged and not os.path.lexists(self._slot("new", index) / member.name):
+                raise RuntimeError(f"{member} was staged but never written")
+        for path in self.folder.joinpath("new").rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                _fsync(path)
+        missing = {m.parent for m, _ in self.members if not m.parent.exists()}
+        created = sorted({p for m in missing for p in [m, *m.parents] if not p.exists()})
+        journal = {
+            "members": [[os.path.abspath(member), staged] for member, staged in self.members],
+            "created": [os.path.abspath(folder) for folder in created],
+        }
+        write_json(self.folder / _JOURNAL, journal)
+        try:
+            for folder in created:
+                folder.mkdir(exist_ok=True)
+            for index, (member, staged) in enumerate(self.members):
+                if os.path.lexists(member):
+                    self._slot("old", index).mkdir(parents=True)
+                    os.replace(member, self._slot("old", index) / member.name)
+                if staged:
+                    os.replace(self._slot("new", index) / member.name, member)
+            for parent in {member.parent for member, _ in self.members}:
+                _fsync(parent)
+            (self.folder / _JOURNAL).unlink()  # the commit point
+        except BaseException:
+            _roll_back(self.folder)
+            raise
+
+
+def _roll_back(folder: Path) -> None:
+    """Undo the interrupted commit of staging folder ``folder``: every previous member back."""
+    try:
+        journal = json.loads((folder / _JOURNAL).read_text())
+    except FileNotFoundError:
+        return  # never started, or committed
+    except (OSError, ValueError):
+        journal = {}  # the journal itself was cut short: nothing was moved yet
+    for index, (member, staged) in reversed(list(enumerate(journal.get("members", [])))):
+        member = Path(member)
+        new, old = folder / "new" / str(index) / member.name, folder / "old" / str(index)
+        if staged and not os.path.lexists(new) and os.path.lexists(member):
+            _delete(member)  # the new member, already in place
+        if os.path.lexists(old / member.name):
+            os.replace(old / member.name, member)
+    for created in reversed(journal.get("created", [])):
+        try:
+            os.rmdir(created)  # a folder the commit made for its members, if still empty
+        except OSError:
+            pass
+    (folder / _JOURNAL).unlink()
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _stages(out: Path) -> list[Path]:
+    """The staging folders of output ``out`` (its own, or left by killed runs)."""
+    pattern = re.compile(re.escape(f".{out.name}{_STAGE}") + r"[a-z0-9_]{8}")
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return []
+    return [out.parent / name for name in names if pattern.fullmatch(name)]
+
+
+def recover(out: str | Path) -> None:
+    """Clean up after killed runs that wrote output ``out``: a commit cut short is rolled back
+    (the previous output restored), staging folders removed. Call with ``out``'s lock held."""
+    for folder in _stages(Path(out)):
+        _roll_back(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def output_set(out: str | Path) -> Iterator[OutputSet]:
+    """Stage the members of output ``out`` (see :class:`OutputSet`); commit them when the block
+    succeeds, else leave everything as it was. Hold ``out``'s lock (:func:`exclusive_output`).
+
+    The members may be ``out`` itself and its siblings (a file and its record) or paths inside
+    the folder ``out`` (``results.csv``, ...): on the same filesystem as ``out``'s parent.
+    An ``OSError`` (a full disk, ...) becomes :func:`output_error` naming ``out``.
+    """
+    out = Path(out)
+    _make_folder(out.parent, out)
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGE}", dir=out.parent))
+    except OSError as err:
+        raise output_error(out, err) from None
+    outputs = OutputSet(folder)
+    try:
+        yield outputs
+        outputs.commit()
+    except OSError as err:
+        raise output_error(out, err) from None
+    except RepmatchError as err:  # an error naming a staged path: name the output's own instead
+        message = str(err)
+        for index, (member, _) in enumerate(outputs.members):
+            message = message.replace(str(outputs._slot("new", index) / member.name), str(member))
+        raise RepmatchError(message, field=err.field) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def exclusive_output(path: str | Path) -> Iterator[None]:
     """Only one run writes output ``path`` at a time: hold its lock for the block.
@@ -51,29 +265,28 @@ def exclusive_output(path: str | Path) -> Iterator[None]:
     The lock is ``fcntl.flock`` on a hidden file beside the output (``.<name>.lock``, holding
     the owner's process id), removed when the block ends. A second run is refused at once,
     naming that process; the operating system releases the lock when its owner exits in any way,
-    SIGKILL included, so a lock file left by a dead run never blocks the next one.
+    SIGKILL included, so a lock file left by a dead run never blocks the next one. Once the lock
+    is held, what killed runs left of ``path`` is cleaned up (:func:`recover`).
     """
     target = Path(path)
     lock_file = target.parent / f".{target.name}.lock"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RepmatchError(f"cannot write output {target}: {err.strerror or err}") from None
+    _make_folder(target.parent, target)
     handle = _acquire(lock_file, target)
     try:
+        recover(target)
         yield
     finally:
         lock_file.unlink(missing_ok=True)  # before releasing: a waiting opener re-checks the inode
         handle.close()
 
 
-def _acquire(lock_file: Path, target: Path):
+def _acquire(lock_file: Path, target: Path) -> IO[str]:
     """Open and lock ``lock_file``; the open file, holding this process id."""
     while True:
         try:
             handle = open(lock_file, "a+")  # noqa: SIM115 - closed by exclusive_output
         except OSError as err:
-            raise RepmatchError(f"cannot write output {target}: {err.strerror or err}") from None
+            raise output_error(target, err) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -136,8 +349,8 @@ class ChunkStore:
 
     Several processes may share one store (:mod:`repmatch.distributed`): chunks are named by
     their index alone, so each process writes and resumes the chunks it was given, whatever the
-    number of processes of the earlier run. The main process checks the store (``check=True``);
-    the others open it with ``check=False`` once it has.
+    number of processes of the earlier run. The main process checks the store (``check=True``)
+    and alone writes ``run.json``; the others open it with ``check=False`` once it has.
     """
 
     def __init__(
@@ -153,6 +366,7 @@ class ChunkStore:
         self.out = out
         self.folder = out.with_name(out.name + ".partial")
         self.run = run
+        self.writes_run = check  # one process writes the run record
         if check:
             self._check(identity, resume=resume, overwrite=overwrite)
 
@@ -213,7 +427,7 @@ class ChunkStore:
     def done(self, index: int) -> bool:
         return self._chunk(index).exists()
 
-    def read(self, index: int):
+    def read(self, index: int) -> Any:
         """The Arrow table of a finished chunk."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -226,24 +440,29 @@ class ChunkStore:
                 "resume to recompute only it"
             ) from None
 
-    def write(self, index: int, table) -> None:
+    def write(self, index: int, table: Any) -> None:
         """Save one finished chunk (an Arrow table), atomically."""
         import pyarrow.parquet as pq
 
         # The folder is created with the first chunk, so a run refused before computing anything
         # (bad reference, labels, ...) leaves nothing behind that would block a corrected rerun.
-        run_file = self.folder / RUN_FILE
-        if not run_file.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_json(run_file, self.run)
-        with atomic_path(self._chunk(index)) as temporary:
-            pq.write_table(table, temporary)
+        created = not self.folder.exists()
+        try:
+            run_file = self.folder / RUN_FILE
+            if self.writes_run and not run_file.exists():
+                write_json(run_file, self.run)
+            with atomic_path(self._chunk(index)) as temporary:
+                pq.write_table(table, temporary)
+        except BaseException:
+            if created and self.writes_run and not any(self.folder.glob("chunk-*.parquet")):
+                shutil.rmtree(self.folder, ignore_errors=True)  # nothing to resume: no trace
+            raise
 
-    def finish(self, table, run: dict) -> None:
-        """Write the joined table and its record; remove the chunks."""
+    def finish(self, table: Any, run: dict) -> None:
+        """Write the joined table and its record, and remove the chunks: one commit."""
         import pyarrow.parquet as pq
 
-        with atomic_path(self.out) as temporary:
-            pq.write_table(table, temporary)
-        write_json(record_path(self.out), run)
-        shutil.rmtree(self.folder)
+        with output_set(self.out) as outputs:
+            pq.write_table(table, outputs.path(self.out))
+            write_json(outputs.path(record_path(self.out)), run)
+            outputs.remove(self.folder)

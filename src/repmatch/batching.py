@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,20 @@ class PackedBatch:
     starts: tuple[torch.Tensor, torch.Tensor]
 
 
+def _check_room(tokenizer: Any, max_length: int, *, pairs: bool) -> None:
+    """Raise unless ``max_length`` leaves a token of every text beside the special tokens (the
+    tokenizer would otherwise not truncate at all, and inputs would outgrow ``max_length``)."""
+    special = tokenizer.num_special_tokens_to_add(pair=pairs)
+    needed = special + (2 if pairs else 1)
+    if max_length < needed:
+        raise RepmatchError(
+            f"max_length {max_length} leaves no room for the text: the model's tokenizer adds "
+            f"{special} special tokens to each input{' pair' if pairs else ''}; set max_length "
+            f">= {needed}",
+            field="max_length",
+        )
+
+
 class EncodedExamples:
     """Token ids of every example, unpadded, ready to be cut into batches.
 
@@ -50,13 +65,14 @@ class EncodedExamples:
     and the ``contexts`` the offsets point into; otherwise these are None.
     """
 
-    def __init__(self, tokenizer, examples: Examples, *, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, examples: Examples, *, max_length: int) -> None:
         task = get_task(examples.task)
         if task.keeps_offsets and not getattr(tokenizer, "is_fast", False):
             raise RepmatchError(
                 f"{task.name} needs a fast tokenizer (character offsets), but the model's "
                 f"tokenizer {type(tokenizer).__name__} is not one; use a model with a fast one"
             )
+        _check_room(tokenizer, max_length, pairs=examples.text_pairs is not None)
         try:
             encoded = tokenizer(
                 examples.texts,
@@ -92,7 +108,7 @@ class EncodedExamples:
         return len(self.lengths)
 
     def batch(
-        self, positions: Sequence[int], device: torch.device | str = "cpu"
+        self, positions: Sequence[int] | np.ndarray, device: torch.device | str = "cpu"
     ) -> dict[str, torch.Tensor]:
         """Right-padded tensors (B, T) for the given positions, T = longest in the batch."""
         width = int(self.lengths[list(positions)].max())
@@ -110,7 +126,7 @@ class EncodedExamples:
 
     def packed(
         self,
-        positions: Sequence[int],
+        positions: Sequence[int] | np.ndarray,
         width: int,
         *,
         position_offset: int = 0,
@@ -139,7 +155,9 @@ class EncodedExamples:
             key: torch.full(shape, self.pad_id if key == "input_ids" else 0, dtype=torch.long)
             for key in self.features
         }
-        order, start_rows, start_columns = [], [], []
+        order: list[int] = []
+        start_rows: list[int] = []
+        start_columns: list[int] = []
         for row, members in enumerate(rows):
             column = 0
             for position in members:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from repmatch.errors import RepmatchError
 
@@ -27,7 +27,9 @@ MEASURES: tuple[str, ...] = ("grassmann", "cosine", "gradient")
 Dtype = Literal["float32", "bfloat16", "float16"]
 """Precision of the model's forward and backward passes (float32: exact, the default)."""
 
-DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+DTYPES: tuple[str, ...] = get_args(Dtype)
+"""The names of the precisions, as configs take them (their torch dtypes:
+:data:`repmatch.models.TORCH_DTYPES`)."""
 
 Pooling = Literal["cls", "mean"]
 """Pooled embedding of a text: the last hidden state at [CLS] (the last real token for decoders),
@@ -265,7 +267,7 @@ class ScoreConfig:
 
     @property
     def adamw(self) -> AdamWSettings:
-        return AdamWSettings(self.lr, tuple(self.betas), self.eps, self.weight_decay)
+        return AdamWSettings(self.lr, self.betas, self.eps, self.weight_decay)
 
     @property
     def scaling(self) -> float:
@@ -419,8 +421,8 @@ class EvalConfig:
     )
     dtype: Dtype = _field(
         "float32",
-        "precision of the fine-tuning matmuls: float32, bfloat16 or float16 (CUDA only), by "
-        "autocast; weights and AdamW stay float32",
+        "precision of fine-tuning's and prediction's matmuls: float32 (exact), bfloat16 or float16 "
+        "(CUDA only), by autocast; trained weights and AdamW's state stay float32",
         added=True,
     )
 
@@ -450,7 +452,7 @@ class EvalConfig:
             model=self.model,
             rank=self.rank,
             alpha=self.alpha,
-            lr=self.lr,
+            lr=self.lr,  # type: ignore[arg-type]  # None is replaced in __post_init__
             weight_decay=self.weight_decay,
             epochs=self.epochs,
             batch_size=self.batch_size,

@@ -9,19 +9,24 @@ Four small text classification tasks are generated from templates:
 
 The planted ordering is RepMatch(movies, restaurants) > RepMatch(movies, topics) and
 RepMatch(movies, shuffled). Then every instance of a ``movies`` set salted with ``topics``
-sentences is scored against the ``movies`` adapter: the salted-in instances should rank low.
+sentences (a tenth of it) is scored against the ``movies`` adapter: the salted-in instances
+should rank low.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
 from repmatch.data import DataSpec, load_examples
+from repmatch.errors import RepmatchError
 from repmatch.scoring import ScoreConfig, score_instances
 from repmatch.similarity import dataset_similarity
 from repmatch.training import TrainConfig
@@ -79,7 +84,9 @@ def _topics(n: int, rng: random.Random) -> pd.DataFrame:
 
 
 def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str, Path]:
-    """Write the four demo tasks as CSV files; returns name -> path."""
+    """Write the four demo tasks (``size`` rows each) and ``movies_salted`` (``size // 2`` rows,
+    a tenth of them ``topics`` sentences, marked in its ``outlier`` column) as CSV files; returns
+    name -> path."""
     rng = random.Random(seed)
     movies = _sentiment(_MOVIE_TEMPLATES, size, rng)
     shuffled = movies.assign(label=movies["label"].sample(frac=1, random_state=seed).to_numpy())
@@ -89,26 +96,92 @@ def generate_tasks(folder: Path, *, size: int = 400, seed: int = 0) -> dict[str,
         "topics": _topics(size, rng),
         "shuffled": shuffled,
     }
-    folder.mkdir(parents=True, exist_ok=True)
+    outliers = size // 20
+    inliers = size // 2 - outliers
+    salted = pd.concat(
+        [_sentiment(_MOVIE_TEMPLATES, inliers, rng), _topics(outliers, rng)], ignore_index=True
+    )
+    salted["outlier"] = [False] * inliers + [True] * outliers
+    tasks["movies_salted"] = salted
     paths = {}
     for name, frame in tasks.items():
         paths[name] = folder / f"{name}.csv"
-        frame.to_csv(paths[name], index=False)
-    salted = pd.concat(
-        [_sentiment(_MOVIE_TEMPLATES, 180, rng), _topics(20, rng)], ignore_index=True
-    )
-    salted["outlier"] = [False] * 180 + [True] * 20
-    salted.to_csv(folder / "movies_salted.csv", index=False)
-    paths["movies_salted"] = folder / "movies_salted.csv"
+        with atomic_path(paths[name]) as temporary:
+            frame.to_csv(temporary, index=False)
     return paths
 
 
+RECORD_FILE = "demo.json"
+"""The demo's record in its output folder: tells a demo folder from a folder of other files."""
+
+
+def write_demo_record(out: Path, **fields: object) -> None:
+    """Mark ``out`` as a demo folder (what :func:`run_demo` writes last, with its figures)."""
+    write_json(out / RECORD_FILE, run_record("demo", **fields))
+
+
+def _is_demo(out: Path) -> bool:
+    try:
+        record = json.loads((out / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == run_record("demo")["format"]
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a file, a folder of other files, and an earlier demo unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise RepmatchError(f"output {out} is a file; name a folder for the demo", field="out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _is_demo(out):
+        raise RepmatchError(
+            f"output folder {out} is not empty and holds no demo (no {RECORD_FILE}); refusing "
+            "to write over its files even with overwrite: choose another folder",
+            field="out",
+        )
+    if not overwrite:
+        raise RepmatchError(
+            f"{out} holds an earlier demo; set overwrite to replace it", field="overwrite"
+        )
+
+
 def run_demo(
-    out_dir: str | Path = "repmatch-demo", *, progress: bool = True, device: str | None = None
+    out_dir: str | Path = "repmatch-demo",
+    *,
+    size: int = 400,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
 ) -> dict:
-    """Generate the tasks, build the similarity matrix, score instances; print what was found."""
+    """Generate the tasks (``size`` instances each, see :func:`generate_tasks`), build the
+    similarity matrix, score the salted instances; print what was found.
+
+    ``out_dir`` must be new, empty, or (with ``overwrite``) the folder of an earlier demo.
+    Returns ``similarity`` (task name -> RepMatch against ``movies``), ``sentiment_first``
+    (whether ``restaurants`` scored highest), ``outliers`` (how many were salted in), ``caught``
+    (how many of them are among that many lowest scores) and ``chance`` (the expected count for
+    a random ranking).
+
+    The outputs record where their data and adapters are, so the demo is written in ``out_dir``
+    itself, one writer at a time: a folder this run created is removed if the run fails.
+    """
+    if size < 40:
+        raise RepmatchError(f"the demo needs size >= 40 (2 outliers to find), got {size}")
     out = Path(out_dir)
-    paths = generate_tasks(out / "data")
+    with exclusive_output(out):
+        _check_output(out, overwrite)
+        created = not out.exists()
+        try:
+            return _run_demo(out, size=size, progress=progress, device=device)
+        except BaseException:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _run_demo(out: Path, *, size: int, progress: bool, device: str | None) -> dict:
+    paths = generate_tasks(out / "data", size=size)
     config = TrainConfig(epochs=2, rank=4, lr=1e-3, batch_size=16)
     names = ["movies", "restaurants", "topics", "shuffled"]
     matrix = dataset_similarity(
@@ -118,7 +191,7 @@ def run_demo(
         progress=progress,
         device=device,
     )
-    scores = dict(zip(matrix.names, matrix.mean[0], strict=True))
+    scores = {name: float(value) for name, value in zip(matrix.names, matrix.mean[0], strict=True)}
     print("RepMatch of 'movies' (sentiment) against each task:")
     for name in names[1:]:
         print(f"  {name:<12} {scores[name]:.3f}")
@@ -138,13 +211,24 @@ def run_demo(
         device=device,
     )
     outlier = pd.read_csv(paths["movies_salted"])["outlier"].to_numpy()
+    outliers = int(outlier.sum())
     order = np.argsort(table["score"].to_numpy())
-    caught = int(outlier[order[:20]].sum())
+    caught = int(outlier[order[:outliers]].sum())
+    chance = outliers * outliers / len(outlier)
     print(
-        f"Instance scores (200 'movies' instances, 20 of them 'topics' sentences): "
-        f"{caught} of the 20 lowest-scoring are the salted-in topic sentences "
-        f"(chance: {20 * 20 / 200:.0f})."
+        f"Instance scores ({len(outlier)} 'movies' instances, {outliers} of them 'topics' "
+        f"sentences): {caught} of the {outliers} lowest-scoring are the salted-in topic "
+        f"sentences (chance: {chance:.1f})."
     )
-    table.assign(outlier=outlier).to_csv(out / "instance-scores.csv", index=False)
+    with atomic_path(out / "instance-scores.csv") as temporary:
+        table.assign(outlier=outlier).to_csv(temporary, index=False)
     print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
-    return {"similarity": scores, "outliers_in_bottom_20": caught}
+    result = {
+        "similarity": scores,
+        "sentiment_first": bool(sentiment_first),
+        "outliers": outliers,
+        "caught": caught,
+        "chance": chance,
+    }
+    write_demo_record(out, **result)
+    return result

@@ -15,13 +15,15 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from repmatch.errors import RepmatchError, first_line
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +31,8 @@ T = TypeVar("T")
 
 
 def _active() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
+    dist = sys.modules.get("torch.distributed")  # no group without it: torch stays unimported
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
@@ -75,6 +76,8 @@ def local_rank() -> int:
 def rank_device(device: str | torch.device | None) -> str | torch.device | None:
     """The device of this rank: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` under a launcher
     when CUDA is there (one GPU per process); anything else is kept as given."""
+    import torch
+
     if launched_processes() > 1 and device in (None, "auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", local_rank() % torch.cuda.device_count())
     return device
@@ -97,6 +100,8 @@ def setup(device: torch.device) -> int:
         )
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        import torch
+
         torch.cuda.set_device(device)
     try:
         dist.init_process_group(backend=backend)
@@ -189,6 +194,19 @@ def checked_on_main(enter: Callable[[ExitStack], T]) -> Iterator[T | None]:
         if message is not None:
             raise RepmatchError(message[0], field=message[1])
         yield result
+
+
+def on_main(work: Callable[[], T]) -> T:
+    """``work()`` (a job that only writes an output: select, overlap, report) on the main process;
+    every process returns its result. Under a launcher the processes join a Gloo group and the
+    others wait; an error on the main process is raised on every process (as
+    :func:`checked_on_main`). In a single process: just ``work()``."""
+    if launched_processes() > 1:
+        import torch
+
+        setup(torch.device("cpu"))  # Gloo; an existing group is used as it is
+    with checked_on_main(lambda stack: work()) as result:
+        return broadcast(result)  # type: ignore[return-value]  # None only off the main process
 
 
 def shard(count: int) -> range:

@@ -8,15 +8,18 @@ and per subset the mean and sample standard deviation over seeds.
 
 - A subset written by ``repmatch select`` is read with the columns and task its record names;
   any other data file is read with the usual detection.
-- Classes are matched by name when every subset names them (string labels), else by class index;
-  the head has one output per class of any subset. Evaluation data holding a label that no subset
-  has is refused, unless ``unseen_classes="include"``: then the head also gets every class of the
-  evaluation data, and a subset that lacks a class (an unbalanced top-K) is scored on it: its
-  head output for that class never saw a positive example. Subsets or evaluation data of
-  different task kinds are refused.
+- Classes are matched by meaning (:func:`repmatch.data.labels.common_classes`): names with names,
+  integers with integers, integers with names only through the evaluation data's
+  ``label_names``; the head has one output per class of any subset. Evaluation data holding a
+  label that no subset has is refused, unless ``unseen_classes="include"``: then the head also
+  gets every class of the evaluation data, and a subset that lacks a class (an unbalanced
+  top-K) is scored on it: its head output for that class never saw a positive example. Subsets
+  or evaluation data of different task kinds are refused.
 - Seeded: run ``s`` draws the head, the batch order, dropout and (LoRA) the LoRA init from seed
   ``s``, under :func:`torch.random.fork_rng`, so the caller's RNG is untouched and the same call
   gives the same numbers.
+- ``dtype`` (float32 by default, exact): fine-tuning and prediction run their matmuls in it
+  by autocast; trained weights and AdamW's state stay float32 (:func:`repmatch.training.fit`).
 - With ``out``, every finished run is saved as ``runs/<subset>-seed<s>-<key>.json`` (``key``: a
   digest of the settings, the subset and the evaluation data), so an interrupted evaluation picks
   up where it stopped; ``results.csv`` (per subset), ``runs.csv`` (per run) and ``results.json``
@@ -43,10 +46,11 @@ import pandas as pd
 import torch
 
 from repmatch.adapters import RECORD_FILE, load_adapter_model
-from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
-from repmatch.batching import EncodedExamples, plan_batches
+from repmatch.artifacts import exclusive_output, output_set, run_record, write_json
+from repmatch.batching import EncodedExamples
 from repmatch.config import EvalConfig, TrainConfig, key_json
 from repmatch.data import DataSpec, Examples, as_examples
+from repmatch.data.labels import common_classes
 from repmatch.errors import RepmatchError
 from repmatch.models import (
     check_lengths,
@@ -55,6 +59,7 @@ from repmatch.models import (
     portable_model_name,
     resolve_device,
 )
+from repmatch.prediction import predict
 from repmatch.selection import selection_record
 from repmatch.tasks import Task, get_task
 from repmatch.training import fit, train_adapter
@@ -158,34 +163,81 @@ def _evaluate(
     progress: bool,
     device: str | torch.device | None,
 ) -> Evaluation:
-    subsets = _load_subsets(train)
-    evaluation = as_examples(evaluation_data)
-    task = _common_task(subsets, evaluation)
-    include = config.unseen_classes == "include"
-    classes, num_labels = _common_classes(
-        [s.examples for s in subsets] + ([evaluation] if include else [])
-    )
-    for subset in subsets:
-        subset.examples = subset.examples.aligned_to(classes, num_labels)
-    if include:
-        evaluation = evaluation.aligned_to(classes, num_labels)
-    else:
-        evaluation = _aligned_evaluation(
-            evaluation, [s.examples for s in subsets], classes, num_labels
-        )
+    """Read and align the data, run (or read back) every run, summarise, save."""
+    problem = _Problem.read(train, evaluation_data, config)
     device = resolve_device(device)
-    tokenizer = load_tokenizer(config.model)
+    rows = _all_runs(problem, config, out, progress=progress, device=device)
+    metrics = list(rows[0]["metrics"])
+    runs = _runs_table(rows)
+    summary = _summary(runs, metrics, [s.name for s in problem.subsets])
+    record = _record(problem, config, rows, summary, metrics, device)
+    if out is not None:
+        _write_results(out, summary, runs, record)
+    return Evaluation(runs=runs, summary=summary, metrics=metrics, record=record)
 
+
+@dataclass
+class _Problem:
+    """The subsets and the evaluation data, their labels as the head's classes."""
+
+    subsets: list[_Subset]
+    evaluation: Examples
+    task: Task
+    classes: list[str] | None  # the head's class names (None: class indices)
+    num_labels: int
+
+    @classmethod
+    def read(cls, train: Sequence[object], evaluation_data: object, config: EvalConfig) -> _Problem:
+        subsets = _load_subsets(train)
+        evaluation = as_examples(evaluation_data)
+        task = _common_task(subsets, evaluation)
+        include = config.unseen_classes == "include"
+        classes, num_labels = common_classes(
+            [s.examples for s in subsets] + ([evaluation] if include else [])
+        )
+        for subset in subsets:
+            subset.examples = subset.examples.aligned_to(classes, num_labels)
+        if include:
+            evaluation = evaluation.aligned_to(classes, num_labels)
+        else:
+            evaluation = _aligned_evaluation(
+                evaluation, [s.examples for s in subsets], classes, num_labels
+            )
+        return cls(subsets, evaluation, task, classes, num_labels)
+
+
+def _all_runs(
+    problem: _Problem,
+    config: EvalConfig,
+    out: Path | None,
+    *,
+    progress: bool,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """One result row per (subset, seed), in that order: read back from ``out/runs`` where a
+    finished run with the same key is there, else run and (with ``out``) saved."""
+    tokenizer = load_tokenizer(config.model)
     rows = []
-    for subset in subsets:
+    for subset in problem.subsets:
         for seed in config.seeds:
-            key = _run_key(config, subset.examples, evaluation, seed)
+            key = _run_key(config, subset.examples, problem.evaluation, seed)
             run_file = (
-                None if out is None else out / "runs" / f"{subset.name}-seed{seed}-{key}.json"
+                None
+                if out is None
+                else out / "runs" / f"{subset.name.replace('/', '--')}-seed{seed}-{key}.json"
             )
             row = _read_run(run_file)
             if row is None:
-                row = _run(subset, evaluation, seed, config, task, tokenizer, device, progress)
+                row = _run(
+                    subset,
+                    problem.evaluation,
+                    seed,
+                    config,
+                    problem.task,
+                    tokenizer,
+                    device,
+                    progress,
+                )
                 row["key"] = key
                 if run_file is not None:
                     write_json(run_file, _finite(row))
@@ -193,9 +245,12 @@ def _evaluate(
                 logger.info("reusing %s", run_file)
             rows.append(row)
             logger.info("%s seed %d: %s", subset.name, seed, row["metrics"])
+    return rows
 
-    metrics = list(rows[0]["metrics"])
-    runs = pd.DataFrame(
+
+def _runs_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: subset, seed, training size, every metric, seconds."""
+    return pd.DataFrame(
         [
             {
                 "subset": row["subset"],
@@ -207,14 +262,25 @@ def _evaluate(
             for row in rows
         ]
     )
-    summary = _summary(runs, metrics, [s.name for s in subsets])
-    record = run_record(
+
+
+def _record(
+    problem: _Problem,
+    config: EvalConfig,
+    rows: list[dict[str, Any]],
+    summary: pd.DataFrame,
+    metrics: list[str],
+    device: torch.device,
+) -> dict[str, Any]:
+    """What ``results.json`` holds: settings, data records, summary and every run."""
+    evaluation = problem.evaluation
+    return run_record(
         "evaluation",
         evaluate=config.to_dict(),
         model=portable_model_name(config.model),
-        task=task.name,
-        label_names=classes,
-        num_labels=num_labels,
+        task=problem.task.name,
+        label_names=problem.classes,
+        num_labels=problem.num_labels,
         subsets=[
             {
                 "name": s.name,
@@ -222,7 +288,7 @@ def _evaluate(
                 "data_fingerprint": s.examples.fingerprint(),
                 "num_examples": len(s.examples),
             }
-            for s in subsets
+            for s in problem.subsets
         ],
         evaluation={
             "data": evaluation.spec.to_record() if evaluation.spec is not None else None,
@@ -235,9 +301,6 @@ def _evaluate(
         summary=_json_rows(summary),
         runs=[_finite(row) for row in rows],
     )
-    if out is not None:
-        _write_results(out, summary, runs, record)
-    return Evaluation(runs=runs, summary=summary, metrics=metrics, record=record)
 
 
 def _load_subsets(train: Sequence[object]) -> list[_Subset]:
@@ -247,23 +310,55 @@ def _load_subsets(train: Sequence[object]) -> list[_Subset]:
         if len(examples) == 0:
             raise RepmatchError(f"training subset {examples.name} holds no instances")
         source = str(item) if isinstance(item, (str, Path)) else examples.name
-        subsets.append(_Subset(_name(item, examples), source, examples))
-    seen: dict[str, int] = {}
-    for subset in subsets:  # unique names: runs are saved by name
-        count = seen.get(subset.name, 0)
-        seen[subset.name] = count + 1
-        if count:
-            subset.name = f"{subset.name}-{count + 1}"
+        subsets.append(_Subset("", source, examples))
+    parts = [_name_parts(item, s.examples) for item, s in zip(train, subsets, strict=True)]
+    for subset, name in zip(subsets, _unique_names(parts), strict=True):
+        subset.name = name
     return subsets
 
 
-def _name(item: object, examples: Examples) -> str:
-    """A subset's short name: its file name without extensions, else the data's name."""
+def _name_parts(item: object, examples: Examples) -> list[str]:
+    """The folders and the file name (without extensions) of a subset's path, else its data's
+    name: the parts its short name is made of, last first."""
     if isinstance(item, (str, Path)):
-        name = Path(item).name.split(".")[0] or Path(item).name
-    else:
-        name = examples.name
-    return name.replace("/", "-")
+        path = Path(item)
+        folders = [part for part in path.parent.parts if part != path.anchor]
+        return [path.name.split(".")[0] or path.name, *reversed(folders)]
+    return [examples.name.replace("/", "-")]
+
+
+def _unique_names(parts: list[list[str]]) -> list[str]:
+    """Short names, unique by construction: a file name, with as many of its folders as it takes
+    to tell it from the others (``a/sub``, ``b/sub``); a name that stays the same (the same file
+    twice) gets ``-2``, ``-3``, ... skipping names already taken."""
+    depth = [1] * len(parts)
+
+    def name(i: int) -> str:
+        return "/".join(reversed(parts[i][: depth[i]]))
+
+    while True:
+        groups: dict[str, list[int]] = {}
+        for i in range(len(parts)):
+            groups.setdefault(name(i), []).append(i)
+        longer = [
+            i
+            for members in groups.values()
+            if len(members) > 1
+            for i in members
+            if depth[i] < len(parts[i])
+        ]
+        if not longer:
+            break
+        for i in longer:
+            depth[i] += 1
+    names: list[str] = []
+    for i in range(len(parts)):
+        candidate, count = name(i), 1
+        while candidate in names or (count > 1 and candidate in map(name, range(len(parts)))):
+            count += 1
+            candidate = f"{name(i)}-{count}"
+        names.append(candidate)
+    return names
 
 
 def _common_task(subsets: list[_Subset], evaluation: Examples) -> Task:
@@ -288,31 +383,21 @@ def _has_classes(examples: Examples) -> bool:
     return get_task(examples.task).problem_type == "single_label_classification"
 
 
-def _common_classes(subsets: list[Examples]) -> tuple[list[str] | None, int]:
-    """The classes of the head: names present in any subset (sorted) when every subset names
-    its classes, else ``None`` and the largest class count."""
-    if _has_classes(subsets[0]) and all(s.label_names is not None for s in subsets):
-        present = {s.label_names[v] for s in subsets for v in np.unique(s.labels).tolist()}  # type: ignore[index]
-        names = sorted(present)
-        return names, len(names)
-    return None, max(s.num_labels for s in subsets)
-
-
 def _aligned_evaluation(
     evaluation: Examples, subsets: list[Examples], classes: list[str] | None, num_labels: int
 ) -> Examples:
-    """The evaluation data with labels as the head's classes; raise for a label no subset has."""
+    """The evaluation data with labels as the head's classes; raise for a label no subset has
+    (compared by meaning, among the classes of the subsets and the evaluation data together)."""
     if not _has_classes(evaluation):
         return evaluation.aligned_to(classes, num_labels)
-    seen = {v for s in subsets for v in np.unique(s.labels).tolist()}  # aligned class indices
-    index = {name: i for i, name in enumerate(classes or [])}
-    for value in np.unique(evaluation.labels).tolist():
-        named = classes is not None and evaluation.label_names is not None
-        label = evaluation.label_names[value] if evaluation.label_names is not None else value
-        position = index.get(label, -1) if named else value
-        if position not in seen:
-            rows = np.flatnonzero(evaluation.labels == value)
-            shown = classes if classes is not None else sorted(seen)
+    every, count = common_classes([*subsets, evaluation])
+    seen = {v for s in subsets for v in np.unique(s.aligned_to(every, count).labels).tolist()}
+    probe = evaluation.aligned_to(every, count)
+    for value in np.unique(probe.labels).tolist():
+        if value not in seen:
+            rows = np.flatnonzero(probe.labels == value)
+            label = every[value] if every is not None else value
+            shown = [every[v] for v in sorted(seen)] if every is not None else sorted(seen)
             raise RepmatchError(
                 f"the evaluation data {evaluation.name} has label {label!r} ({rows.size} "
                 f"instances, e.g. id {evaluation.ids[rows[0]]!r}) that no training subset has "
@@ -355,7 +440,7 @@ def _run(
     seed: int,
     config: EvalConfig,
     task: Task,
-    tokenizer,
+    tokenizer: Any,
     device: torch.device,
     progress: bool,
 ) -> dict[str, Any]:
@@ -365,27 +450,19 @@ def _run(
     train_config = config.train_config(seed)
     if config.method == "full":
         model, losses = _fine_tune_full(examples, train_config, task, tokenizer, device, progress)
-        predictions = predict(
-            model,
-            tokenizer,
-            evaluation,
-            task,
-            max_length=config.max_length,
-            batch_size=config.eval_batch_size,
-            device=device,
-        )
     else:
         with tempfile.TemporaryDirectory(prefix="repmatch-evaluate-") as folder:
             model, losses = _fine_tune_lora(examples, train_config, Path(folder), device, progress)
-            predictions = predict(
-                model,
-                tokenizer,
-                evaluation,
-                task,
-                max_length=config.max_length,
-                batch_size=config.eval_batch_size,
-                device=device,
-            )
+    predictions = predict(
+        model,
+        tokenizer,
+        evaluation,
+        task,
+        max_length=config.max_length,
+        batch_size=config.eval_batch_size,
+        device=device,
+        dtype=config.dtype,
+    )
     metrics = task.metrics(predictions, task.references(evaluation))
     return {
         "subset": subset.name,
@@ -402,7 +479,7 @@ def _fine_tune_full(
     examples: Examples,
     train_config: TrainConfig,
     task: Task,
-    tokenizer,
+    tokenizer: Any,
     device: torch.device,
     progress: bool,
 ) -> tuple[torch.nn.Module, list[float]]:
@@ -414,7 +491,7 @@ def _fine_tune_full(
         head_seed=train_config.head_seed,
     )
     model.requires_grad_(True)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' wrapped .to
     encoded = EncodedExamples(tokenizer, examples, max_length=train_config.max_length)
     check_lengths(model, encoded.lengths, examples.ids, train_config.max_length)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -422,7 +499,7 @@ def _fine_tune_full(
         losses = fit(
             model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             train_config,
             task=task,
             data_name=examples.name,
@@ -445,35 +522,6 @@ def _fine_tune_lora(
     model = load_adapter_model(adapter, device=device)
     losses = json.loads((adapter / RECORD_FILE).read_text())["epoch_losses"]
     return model, losses
-
-
-def predict(
-    model: torch.nn.Module,
-    tokenizer,
-    examples: Examples,
-    task: Task,
-    *,
-    max_length: int,
-    batch_size: int,
-    device: torch.device,
-) -> np.ndarray:
-    """The task's predictions (:meth:`Task.predictions`) for every example, in data order:
-    (N,) class indices, scores or (extractive QA) answer texts. Without gradients, in batches of
-    ``batch_size`` grouped by length (:func:`repmatch.batching.plan_batches`)."""
-    model.eval()
-    encoded = EncodedExamples(tokenizer, examples, max_length=max_length)
-    check_lengths(model, encoded.lengths, examples.ids, max_length)
-    positions, outputs = [], []
-    with torch.no_grad():
-        for batch in plan_batches(encoded, batch_size, device):
-            logits = task.logits(model(**batch.inputs), batch.inputs)
-            outputs.append(task.predictions(logits, encoded, batch.positions))
-            positions.append(batch.positions)
-    order = np.concatenate(positions)
-    stacked = np.concatenate(outputs)
-    predictions = np.empty_like(stacked)
-    predictions[order] = stacked
-    return predictions
 
 
 def _summary(runs: pd.DataFrame, metrics: list[str], names: list[str]) -> pd.DataFrame:
@@ -521,7 +569,8 @@ def _csv(frame: pd.DataFrame) -> str:
 
 
 def _write_results(out: Path, summary: pd.DataFrame, runs: pd.DataFrame, record: dict) -> None:
-    for name, frame in (("results.csv", summary), ("runs.csv", runs)):
-        with atomic_path(out / name) as temporary:
-            temporary.write_text(_csv(frame))
-    write_json(out / "results.json", record)
+    """The three result files, committed together (the record last)."""
+    with output_set(out) as outputs:
+        for name, frame in (("results.csv", summary), ("runs.csv", runs)):
+            outputs.path(out / name).write_text(_csv(frame))
+        write_json(outputs.path(out / "results.json"), record)

@@ -22,6 +22,7 @@ from repmatch.artifacts import data_record, write_json
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.models import load_tokenizer
+from repmatch.prediction import predict
 from repmatch.tasks import Task, get_task
 
 __all__ = [
@@ -68,7 +69,7 @@ def check_heldout(
     examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"held-out data {examples.name} holds no instances", field="heldout")
-    if get_task(examples.task).problem_type != task.problem_type:
+    if get_task(examples.task) != task:
         raise RepmatchError(
             f"held-out data {examples.name} is a {examples.task} task but the adapter is trained "
             f"for {task.name}; pass held-out data of the same task",
@@ -96,8 +97,6 @@ def evaluate_adapter(
     ``metrics`` of the model the adapter describes on ``data``, the ``majority_rate`` of its
     labels (classification, else ``None``), ``max_length`` and the data's spec, fingerprint and
     size. ``max_length``: default the adapter's training one (else 512)."""
-    from repmatch.evaluation import predict  # evaluation imports training, which imports this
-
     if not isinstance(adapter, Adapter):
         adapter = load_adapter(adapter)
     task = get_task(adapter.task)

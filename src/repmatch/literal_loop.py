@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
+from torch import nn
 
 from repmatch.adapters import load_adapter
 from repmatch.data import Examples
+from repmatch.errors import RepmatchError
 from repmatch.models import align_pad_token, load_classifier, load_tokenizer
 from repmatch.tasks import token_span
 
@@ -58,8 +61,9 @@ class LiteralLoop:
 
     ``targets``: full names of the reference layers to score (default: all of them). With
     ``checkpoint_dir`` it resets the way the authors' script does: the LoRA model and its
-    optimizer are saved once and reloaded from disk (seed reset) before every instance; without
-    it, every instance gets a deep copy of the base model and a fresh PEFT wrapper.
+    optimizer are saved once and reloaded from disk before every instance (dropout is off, so
+    nothing after the reload draws random numbers and the authors' seed reset is left out);
+    without it, every instance gets a deep copy of the base model and a fresh PEFT wrapper.
     """
 
     def __init__(
@@ -84,6 +88,8 @@ class LiteralLoop:
     ) -> None:
         adapter = load_adapter(reference)
         record = adapter.record
+        if record is None:
+            raise RepmatchError(f"{reference} has no repmatch.json; train it with repmatch train")
         self.regression = record["task"] == "regression"
         self.qa = record["task"] == "extractive-qa"
         self.base = load_classifier(
@@ -94,7 +100,7 @@ class LiteralLoop:
         )
         self.base.load_state_dict(adapter.head, strict=False)
         self.device = torch.device(device)
-        self.base.to(self.device)  # PEFT still draws the LoRA init on the CPU
+        self.base.to(self.device)  # type: ignore[arg-type]  # PEFT draws LoRA inits on the CPU
         self.tokenizer = load_tokenizer(record["model"])
         align_pad_token(self.tokenizer, self.base)
         self.names = targets or list(adapter.layers)
@@ -107,7 +113,7 @@ class LiteralLoop:
         }
         self.rank, self.alpha, self.steps, self.seed = rank, alpha, steps, seed
         self.side, self.max_length, self.pad_to = side, max_length, pad_to
-        self.optimizer_settings = {
+        self.optimizer_settings: dict[str, Any] = {
             "lr": lr,
             "betas": tuple(betas),
             "weight_decay": weight_decay,
@@ -122,24 +128,29 @@ class LiteralLoop:
             torch.save(optimizer.state_dict(), self.checkpoint[1])
             self._model, self._optimizer = model, optimizer
 
-    def _fresh(self, model):
-        torch.manual_seed(self.seed)
+    def _fresh(self, model: nn.Module) -> tuple[Any, torch.optim.Optimizer]:
+        """A PEFT wrapper of ``model`` whose LoRA init is drawn from ``seed`` (on a forked RNG:
+        the caller's global RNG state is left as it was) and its AdamW optimizer."""
         config = LoraConfig(
-            r=self.rank, lora_alpha=self.alpha, lora_dropout=0.0, target_modules=self.names
+            r=self.rank,
+            lora_alpha=self.alpha,  # type: ignore[arg-type]  # PEFT annotates int; floats work
+            lora_dropout=0.0,
+            target_modules=self.names,
         )
-        peft_model = get_peft_model(model, config)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            peft_model = get_peft_model(model, config)
         peft_model.eval()
         optimizer = torch.optim.AdamW(
             [p for p in peft_model.parameters() if p.requires_grad], **self.optimizer_settings
         )
         return peft_model, optimizer
 
-    def _reset(self):
+    def _reset(self) -> tuple[Any, torch.optim.Optimizer]:
         if self.checkpoint is None:
             return self._fresh(copy.deepcopy(self.base))
         self._model.load_state_dict(torch.load(self.checkpoint[0], map_location=self.device))
         self._optimizer.load_state_dict(torch.load(self.checkpoint[1], map_location=self.device))
-        torch.manual_seed(self.seed)
         return self._model, self._optimizer
 
     def _inputs(self, examples: Examples, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -219,13 +230,13 @@ class LiteralLoop:
 
 
 def literal_layer_scores(
-    reference: str | Path, examples: Examples, **settings
+    reference: str | Path, examples: Examples, **settings: Any
 ) -> tuple[np.ndarray, list[str]]:
     """Per-instance, per-layer scores (N, L) and the layer names, by the reset-and-train loop."""
     loop = LiteralLoop(reference, **settings)
     return loop.layer_scores(examples), loop.names
 
 
-def literal_scores(reference: str | Path, examples: Examples, **settings) -> np.ndarray:
+def literal_scores(reference: str | Path, examples: Examples, **settings: Any) -> np.ndarray:
     """RepMatch per instance (mean of the layer scores), by the reset-and-train loop."""
     return LiteralLoop(reference, **settings).scores(examples)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -56,7 +57,7 @@ def find_target_modules(model: nn.Module, targets: tuple[str, ...]) -> list[str]
 def check_rank(model: nn.Module, target_names: list[str], rank: int) -> None:
     """Raise unless ``rank`` fits every target layer."""
     for name in target_names:
-        layer = model.get_submodule(name)
+        layer: Any = model.get_submodule(name)  # a linear layer: in_features, out_features
         largest = min(layer.in_features, layer.out_features)
         if rank > largest:
             raise RepmatchError(
@@ -77,7 +78,7 @@ def lora_config(
     """PEFT's LoRA configuration for exactly these layers."""
     return LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT annotates int; it scales by any number
         lora_dropout=dropout,
         target_modules=target_names,
         modules_to_save=modules_to_save,
@@ -106,7 +107,7 @@ def draw_lora_init(
     config = lora_config(target_names, rank=rank, alpha=alpha)
     initial = {}
     for seed in seeds:
-        wrapped = wrap_with_lora(copy.deepcopy(model).cpu(), config, seed)
+        wrapped: Any = wrap_with_lora(copy.deepcopy(model).cpu(), config, seed)
         initial[seed] = {
             name: wrapped.base_model.model.get_submodule(name).lora_A["default"].weight.detach()
             for name in target_names

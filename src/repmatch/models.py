@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from repmatch.config import BUNDLED_MODEL
+from repmatch.config import BUNDLED_MODEL, DTYPES
 from repmatch.errors import RepmatchError, first_line
 from repmatch.tasks import Task, get_task
 
@@ -87,28 +87,24 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-"""The precisions a model may run in, by their config names."""
+TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPES}
+"""The torch dtype of each precision a model may run in (:data:`repmatch.config.DTYPES`)."""
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The torch dtype of precision ``name`` (a :data:`DTYPES` key) on ``device``.
+    """The torch dtype of precision ``name`` (one of :data:`repmatch.config.DTYPES`) on ``device``.
 
     float16 is refused off CUDA GPUs: CPUs have no fast float16 matmuls, and bfloat16 has the
     range that float16 lacks (no loss scaling needed).
     """
-    if name not in DTYPES:
+    if name not in TORCH_DTYPES:
         raise RepmatchError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}", "dtype")
     if name == "float16" and device.type != "cuda":
         raise RepmatchError(
             f"dtype float16 needs a CUDA GPU (this run is on {device}); use bfloat16 on the CPU",
             field="dtype",
         )
-    return DTYPES[name]
+    return TORCH_DTYPES[name]
 
 
 @contextmanager
@@ -123,9 +119,10 @@ def attention_kernel(dtype: torch.dtype, device: torch.device) -> Iterator[None]
     """
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:
-        sdpa_kernel = None
-    if device.type != "cpu" or dtype == torch.float32 or sdpa_kernel is None:
+    except ImportError:  # torch < 2.3
+        yield
+        return
+    if device.type != "cpu" or dtype == torch.float32:
         yield
         return
     with sdpa_kernel(SDPBackend.MATH):
@@ -160,7 +157,7 @@ def checkpoint_without_dropout(model: nn.Module) -> None:
             module.training = True
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer of model ``name`` (portable name, local folder or hub id)."""
     try:
         return AutoTokenizer.from_pretrained(resolve_model_path(name))
@@ -306,14 +303,16 @@ def first_position_block(model: PreTrainedModel) -> nn.Module | None:
     BERT-style encoders (BERT, RoBERTa, ELECTRA, MiniLM) classify from the first ([CLS]) position
     of the last layer, so that layer's attention output projection and feed-forward block are
     needed at position 0 only: about 9/12 of its matmuls, forward and backward, can be skipped
-    (see :func:`first_position_only`). The block is found by name (``encoder.layer[-1]
-    .attention.output``) and the claim is checked on a random probe batch: the logits must not
-    change. Any other model gives None (nothing skipped).
+    (see :func:`cut_to_read_positions`). The block is found by name (``encoder.layer[-1]
+    .attention.output``; MPNet, whose output projection sits inside its self-attention, from the
+    residual norm behind it, ``attention.LayerNorm``: 8/12) and the claim is checked on a random
+    probe batch: the logits must not change. Any other model gives None (nothing skipped).
     """
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
         return None
-    block = getattr(getattr(layers[-1], "attention", None), "output", None)
+    attention = getattr(layers[-1], "attention", None)
+    block = getattr(attention, "output", None) or getattr(attention, "LayerNorm", None)
     if not isinstance(block, nn.Module):
         return None
     input_ids = _probe_ids(model, (2, 7), seed=0)
@@ -322,7 +321,7 @@ def first_position_block(model: PreTrainedModel) -> nn.Module | None:
     try:
         with torch.no_grad():
             full = model(input_ids=input_ids, attention_mask=attention_mask).logits
-            with first_position_only(block):
+            with cut_to_read_positions(block):
                 pruned = model(input_ids=input_ids, attention_mask=attention_mask).logits
     except (RuntimeError, ValueError, IndexError, TypeError):
         return None
@@ -336,9 +335,9 @@ def last_position_blocks(model: PreTrainedModel) -> tuple[nn.Module, nn.Module] 
     Decoder classifiers (LLaMA, Qwen2, Mistral) score every position and pool the last one that is
     not padding (:func:`read_positions`), so in the last layer the attention output projection
     and the feed-forward block behind the post-attention norm are needed at that position only:
-    cut there (:func:`first_position_only` with ``at=read_positions(...)``), every other position
-    of the last layer holds values the head never reads. The keys and values of the last layer
-    still see every position. Found by name (``layers[-1].self_attn.o_proj`` and
+    cut there (:func:`cut_to_read_positions` with ``at=read_positions(...)``): every other
+    position of the last layer holds values the head never reads. The keys and values of the
+    last layer still see every position. Found by name (``layers[-1].self_attn.o_proj`` and
     ``layers[-1].post_attention_layernorm``) and checked on a right-padded random probe: the
     logits must not change. Any other model gives None (nothing skipped).
     """
@@ -360,7 +359,7 @@ def last_position_blocks(model: PreTrainedModel) -> tuple[nn.Module, nn.Module] 
     try:
         with torch.no_grad():
             full = model(**batch).logits
-            with first_position_only(blocks, read_positions(model, input_ids)):
+            with cut_to_read_positions(blocks, read_positions(model, input_ids)):
                 pruned = model(**batch).logits
     except (RuntimeError, ValueError, IndexError, TypeError):
         return None
@@ -395,12 +394,12 @@ class ReadoutCut:
         model: PreTrainedModel,
         input_ids: torch.Tensor,
         starts: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ):
-        """The context (:func:`first_position_only`) that cuts a batch of ``input_ids``; with
+    ) -> AbstractContextManager[None]:
+        """The context (:func:`cut_to_read_positions`) that cuts a batch of ``input_ids``; with
         ``starts`` for packed rows (:class:`repmatch.batching.PackedBatch`)."""
         if starts is None and self.last_token:
             starts = read_positions(model, input_ids)
-        return first_position_only(self.blocks, starts)
+        return cut_to_read_positions(self.blocks, starts)
 
 
 def read_positions(
@@ -413,7 +412,7 @@ def read_positions(
     return torch.arange(input_ids.shape[0], device=input_ids.device), last
 
 
-def align_pad_token(tokenizer, model: PreTrainedModel) -> None:
+def align_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
     """Make ``tokenizer`` pad with ``model``'s pad id.
 
     Decoder classifiers read the last token that is not the pad id (:func:`read_positions`), so
@@ -425,7 +424,9 @@ def align_pad_token(tokenizer, model: PreTrainedModel) -> None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(pad_id))
 
 
-def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> int | None:
+def packed_position_offset(
+    model: PreTrainedModel, block: nn.Module | tuple[nn.Module, ...] | None
+) -> int | None:
     """The first position id, if sequences packed into rows give this model's padded logits.
 
     Packing (see :class:`repmatch.batching.PackedBatch`) passes explicit position ids restarting
@@ -445,15 +446,15 @@ def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> i
         padded[row, :length] = ids[start : start + length]
         padded_mask[row, :length] = 1
     segment = torch.tensor([0] * lengths[0] + [1] * lengths[1], device=device)
-    packed_mask = (segment[:, None] == segment[None, :])[None, None]  # (1, 1, T, T)
+    packed_mask = packing_mask(model, (segment[:, None] == segment[None, :])[None, None])
     starts = (torch.tensor([0, 0], device=device), torch.tensor([0, lengths[0]], device=device))
     pad_id = model.config.pad_token_id or 0
     try:
-        with torch.no_grad(), first_position_only(block):
+        with torch.no_grad(), cut_to_read_positions(block):
             expected = model(input_ids=padded, attention_mask=padded_mask).logits
         for offset in dict.fromkeys((0, pad_id + 1)):
             positions = torch.cat([torch.arange(n) for n in lengths]).to(device) + offset
-            with torch.no_grad(), first_position_only(block, starts):
+            with torch.no_grad(), cut_to_read_positions(block, starts):
                 logits = model(
                     input_ids=ids[None], attention_mask=packed_mask, position_ids=positions[None]
                 ).logits
@@ -462,6 +463,22 @@ def packed_position_offset(model: PreTrainedModel, block: nn.Module | None) -> i
     except (RuntimeError, ValueError, IndexError, TypeError):
         return None
     return None
+
+
+def packing_mask(model: PreTrainedModel, mask: torch.Tensor) -> torch.Tensor:
+    """A (R, 1, T, T) boolean attention mask of packed rows as ``model`` reads a 4-d mask.
+
+    transformers hands a 4-d mask to the attention as it is. Scaled-dot-product attention reads
+    a boolean one; eager attention (MPNet's only kind) adds it to the scores, so it gets 0 where
+    a token may attend and the lowest value of the model's dtype elsewhere (a boolean mask added
+    would let the packed sequences see each other).
+    """
+    if getattr(model.config, "_attn_implementation", None) != "eager":
+        return mask
+    dtype = next(model.parameters()).dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~mask, torch.finfo(dtype).min
+    )
 
 
 def _probe_ids(model: PreTrainedModel, shape: tuple[int, ...], *, seed: int) -> torch.Tensor:
@@ -476,29 +493,29 @@ def _same_logits(logits: torch.Tensor, expected: torch.Tensor) -> bool:
 
 
 @contextmanager
-def first_position_only(
+def cut_to_read_positions(
     block: nn.Module | tuple[nn.Module, ...] | None,
     at: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Iterator[None]:
     """Inside: ``block`` (from :func:`first_position_block`, or the blocks of
-    :func:`last_position_blocks`) sees one position per sequence.
+    :func:`last_position_blocks`) sees only the position the head reads in each sequence.
 
-    Its (R, T, H) inputs are cut to (N, 1, H): position 0 of every row, or with ``at`` (two (N,)
-    tensors: rows and columns) the first tokens of sequences packed into rows, or the positions a
-    decoder reads (:func:`read_positions`). Every later layer then works on those positions
-    only, and the logits come out one row per sequence, in the order of ``at``. ``None`` changes
-    nothing.
+    Its (R, T, H) inputs are cut to (N, 1, H): position 0 of every row ([CLS]), or with ``at``
+    (two (N,) tensors: rows and columns) the first tokens of sequences packed into rows, or the
+    last real token a decoder reads (:func:`read_positions`). Every later layer then works on
+    those positions only, and the logits come out one row per sequence, in the order of ``at``.
+    ``None`` changes nothing.
     """
     if block is None:
         yield
         return
     blocks = block if isinstance(block, tuple) else (block,)
 
-    def first(tensor: torch.Tensor) -> torch.Tensor:
+    def read(tensor: torch.Tensor) -> torch.Tensor:
         return tensor[:, :1] if at is None else tensor[at[0], at[1]].unsqueeze(1)
 
     def cut(module: nn.Module, args: tuple) -> tuple:
-        return tuple(first(a) if isinstance(a, torch.Tensor) and a.ndim == 3 else a for a in args)
+        return tuple(read(a) if isinstance(a, torch.Tensor) and a.ndim == 3 else a for a in args)
 
     handles = [module.register_forward_pre_hook(cut) for module in blocks]
     try:

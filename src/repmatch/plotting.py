@@ -1,20 +1,29 @@
-"""Heat maps: per-layer Grassmann grids (paper Fig. 1 style) and dataset similarity matrices."""
+"""Heat maps: per-layer Grassmann grids (paper Fig. 1 style) and dataset similarity matrices.
+
+Figures are :class:`matplotlib.figure.Figure` objects drawn on their own canvas, never through
+``pyplot``: importing or calling this module leaves matplotlib's backend and pyplot's figures as
+the caller set them (a notebook keeps its inline backend).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from repmatch.artifacts import atomic_path, exclusive_output, output_set
+from repmatch.errors import RepmatchError
+from repmatch.lora import short_layer_name
 
-from repmatch.artifacts import atomic_path  # noqa: E402
-from repmatch.compare import Comparison  # noqa: E402
-from repmatch.lora import short_layer_name  # noqa: E402
+if TYPE_CHECKING:
+    from repmatch.compare import Comparison
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | None = None) -> None:
@@ -22,13 +31,8 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     names = list(comparison.grids)
     columns = min(len(names), 6)
     rows = math.ceil(len(names) / columns)
-    figure, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=(2.2 * columns + 1.2, 2.3 * rows + 0.6),
-        squeeze=False,
-        layout="constrained",
-    )
+    figure = Figure(figsize=(2.2 * columns + 1.2, 2.3 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
     vmax = max(float(grid.max()) for grid in comparison.grids.values()) or 1.0
     image = None
     for ax, name in zip(axes.flat, names, strict=False):
@@ -43,8 +47,28 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     figure.suptitle(title or f"RepMatch = {comparison.score:.3f} ({comparison.side} side)")
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
+    if image is not None:  # one panel at least: a comparison has a layer
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
     _save(figure, path)
+
+
+def plot_comparison(comparison: Comparison, path: str | Path) -> list[Path]:
+    """:func:`plot_layer_grids` of ``comparison`` to ``path`` and, with a shuffled baseline, of
+    the baseline to ``<stem>-shuffled<suffix>`` beside it: both written or neither."""
+    path = Path(path)
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise RepmatchError(
+            f"cannot tell the image format of {path}; name it .png, .pdf or .svg "
+            f"(or any of {', '.join(sorted(formats))})"
+        )
+    shuffled = path.with_name(f"{path.stem}-shuffled{path.suffix}")
+    with exclusive_output(path), output_set(path) as outputs:
+        plot_layer_grids(comparison, outputs.path(path))
+        if comparison.baseline:
+            title = f"shuffled baseline = {comparison.baseline.score:.3f} ({comparison.side} side)"
+            plot_layer_grids(comparison.baseline, outputs.path(shuffled), title=title)
+    return [path, shuffled] if comparison.baseline else [path]
 
 
 def plot_similarity_matrix(
@@ -57,7 +81,8 @@ def plot_similarity_matrix(
 ) -> None:
     """Annotated heat map of a square similarity matrix (mean ± std when ``std`` is given)."""
     size = len(names)
-    figure, ax = plt.subplots(figsize=(1.1 * size + 2.5, 1.0 * size + 1.5), layout="constrained")
+    figure = Figure(figsize=(1.1 * size + 2.5, 1.0 * size + 1.5), layout="constrained")
+    ax = figure.subplots()
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(size), names, rotation=45, ha="right")
     ax.set_yticks(range(size), names)
@@ -73,7 +98,6 @@ def plot_similarity_matrix(
     _save(figure, path)
 
 
-def _save(figure, path: str | Path) -> None:
+def _save(figure: Figure, path: str | Path) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(figure)

@@ -21,6 +21,7 @@ import csv
 import io
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,7 @@ class Embedder:
         self.tokenizer = load_tokenizer(config.model)
         self.model = load_base_model(config.model)
         self.last_token = is_causal(self.model)
-        self.model.to(self.device)
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers' wrapped .to
 
     def __call__(self, examples: Examples, *, progress: bool = False) -> torch.Tensor:
         """Pooled embeddings of ``examples``, in data order: (N, H) float32 on the CPU."""
@@ -249,7 +250,11 @@ def _recorded(config: EmbeddingConfig) -> dict:
 
 
 def _embedded_samples(
-    loaded: list[Examples], config: BaselineConfig, *, progress: bool, device
+    loaded: list[Examples],
+    config: BaselineConfig,
+    *,
+    progress: bool,
+    device: str | torch.device | None,
 ) -> list[torch.Tensor]:
     """Embeddings (n_k, H) of at most ``config.sample`` random instances of every dataset."""
     sampled = [sample_examples(examples, config.sample, config.seed) for examples in loaded]
@@ -258,7 +263,7 @@ def _embedded_samples(
 
 
 def baseline_matrix(
-    datasets: list[DataSpec | Examples | pd.DataFrame | object],
+    datasets: Sequence[DataSpec | Examples | pd.DataFrame | object],
     config: BaselineConfig | None = None,
     *,
     names: list[str] | None = None,
@@ -319,7 +324,10 @@ def representation_baseline(
     started = time.perf_counter()
     loaded = [as_examples(first), as_examples(second)]
     vectors = _embedded_samples(loaded, config, progress=progress, device=device)
-    count, cosine = pairs_above(*vectors, config.threshold, chunk_size=config.chunk_size)
+    first_vectors, second_vectors = vectors
+    count, cosine = pairs_above(
+        first_vectors, second_vectors, config.threshold, chunk_size=config.chunk_size
+    )
     pairs = len(vectors[0]) * len(vectors[1])
     return {
         "percent": 100.0 * count / pairs,
@@ -392,11 +400,12 @@ def _prototypicality(
     embed = Embedder(config, device=device)
     started = time.perf_counter()
     vectors = embed(examples, progress=progress)
-    classes = examples.task in ("classification", "pair-classification")
+    task = get_task(examples.task)
+    classes = task.has_classes
     labels = torch.as_tensor(examples.labels) if classes else None  # else: one centroid
     scores = centroid_cosines(vectors, labels).double().numpy()
     seconds = time.perf_counter() - started
-    references = get_task(examples.task).references(examples)  # the label column, as RepMatch's
+    references = task.references(examples)  # the label column, as RepMatch's
     table = pa.table({"id": examples.ids, "label": references, "score": scores})
     run |= {
         "centroids": "one per class" if classes else "one over all instances",

@@ -14,11 +14,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -44,6 +45,7 @@ from repmatch.models import (
     load_tokenizer,
     max_positions,
     packed_position_offset,
+    packing_mask,
     portable_model_name,
     resolve_device,
 )
@@ -189,7 +191,7 @@ class InstanceScorer:
             )
             for name in self.targets
         }
-        self.model.to(self.device)
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers' wrapped .to
         align_pad_token(self.tokenizer, self.model)  # decoders read the last token not padding
         # Heads that read one position of the last layer ([CLS], or a decoder's last token) need
         # it there only.
@@ -205,7 +207,26 @@ class InstanceScorer:
         )
         # Lower precision: the model's weights only, after the LoRA inits and the probes above
         # (float32); the per-instance maths stays float32 (see repmatch.updates).
-        self.model.to(self.dtype)
+        self.model.to(self.dtype)  # type: ignore[arg-type]
+
+    @contextmanager
+    def _running(
+        self,
+        batch: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        packed: PackedBatch | None,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Inside: ``batch`` and ``labels`` on ``device``, the attention kernel of ``dtype`` and
+        the readout cut (at the packed sequences' first tokens with ``packed``) in place."""
+        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+        if packed is not None:
+            batch["attention_mask"] = packing_mask(self.model, batch["attention_mask"])
+        where = packed.starts if packed else None
+        with (
+            attention_kernel(self.dtype, self.device),
+            self.readout.applied(self.model, batch["input_ids"], where),
+        ):
+            yield batch, labels.to(self.device)
 
     def instance_updates(
         self,
@@ -222,13 +243,9 @@ class InstanceScorer:
         config = self.config
         if packed is not None and config.steps != 1:
             raise ValueError("packed rows are for one-step scores only (steps == 1)")
-        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
-        labels = labels.to(self.device)
-        where = packed.starts if packed else None
-        with (
-            attention_kernel(self.dtype, self.device),
-            self.readout.applied(self.model, batch["input_ids"], where),
-        ):
+        with self._running(batch, labels, packed) as (batch, labels):
+            update: Callable[..., Updates]
+            extra: dict[str, Any]
             if config.steps == 1:
                 update, extra = one_step_updates, {"segments": packed.segments if packed else None}
             else:
@@ -268,19 +285,13 @@ class InstanceScorer:
     ) -> torch.Tensor:
         """cos(-∇_W L(x), ΔW_ref) of every instance and layer, (N, L) on ``device`` (arguments as
         :meth:`instance_updates`)."""
-        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
-        labels = labels.to(self.device)
+        with self._running(batch, labels, packed) as (batch, labels):
+            taps = token_gradients(self.model, batch, labels, self.targets, task=self.task)
         if packed is not None:
             segments = packed.segments
         else:  # one instance per row; padding belongs to none
             rows = torch.arange(labels.shape[0], device=self.device)[:, None]
             segments = torch.where(batch["attention_mask"].bool(), rows, -1)
-        where = packed.starts if packed else None
-        with (
-            attention_kernel(self.dtype, self.device),
-            self.readout.applied(self.model, batch["input_ids"], where),
-        ):
-            taps = token_gradients(self.model, batch, labels, self.targets, task=self.task)
         return torch.stack(
             [
                 gradient_cosine(
@@ -333,7 +344,7 @@ class InstanceScorer:
         """Per-seed, per-layer scores (RepMatch, or ``config.measure``) of every instance, in data
         order: (S, N, L)."""
         encoded = EncodedExamples(self.tokenizer, examples, max_length=self.config.max_length)
-        labels = self.task.targets(examples, encoded)
+        labels = self.task.loss_targets(examples, encoded)
         scores = torch.empty(len(self.config.seeds), len(examples), len(self.targets))
         batches = plan_batches(
             encoded, self.config.batch_size, self.device, position_offset=self.position_offset
@@ -384,7 +395,8 @@ def score_instances(
 
     ``data``: a :class:`DataSpec`, :class:`Examples`, pandas DataFrame or ``datasets.Dataset``.
     Returns a DataFrame with one row per instance, in data order: ``id``, ``label``, ``score``
-    (mean over seeds), ``score_std`` and ``score_seed<S>`` (several seeds), and per layer
+    (mean over seeds), ``score_std`` (population std over the seeds, ddof 0) and
+    ``score_seed<S>`` (several seeds), and per layer
     ``layer_<i>_<module>`` (mean over seeds). With ``out``, the same table is also written as
     Parquet, streamed in chunks so that an interrupted run can be resumed, plus the run record
     ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
@@ -462,7 +474,7 @@ def _score_all(
     ) as bar:
         for index in mine:
             if store and store.done(index):
-                table = store.read(index)
+                table = _read_chunk(store, index, examples.ids, chunks[index])
             else:
                 table = _score_chunk(scorer, examples.select(chunks[index]), layer_columns)
                 computed += table.num_rows
@@ -474,7 +486,10 @@ def _score_all(
     if processes > 1:
         if store:  # every chunk is in the store once all processes get here
             distributed.barrier()
-            tables = {index: store.read(index) for index in range(len(chunks))}
+            tables = {
+                index: _read_chunk(store, index, examples.ids, rows)
+                for index, rows in enumerate(chunks)
+            }
         else:
             tables = {i: t for part in distributed.all_gather(tables) for i, t in part.items()}
         computed = sum(distributed.all_gather(computed))  # waits until every process has read
@@ -483,6 +498,7 @@ def _score_all(
     result = joined.to_pandas()
     run |= {
         "seed_spearman": _seed_spearman(result, config.seeds),
+        "score_std": "population std over the seeds (ddof 0)" if len(config.seeds) > 1 else None,
         "seconds": round(seconds, 2),
         "computed": computed,
         "read_back": len(examples) - computed,
@@ -497,7 +513,21 @@ def _score_all(
     return result
 
 
-def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]):
+def _read_chunk(store: ChunkStore, index: int, ids: list, rows: range) -> Any:
+    """A finished chunk read back, checked to hold the ids of its ``rows`` of the data, in order
+    (a chunk file copied over another, or edited, would otherwise be joined as it is)."""
+    table = store.read(index)
+    held = table.column("id").to_pylist() if "id" in table.column_names else None
+    if held != ids[rows.start : rows.stop]:
+        raise RepmatchError(
+            f"cannot resume: chunk {index} in {store.folder} does not hold the ids of rows "
+            f"{rows.start}..{rows.stop - 1} of the data (the file was copied over or changed); "
+            f"delete chunk-{index:05d}.parquet and resume to recompute only it"
+        )
+    return table
+
+
+def _score_chunk(scorer: InstanceScorer, examples: Examples, layer_columns: list[str]) -> Any:
     """Scores of one chunk as an Arrow table in data order."""
     import pyarrow as pa
 
@@ -523,8 +553,9 @@ def _seed_spearman(result: pd.DataFrame, seeds: tuple[int, ...]) -> dict[str, fl
     """Spearman correlation of the instance rankings of every pair of seeds."""
     if len(seeds) < 2:
         return None
-    ranks = {seed: result[f"score_seed{seed}"].rank().to_numpy() for seed in seeds}
+    from scipy.stats import spearmanr
+
     return {
-        f"{a}-{b}": float(np.corrcoef(ranks[a], ranks[b])[0, 1])
+        f"{a}-{b}": float(spearmanr(result[f"score_seed{a}"], result[f"score_seed{b}"]).statistic)
         for a, b in itertools.combinations(seeds, 2)
     }

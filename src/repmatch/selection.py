@@ -33,7 +33,6 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from repmatch.artifacts import atomic_path, exclusive_output, record_path, run_record
+from repmatch import distributed
+from repmatch.artifacts import exclusive_output, output_set, record_path, run_record
 from repmatch.config import SelectConfig, SelectHow
 from repmatch.data import FORMATS, DataSpec, Examples, as_examples, load_examples
 from repmatch.data.columns import ID_COLUMNS, LABEL_COLUMNS
@@ -57,6 +57,7 @@ __all__ = [
     "select_from_scores",
     "select_instances",
     "select_to_file",
+    "scored_examples",
     "selection_record",
     "write_selection",
 ]
@@ -241,7 +242,7 @@ def select_from_scores(
     """
     path = Path(scores)
     frame, record = load_scores(path)
-    examples = _scored_examples(frame, record, data, path)
+    examples = scored_examples(frame, record, data, path)
     positions = _choose(frame, config, f"scores {path.name}")
     chosen = examples.select(positions)
     values = frame[config.score_column].to_numpy(np.float64)[positions]
@@ -268,10 +269,12 @@ def select_from_scores(
     return Selection(chosen, values, selection_record)
 
 
-def _scored_examples(
+def scored_examples(
     frame: pd.DataFrame, record: dict[str, Any], data: object, path: Path
 ) -> Examples:
-    """The scored instances in the order of ``frame``, checked to be what was scored."""
+    """The scored instances in the order of ``frame`` (a scores table and its ``record``),
+    reloaded from the record's data spec or taken from ``data``, checked to be what was scored
+    (every id found, the recorded fingerprint); raise a one-line error naming what differs."""
     if "id" not in frame.columns:
         raise RepmatchError(
             f"scores {path.name} have no id column; pass scores from repmatch score"
@@ -382,19 +385,37 @@ def _label_values(examples: Examples) -> list:
 
 
 def selection_record(path: str | Path) -> dict[str, Any] | None:
-    """The selection record beside data file ``path``, or ``None`` if it has none."""
+    """The selection record beside data file ``path``, or ``None`` if it has none; raise if a
+    field that reading the selection back needs has the wrong type."""
+    where = record_path(Path(path))
     try:
-        record = json.loads(record_path(Path(path)).read_text())
+        record = json.loads(where.read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("format") == SELECTION_FORMAT else None
+    if not isinstance(record, dict) or record.get("format") != SELECTION_FORMAT:
+        return None
+    columns, task = record.get("columns"), record.get("task")
+    if columns is not None and not (
+        isinstance(columns, dict)
+        and all(isinstance(v, (str, type(None))) for v in columns.values())
+    ):
+        raise RepmatchError(
+            f"{where}: field 'columns' should map roles to column names, got {columns!r}; "
+            "write the selection again with repmatch select"
+        )
+    if task is not None and not isinstance(task, str):
+        raise RepmatchError(
+            f"{where}: field 'task' should be a task name, got {task!r}; "
+            "write the selection again with repmatch select"
+        )
+    return record
 
 
 def write_selection(selection: Selection, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write the chosen rows to ``out`` (format by extension) and the record ``<out>.json``.
 
-    Both are written under temporary names and renamed into place together; an existing ``out``
-    is replaced only with ``overwrite`` and only if it is a selection.
+    Both are staged and committed together (:func:`repmatch.artifacts.output_set`); an existing
+    ``out`` is replaced only with ``overwrite`` and only if it is a selection.
     """
     out = Path(out)
     with exclusive_output(out):
@@ -411,8 +432,23 @@ def select_to_file(
     data: DataSpec | Examples | object = None,
     overwrite: bool = False,
 ) -> Selection:
-    """:func:`select_from_scores`, then :func:`write_selection` to ``out`` (checked first)."""
-    out = Path(out)
+    """:func:`select_from_scores`, then :func:`write_selection` to ``out`` (checked first).
+
+    Under a launcher (``torchrun``) the main process selects and writes; the others wait and
+    return the same selection."""
+    return distributed.on_main(
+        lambda: _select_to_file(scores, config, Path(out), data=data, overwrite=overwrite)
+    )
+
+
+def _select_to_file(
+    scores: str | Path,
+    config: SelectConfig,
+    out: Path,
+    *,
+    data: DataSpec | Examples | object,
+    overwrite: bool,
+) -> Selection:
     with exclusive_output(out):
         _check_output(out, overwrite)
         selection = select_from_scores(scores, config, data=data)
@@ -453,9 +489,9 @@ def _check_output(out: Path, overwrite: bool) -> None:
 def _write(selection: Selection, out: Path) -> None:
     fmt, gzipped = _output_format(out)
     columns = selection.columns()
-    with ExitStack() as stack:
-        data_file = stack.enter_context(atomic_path(out))
-        record_file = stack.enter_context(atomic_path(record_path(out)))
+    with output_set(out) as outputs:
+        data_file = outputs.path(out)
+        record_file = outputs.path(record_path(out))
         if fmt == "parquet":
             _write_parquet(columns, data_file, gzipped)
         else:
@@ -496,7 +532,9 @@ def _json(columns: dict[str, list]) -> str:
 
 def _csv(columns: dict[str, list]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF rows (RFC 4180): the writer then quotes every field holding a \r or \n, so a bare
+    # carriage return in a text reads back as part of the text, not as the end of a row.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(list(columns))
     writer.writerows(_cells(columns))
     return buffer.getvalue()

@@ -20,6 +20,7 @@ import csv
 import io
 import itertools
 import logging
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 
 from repmatch import distributed
 from repmatch.adapters import load_adapter
-from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
+from repmatch.artifacts import exclusive_output, output_set, run_record, write_json
 from repmatch.compare import compare_adapters
 from repmatch.config import BaselineConfig, Side, TrainConfig, check_seeds, check_side
 from repmatch.data import DataSpec, Examples, as_examples
@@ -44,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimilarityMatrix:
-    """Pairwise RepMatch between datasets: mean and std over seed pairs, (D, D) each."""
+    """Pairwise RepMatch between datasets: mean and population std (ddof 0) over the seed pairs,
+    (D, D) each."""
 
     names: list[str]
     mean: np.ndarray
@@ -58,6 +60,7 @@ class SimilarityMatrix:
             "names": self.names,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            "std_of": "population std over the seed pairs (ddof 0)",
             "seeds": self.seeds,
             "adapters": {
                 name: {str(s): p for s, p in d.items()} for name, d in self.adapters.items()
@@ -78,7 +81,7 @@ class SimilarityMatrix:
 
 
 def dataset_similarity(
-    datasets: list[DataSpec | object],
+    datasets: Sequence[DataSpec | object],
     config: TrainConfig,
     out_dir: str | Path,
     *,
@@ -113,7 +116,7 @@ def dataset_similarity(
 
 
 def _similarity(
-    datasets: list[DataSpec | object],
+    datasets: Sequence[DataSpec | object],
     config: TrainConfig,
     out: Path,
     seeds: tuple[int, ...],
@@ -139,30 +142,24 @@ def _similarity(
             train_or_reuse(examples, seeded, folder, progress=progress, device=device)
             folders[name][seed] = str(folder)
     if not distributed.is_main():  # under torchrun: the main process compares and writes
-        return distributed.broadcast(None)
-    result = _compare_and_write(loaded, names, folders, config, out, seeds, side)
+        return distributed.broadcast(None)  # type: ignore[return-value]  # the main's matrix
+    result, record = _compare(loaded, names, folders, config, seeds, side)
     if baseline is not None:
         matrix = baseline_matrix(loaded, baseline, names=names, progress=progress, device=device)
-        with atomic_path(out / "baseline.csv") as temporary:
-            temporary.write_text(matrix.to_csv())
-        write_json(
-            out / "baseline.json",
-            run_record("baseline-matrix", **matrix.to_dict(), data=_data_records(loaded)),
-        )
         result = replace(result, baseline=matrix)
+    _write(result, out, record, loaded)
     return distributed.broadcast(result)
 
 
-def _compare_and_write(
+def _compare(
     loaded: list[Examples],
     names: list[str],
     folders: dict[str, dict[int, str]],
     config: TrainConfig,
-    out: Path,
     seeds: tuple[int, ...],
     side: Side,
-) -> SimilarityMatrix:
-    """RepMatch between every pair of the trained adapters; the matrix files written."""
+) -> tuple[SimilarityMatrix, dict]:
+    """RepMatch between every pair of the trained adapters: the matrix and its record."""
     adapters = {
         (n, s): load_adapter(p) for n, by_seed in folders.items() for s, p in by_seed.items()
     }
@@ -199,8 +196,7 @@ def _compare_and_write(
             "data": _data_records(loaded),
         },
     )
-    _write(result, out, record, len(seed_pairs) > 1)
-    return result
+    return result, record
 
 
 def _data_records(loaded: list[Examples]) -> list:
@@ -211,16 +207,28 @@ def _data_records(loaded: list[Examples]) -> list:
     ]
 
 
-def _write(result: SimilarityMatrix, out: Path, record: dict, with_std: bool) -> None:
-    with atomic_path(out / "matrix.csv") as temporary:
-        temporary.write_text(result.to_csv())
-    write_json(out / "matrix.json", record)
-    plot_similarity_matrix(
-        result.mean,
-        result.names,
-        out / "matrix.png",
-        std=result.std if with_std else None,
-    )
+def _write(result: SimilarityMatrix, out: Path, record: dict, loaded: list[Examples]) -> None:
+    """The matrix files (and the baseline's), committed together, ``matrix.json`` last."""
+    with output_set(out) as outputs:
+        outputs.path(out / "matrix.csv").write_text(result.to_csv())
+        plot_similarity_matrix(
+            result.mean,
+            result.names,
+            outputs.path(out / "matrix.png"),
+            std=result.std if len(record["seed_pairs"]) > 1 else None,
+        )
+        if result.baseline is not None:
+            outputs.path(out / "baseline.csv").write_text(result.baseline.to_csv())
+            write_json(
+                outputs.path(out / "baseline.json"),
+                run_record(
+                    "baseline-matrix", **result.baseline.to_dict(), data=_data_records(loaded)
+                ),
+            )
+        else:  # an earlier run's baseline would not match this matrix
+            outputs.remove(out / "baseline.csv")
+            outputs.remove(out / "baseline.json")
+        write_json(outputs.path(out / "matrix.json"), record)
 
 
 def _unique_names(names: list[str]) -> list[str]:

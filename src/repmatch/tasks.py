@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,26 +25,49 @@ from torch import nn
 
 from repmatch.errors import RepmatchError
 
-if TYPE_CHECKING:
-    from repmatch.batching import EncodedExamples
-    from repmatch.data import Examples
-
 logger = logging.getLogger(__name__)
+
+
+class LabelledExamples(Protocol):
+    """What a task reads from examples (:class:`repmatch.data.Examples`): their ``name``, the
+    ``ids`` and ``labels`` of the N instances, and for extractive QA every gold ``answers``."""
+
+    name: str
+    ids: list
+    labels: np.ndarray
+    answers: list[dict[str, list]] | None
+
+    def __len__(self) -> int: ...
+
+
+class Encoding(Protocol):
+    """What a task reads from encoded examples (:class:`repmatch.batching.EncodedExamples`,
+    which builds them with the task's ``truncation`` and ``keeps_offsets``): per example, every
+    token's character ``offsets`` in its own text, its ``sequence_ids`` (0: first text, 1:
+    second, None: special) and the ``contexts`` the offsets point into; None where the task
+    keeps no offsets."""
+
+    offsets: list[list[tuple[int, int]]] | None
+    sequence_ids: list[list[int | None]] | None
+    contexts: list[str] | None
 
 
 class Task:
     """Sequence classification: one text, a class index per instance, cross-entropy."""
 
     name = "classification"
-    problem_type = "single_label_classification"
+    problem_type: str | None = "single_label_classification"
     reads_one_position = True
     """The head reads one position per sequence ([CLS] or the last token), not every one."""
     truncation: bool | str = True
     """How the tokenizer cuts inputs longer than max_length (True: the longest text first)."""
     keeps_offsets = False
     """Whether encoding keeps every token's character offsets (to map character spans)."""
+    has_classes = True
+    """Labels are classes: the labels filter picks them, a class has its own centroid, and data
+    is aligned to a head's classes (by name or index)."""
 
-    def model_class(self) -> type:
+    def model_class(self) -> type[Any]:
         from transformers import AutoModelForSequenceClassification
 
         return AutoModelForSequenceClassification
@@ -67,15 +90,15 @@ class Task:
         """What the loss and the predictions read from a model's ``output`` on ``batch``: (N, C)."""
         return output.logits
 
-    def targets(self, examples: Examples, encoded: EncodedExamples) -> torch.Tensor:
+    def loss_targets(self, examples: LabelledExamples, encoded: Encoding) -> torch.Tensor:
         """What the loss compares the logits with, for ``examples`` as ``encoded``: (N,)."""
         return self.label_tensor(examples.labels)
 
-    def references(self, examples: Examples) -> np.ndarray | list:
+    def references(self, examples: LabelledExamples) -> np.ndarray | list:
         """What :meth:`metrics` compares predictions with, per instance: here the labels (N,)."""
         return examples.labels
 
-    def check_labels(self, examples: Examples, num_outputs: int) -> None:
+    def check_labels(self, examples: LabelledExamples, num_outputs: int) -> None:
         """Raise unless every label of ``examples`` fits a head with ``num_outputs`` outputs."""
         labels, ids, name = examples.labels, examples.ids, examples.name
         bad = np.flatnonzero((labels < 0) | (labels >= num_outputs))
@@ -89,8 +112,8 @@ class Task:
     def predictions(
         self,
         logits: torch.Tensor,
-        encoded: EncodedExamples | None = None,
-        positions: Sequence[int] | None = None,
+        encoded: Encoding | None = None,
+        positions: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         """What the model predicts from its logits: (N,) class indices.
 
@@ -99,7 +122,7 @@ class Task:
         """
         return logits.argmax(dim=-1).cpu().numpy()
 
-    def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def metrics(self, predictions: np.ndarray, labels: Any) -> dict[str, float]:
         """Accuracy and macro-F1 (scikit-learn)."""
         from sklearn.metrics import accuracy_score, f1_score
 
@@ -133,6 +156,7 @@ class Regression(Task):
 
     name = "regression"
     problem_type = "regression"
+    has_classes = False
 
     def head_size(self, num_labels: int) -> int:
         return 1
@@ -148,7 +172,7 @@ class Regression(Task):
     def label_tensor(self, labels: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(labels), dtype=torch.float32)
 
-    def check_labels(self, examples: Examples, num_outputs: int) -> None:
+    def check_labels(self, examples: LabelledExamples, num_outputs: int) -> None:
         labels, ids, name = examples.labels, examples.ids, examples.name
         if num_outputs != 1:
             raise RepmatchError(
@@ -164,8 +188,8 @@ class Regression(Task):
     def predictions(
         self,
         logits: torch.Tensor,
-        encoded: EncodedExamples | None = None,
-        positions: Sequence[int] | None = None,
+        encoded: Encoding | None = None,
+        positions: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         return logits.squeeze(-1).float().cpu().numpy()
 
@@ -185,10 +209,10 @@ class ExtractiveQA(Task):
     The span head (``qa_outputs``) gives a start and an end logit at every token, so the head
     reads every position (no first-position cut, no packing). Inputs are the pair (question,
     context), cut in the context only (``only_second``). Labels are character spans, turned into
-    token positions through the tokenizer's offsets (:meth:`targets`); an answer that lies beyond
-    ``max_length`` is labelled at position 0 ([CLS]), as the transformers examples do, and counted
-    in a warning: every instance keeps its row (and its score), and a [CLS] answer is never
-    predicted, since predictions are spans of the context.
+    token positions through the tokenizer's offsets (:meth:`loss_targets`); an answer that lies
+    beyond ``max_length`` is labelled at position 0 ([CLS]), as the transformers examples do, and
+    counted in a warning: every instance keeps its row (and its score), and a [CLS] answer is
+    never predicted, since predictions are spans of the context.
     """
 
     name = "extractive-qa"
@@ -196,10 +220,11 @@ class ExtractiveQA(Task):
     reads_one_position = False
     truncation = "only_second"
     keeps_offsets = True
+    has_classes = False
     max_answer_tokens = 30
     """Longest span :meth:`predictions` considers, in tokens (the SQuAD examples' default)."""
 
-    def model_class(self) -> type:
+    def model_class(self) -> type[Any]:
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering
@@ -230,14 +255,14 @@ class ExtractiveQA(Task):
     def label_tensor(self, labels: np.ndarray) -> torch.Tensor:
         raise TypeError(
             "extractive QA labels are character spans; their token positions need the "
-            "encoding: use targets(examples, encoded)"
+            "encoding: use loss_targets(examples, encoded)"
         )
 
-    def targets(self, examples: Examples, encoded: EncodedExamples) -> torch.Tensor:
+    def loss_targets(self, examples: LabelledExamples, encoded: Encoding) -> torch.Tensor:
         """Token positions (N, 2) of the first answer's first and last token; (0, 0) where the
         answer lies beyond the kept tokens (counted in a warning)."""
         if encoded.offsets is None or encoded.sequence_ids is None:
-            raise ValueError("extractive QA targets need an encoding that kept token offsets")
+            raise ValueError("extractive QA loss targets need an encoding that kept token offsets")
         spans = np.zeros((len(examples), 2), dtype=np.int64)
         cut = []
         for n, (start, end) in enumerate(examples.labels.tolist()):
@@ -257,7 +282,7 @@ class ExtractiveQA(Task):
             )
         return torch.as_tensor(spans)
 
-    def check_labels(self, examples: Examples, num_outputs: int) -> None:
+    def check_labels(self, examples: LabelledExamples, num_outputs: int) -> None:
         if num_outputs != 2:
             raise RepmatchError(
                 f"{examples.name} is an extractive QA task: the span head needs 2 outputs "
@@ -270,7 +295,7 @@ class ExtractiveQA(Task):
                 field="task",
             )
 
-    def references(self, examples: Examples) -> list[list[str]]:
+    def references(self, examples: LabelledExamples) -> list[list[str]]:
         """Every gold answer text of every instance."""
         if examples.answers is None:
             raise RepmatchError(f"{examples.name} has no gold answers (not extractive QA data)")
@@ -279,8 +304,8 @@ class ExtractiveQA(Task):
     def predictions(
         self,
         logits: torch.Tensor,
-        encoded: EncodedExamples | None = None,
-        positions: Sequence[int] | None = None,
+        encoded: Encoding | None = None,
+        positions: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         """The answer text of the best span of each row: (B,) strings.
 
@@ -289,7 +314,13 @@ class ExtractiveQA(Task):
         :attr:`max_answer_tokens` tokens, both in the context; its text is cut from the context by
         the tokens' character offsets. A row without context tokens predicts "".
         """
-        if encoded is None or positions is None or encoded.offsets is None:
+        if (
+            encoded is None
+            or positions is None
+            or encoded.offsets is None
+            or encoded.sequence_ids is None
+            or encoded.contexts is None
+        ):
             raise TypeError(
                 "extractive QA predictions need the encoded examples (with offsets) and the "
                 "positions of the logits' rows: predictions(logits, encoded, positions)"
@@ -324,7 +355,7 @@ class ExtractiveQA(Task):
         if len(predictions) != len(labels):
             raise ValueError(f"{len(predictions)} predictions for {len(labels)} instances")
         preds = [{"prediction_text": str(p), "id": str(k)} for k, p in enumerate(predictions)]
-        target = [
+        target: list[dict[str, Any]] = [
             {"answers": {"text": list(texts), "answer_start": [0] * len(texts)}, "id": str(k)}
             for k, texts in enumerate(labels)
         ]

@@ -7,14 +7,15 @@ run never leaves a half-written adapter. Next to PEFT's files it holds ``repmatc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
-from repmatch.artifacts import data_record, exclusive_output, run_record
+from repmatch.artifacts import data_record, exclusive_output, output_set, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
 from repmatch.config import TrainConfig, key_json, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
@@ -81,13 +82,7 @@ def train_adapter(
 
     with distributed.checked_on_main(claim):
         return _train_adapter(
-            data,
-            config,
-            Path(out_dir),
-            overwrite=overwrite,
-            progress=progress,
-            device=device,
-            heldout=heldout,
+            data, config, Path(out_dir), progress=progress, device=device, heldout=heldout
         )
 
 
@@ -113,7 +108,6 @@ def _train_adapter(
     config: TrainConfig,
     out: Path,
     *,
-    overwrite: bool,
     progress: bool,
     device: torch.device,
     heldout: DataSpec | Examples | object | None,
@@ -164,7 +158,7 @@ def _train_adapter(
         losses = fit(
             peft_model,
             encoded,
-            task.targets(examples, encoded),
+            task.loss_targets(examples, encoded),
             config,
             task=task,
             data_name=examples.name,
@@ -188,19 +182,18 @@ def _train_adapter(
     )
     if distributed.is_main():
         evaluate = None
-        if heldout is not None:
-
-            def evaluate(folder: Path) -> None:
-                record_heldout(folder, heldout, max_length=config.max_length, device=device)
-
-        _save_atomically(peft_model, record, out, overwrite=overwrite, evaluate=evaluate)
+        if heldout is not None:  # into the record before the folder is swapped into place
+            evaluate = functools.partial(
+                record_heldout, data=heldout, max_length=config.max_length, device=device
+            )
+        _save_atomically(peft_model, record, out, evaluate=evaluate)
         logger.info("saved adapter to %s (final loss %.4f)", out, losses[-1])
     distributed.barrier()  # the adapter exists on every process's return
     return out
 
 
 def fit(
-    peft_model,
+    peft_model: Any,
     encoded: EncodedExamples,
     labels: torch.Tensor,
     config: TrainConfig,
@@ -212,7 +205,9 @@ def fit(
     """AdamW over the parameters of ``peft_model`` that require grad (a LoRA-wrapped model, or any
     model with ``.logits`` outputs: evaluation fine-tunes whole models with it); returns the mean
     loss of each epoch. Batch order from ``config.seed``; dropout draws from torch's global RNG,
-    so callers seed it under ``torch.random.fork_rng``. Leaves the model in eval mode.
+    so callers seed it under ``torch.random.fork_rng``. Leaves the model in eval mode. In a
+    lower ``config.dtype`` the frozen weights of the model's body are cast to it, in place, and
+    AdamW takes its fused step (trained weights and its state stay float32).
 
     With W > 1 processes (:mod:`repmatch.distributed`), every process computes the same batch
     order and takes a contiguous slice of each batch; its summed loss times W / (batch size)
@@ -233,10 +228,15 @@ def fit(
         model = DistributedDataParallel(
             peft_model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    dtype = compute_dtype(config.dtype, device)  # autocast: matmuls in dtype
     optimizer = torch.optim.AdamW(
         [p for p in peft_model.parameters() if p.requires_grad],
         lr=config.lr,
         weight_decay=config.weight_decay,
+        # one fused kernel for every tensor: 4.8x faster on the CPU (a full fine-tune's 22.7M
+        # weights), but rounded differently (~1e-7), so float32 keeps torch's default loop and
+        # the numbers of earlier runs
+        fused=dtype != torch.float32,
     )
     rng = np.random.default_rng(config.seed)
     peft_model.train(config.base_dropout)  # dropout of the base model only when asked for
@@ -244,8 +244,12 @@ def fit(
         if ".lora_dropout." in name:
             module.train(config.lora_dropout > 0)
     checkpoint_without_dropout(peft_model)  # layers set to checkpoint do so, dropout or not
-    dtype = compute_dtype(config.dtype, device)  # autocast: matmuls in dtype, weights float32
-    autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype != torch.float32}
+    autocast: dict[str, Any] = {
+        "device_type": device.type,
+        "dtype": dtype,
+        "enabled": dtype != torch.float32,
+    }
+    _frozen_body_in(peft_model, dtype)  # trained weights (and AdamW's state) stay float32
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     epoch_losses = []
     steps = config.epochs * -(-len(encoded) // config.batch_size)
@@ -280,14 +284,14 @@ def fit(
                 total += summed
                 count += len(positions)
                 bar.update()
-            total = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64))
-            epoch_losses.append(float(total) / count)
+            reduced = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64))
+            epoch_losses.append(float(reduced) / count)
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
     return epoch_losses
 
 
-def _readout_cut(model, task: Task, config: TrainConfig) -> ReadoutCut:
+def _readout_cut(model: Any, task: Task, config: TrainConfig) -> ReadoutCut:
     """The exact last-layer cut for training ``model`` (a PEFT model or a plain classifier):
     none when dropout is on (the cut would change which random masks are drawn)."""
     if not task.reads_one_position or config.base_dropout:
@@ -295,6 +299,21 @@ def _readout_cut(model, task: Task, config: TrainConfig) -> ReadoutCut:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     model.eval()  # the probe compares logits, dropout off; fit sets the training modes next
     return ReadoutCut.probe(base)
+
+
+def _frozen_body_in(model: Any, dtype: torch.dtype) -> None:
+    """Cast the frozen weights of ``model``'s body (not its head, which is saved) to ``dtype``.
+
+    Autocast runs every matmul in ``dtype`` anyway; weights kept float32 would be cast again in
+    every step (for LoRA, most of the body). Trained weights are left float32, so the optimizer
+    updates float32 values. Changes ``model`` in place; nothing for float32.
+    """
+    if dtype == torch.float32:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for parameter in base.base_model.parameters():  # the body (transformers' base_model)
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(dtype)
 
 
 def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
@@ -308,31 +327,25 @@ def _share(positions: np.ndarray, processes: int) -> tuple[np.ndarray, float]:
 
 
 def _save_atomically(
-    peft_model,
+    peft_model: Any,
     record: dict,
     out: Path,
     *,
-    overwrite: bool,
-    evaluate: Callable[[Path], None] | None = None,
+    evaluate: Callable[[Path], object] | None = None,
 ) -> None:
-    """Write into a hidden sibling folder, ``evaluate`` it there (held-out metrics into its
-    record), then swap it into place."""
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        peft_model.save_pretrained(str(partial))
-        config_file = partial / "adapter_config.json"
+    """Write the adapter folder staged beside ``out``, ``evaluate`` it there (held-out metrics
+    into its record), then swap it in: an existing ``out`` (replaced with ``overwrite``,
+    checked before training) stays whole until the new folder is in its place."""
+    with output_set(out) as outputs:
+        staged = outputs.path(out)
+        peft_model.save_pretrained(str(staged))
+        config_file = staged / "adapter_config.json"
         adapter_config = json.loads(config_file.read_text())
         adapter_config["base_model_name_or_path"] = record["model"]
         config_file.write_text(json.dumps(adapter_config, indent=2))
-        (partial / RECORD_FILE).write_text(json.dumps(record, indent=2))
+        (staged / RECORD_FILE).write_text(json.dumps(record, indent=2))
         if evaluate is not None:
-            evaluate(partial)
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+            evaluate(staged)
 
 
 def adapter_key(config: TrainConfig, examples: Examples) -> str:

@@ -27,8 +27,9 @@ splitting them back, happens here only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ class StackedLora:
 
     def __init__(self, model: nn.Module, target_names: list[str], scaling: float) -> None:
         self.model = model
-        self.layers = {name: model.get_submodule(name) for name in target_names}
+        self.layers: dict[str, Any] = {name: model.get_submodule(name) for name in target_names}
         self.scaling = scaling
         self.A: dict[str, torch.Tensor] = {}
         self.B: dict[str, torch.Tensor] = {}
@@ -93,8 +94,10 @@ class StackedLora:
         with _forward_hooks(self.layers, self._hook):
             yield self
 
-    def _hook(self, name: str):
-        def add_update(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+    def _hook(self, name: str) -> Callable[..., torch.Tensor]:
+        def add_update(
+            module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+        ) -> torch.Tensor:
             x = inputs[0].to(self.A[name].dtype)  # (N, T, d_in), in the factors' float32
             low = x @ self.A[name].transpose(-1, -2)  # (N, T, r)
             update = self.scaling * (low @ self.B[name].transpose(-1, -2))  # (N, T, d_out)
@@ -111,7 +114,7 @@ class _LayerTaps:
     that do, so the loss can be differentiated with respect to every recorded output.
     """
 
-    def __init__(self, model: nn.Module, initial: dict[str, torch.Tensor | None]) -> None:
+    def __init__(self, model: nn.Module, initial: Mapping[str, torch.Tensor | None]) -> None:
         self.layers = {name: model.get_submodule(name) for name in initial}
         self.initial = initial
         self.projected: dict[str, torch.Tensor] = {}
@@ -123,8 +126,10 @@ class _LayerTaps:
         with _forward_hooks(self.layers, self._hook):
             yield self
 
-    def _hook(self, name: str):
-        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+    def _hook(self, name: str) -> Callable[..., torch.Tensor]:
+        def record(
+            module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+        ) -> torch.Tensor:
             a0 = self.initial[name]
             with torch.no_grad():  # float32 whatever the model's precision
                 h = inputs[0].detach().float()

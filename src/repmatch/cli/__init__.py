@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from repmatch.cli.common import shown
 from repmatch.errors import RepmatchError
 
 #: Command modules of this package, in the order ``repmatch --help`` lists them.
@@ -54,10 +55,9 @@ def _flag(field: str | None) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ShownFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     import transformers
 
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except RepmatchError as err:
         flag = _flag(err.field)
-        print(f"repmatch: error: {err}" + (f" [{flag}]" if flag else ""), file=sys.stderr)
+        message = shown(err) + (f" [{flag}]" if flag else "")
+        print(f"repmatch: error: {message}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, _Terminated) as stop:
         terminated = isinstance(stop, _Terminated)
@@ -83,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class _ShownFormatter(logging.Formatter):
+    """Log lines with control characters escaped: messages quote ids, labels and names from
+    the data (see :func:`repmatch.cli.common.shown`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
 
 
 class _Terminated(BaseException):

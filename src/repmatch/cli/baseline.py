@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
         f"{result['mean_cosine']:.3f})"
     )
     for name, size, total in zip((first, second), sizes, available, strict=True):
-        print(f"  {name}: {size:,} of {total:,} instances")
+        print(f"  {common.shown(name)}: {size:,} of {total:,} instances")
     print(
         f"  model {result['config']['model']}, {config.pooling} pooling, "
         f"{result['seconds']:.1f} s (the paper: BERT-base [CLS], 10,000 instances, cosine > 0.9)"

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from repmatch.config import DTYPES, TrainConfig, help_text
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from repmatch.data import DataSpec
+
+Config = TypeVar("Config", bound="DataclassInstance")
 
 TRAIN_DEFAULTS_NOTE = (
     "Defaults suit short CPU runs on the bundled model; the paper (BERT-base) used rank 4, "
     "lr 1e-5, batch size 40, 10 epochs for sentiment and 5 otherwise, AdamW, value projections, "
     "head frozen at a seed-42 init."
 )
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe to print: control and format characters (escape sequences, line
+    breaks, bidi overrides) written as Python escapes (``\\x1b``), so data cannot drive the
+    terminal or fake an output line."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char).startswith("C")
+        else char
+        for char in str(value)
+    )
 
 
 def add_data_arguments(
@@ -23,7 +45,8 @@ def add_data_arguments(
             "data",
             nargs="+",
             metavar="DATA",
-            help="datasets: files, folders of split files or hub names; DATA@SPLIT picks a split",
+            help="datasets: files, folders of split files or hub names; DATA@SPLIT picks a split "
+            "(a file whose name holds @ is read as that file)",
         )
     elif positional:
         parser.add_argument(
@@ -47,9 +70,16 @@ def add_data_arguments(
     group.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     group.add_argument("--indices-file", help="file of instance ids to keep, one per line")
     group.add_argument("--labels", nargs="+", metavar="LABEL", help="keep only these labels")
+    group.add_argument(
+        "--label-names",
+        nargs="+",
+        metavar="NAME",
+        help="names of the integer labels 0, 1, ... in order (e.g. entailment neutral "
+        "contradiction), to match them with named labels",
+    )
 
 
-def option(group: argparse._ActionsContainer, config, name: str, **kwargs) -> None:
+def option(group: argparse._ActionsContainer, config: Any, name: str, **kwargs: Any) -> None:
     """Flag ``--name`` for field ``name`` of ``config``: its help text, default and type."""
     default = getattr(config, name)
     if isinstance(default, (int, float, str)):
@@ -62,7 +92,7 @@ def option(group: argparse._ActionsContainer, config, name: str, **kwargs) -> No
     )
 
 
-def add_shared_arguments(group: argparse._ArgumentGroup, d) -> None:
+def add_shared_arguments(group: argparse._ArgumentGroup, d: Any) -> None:
     """Flags that training and scoring share, with the defaults of config ``d``."""
     for name in ("rank", "alpha", "lr", "weight_decay", "batch_size", "max_length"):
         option(group, d, name)
@@ -114,16 +144,16 @@ def add_seed_arguments(group: argparse._ArgumentGroup, default: int, what: str) 
         "--seeds",
         type=int,
         nargs="+",
-        help="several seeds in one run: mean, std and the agreement between them",
+        help="several seeds in one run: mean, population std and the agreement between them",
     )
 
 
-def data_spec(args: argparse.Namespace, source: str | None = None):
+def data_spec(args: argparse.Namespace, source: str | None = None) -> DataSpec:
     from repmatch.data import DataSpec
 
     source = source or args.data
     split = args.split
-    if "@" in source and "/" not in source.rsplit("@", 1)[1]:
+    if "@" in source and "/" not in source.rsplit("@", 1)[1] and not Path(source).exists():
         source, split = source.rsplit("@", 1)
     return DataSpec(
         source=source,
@@ -139,10 +169,11 @@ def data_spec(args: argparse.Namespace, source: str | None = None):
         seed=args.sample_seed,
         indices_file=args.indices_file,
         labels=tuple(args.labels) if args.labels else None,
+        label_names=tuple(args.label_names) if args.label_names else None,
     )
 
 
-def config_from(cls, args: argparse.Namespace, **overrides):
+def config_from(cls: type[Config], args: argparse.Namespace, **overrides: Any) -> Config:
     """Build a config dataclass from the parsed flags named like its fields."""
     values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
     return cls(**(values | overrides))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from repmatch.cli import common
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -51,33 +52,25 @@ def run(args: argparse.Namespace) -> None:
         allow_different_base=args.allow_different_base,
     )
     if args.heatmap:
-        from repmatch.plotting import plot_layer_grids
+        from repmatch.plotting import plot_comparison
 
-        plot_layer_grids(result, args.heatmap)
-        if result.baseline:
-            path = Path(args.heatmap)
-            plot_layer_grids(
-                result.baseline,
-                path.with_name(f"{path.stem}-shuffled{path.suffix}"),
-                title=f"shuffled baseline = {result.baseline.score:.3f} ({result.side} side)",
-            )
+        plot_comparison(result, args.heatmap)
     if args.json:
         print(json.dumps(result.to_dict()))
         return
     print(f"RepMatch = {result.score:.4f}  ({result.side} singular vectors)")
-    width = max(len(short_layer_name(name)) for name in result.layers)
+    shown = {name: common.shown(short_layer_name(name)) for name in result.layers}
+    width = max(map(len, shown.values()))
     print(
         f"{'layer':<{width}}  {'grid':>5}  {'score':>6}" + ("  shuffled" if result.baseline else "")
     )
     for name, score in result.layers.items():
         grid = result.grids[name]
-        line = (
-            f"{short_layer_name(name):<{width}}  {grid.shape[0]}x{grid.shape[1]:<3}  {score:6.4f}"
-        )
+        line = f"{shown[name]:<{width}}  {grid.shape[0]}x{grid.shape[1]:<3}  {score:6.4f}"
         if result.baseline:
             line += f"  {result.baseline.layers[name]:8.4f}"
         print(line)
     if result.baseline:
         print(f"shuffled baseline = {result.baseline.score:.4f}")
     for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {common.shown(note)}", file=sys.stderr)

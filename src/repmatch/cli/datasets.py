@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from repmatch.cli import common
 from repmatch.config import BaselineConfig, TrainConfig, help_text
@@ -16,7 +17,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     common.add_seed_arguments(
         parser.add_argument_group("seeds"),
         TrainConfig.seed,
-        "seed of the LoRA init and batch order; with --seeds, mean ± std over pairs of seeds",
+        "seed of the LoRA init and batch order; with --seeds, mean ± population std over pairs of "
+        "seeds",
     )
     parser.add_argument("--side", choices=["left", "right"], default="left")
     common.add_device_argument(parser)
@@ -74,8 +76,9 @@ def run(args: argparse.Namespace) -> None:
     )
     if not distributed.is_main():  # under torchrun: the main process reports
         return
-    names = result.names
-    print("RepMatch" + (" (mean ± std over seed pairs)" if len(result.seeds) > 1 else ""))
+    names = [common.shown(name) for name in result.names]
+    several = len(result.seeds) > 1
+    print("RepMatch" + (" (mean ± population std over seed pairs)" if several else ""))
     _print_matrix(
         names,
         lambda i, j: (
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         ),
     )
     written = "matrix.csv, matrix.json, matrix.png"
-    if result.baseline is not None:
+    if baseline is not None and result.baseline is not None:
         matrix = result.baseline
         print(f"representation baseline: % of pairs with cosine > {baseline.threshold}")
         _print_matrix(names, lambda i, j: f"{matrix.percent[i, j]:.2f}")
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"written to {args.out}/{written}")
 
 
-def _print_matrix(names: list[str], cell) -> None:
+def _print_matrix(names: list[str], cell: Callable[[int, int], str]) -> None:
     """A square table: one row per name, ``cell(i, j)`` in every column."""
     width = max(len(name) for name in names)
     print(" " * width + "  " + "  ".join(f"{name[:12]:>12}" for name in names))

@@ -14,6 +14,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", default="repmatch-demo", help="output folder (default repmatch-demo)"
     )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=400,
+        help="instances per generated task (default 400; the salted set has half as many)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the output of an earlier demo"
+    )
     common.add_device_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
@@ -22,4 +31,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from repmatch.demo import run_demo
 
-    run_demo(args.out, progress=not args.quiet, device=args.device)
+    run_demo(
+        args.out,
+        size=args.size,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=args.device,
+    )

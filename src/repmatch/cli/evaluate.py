@@ -7,7 +7,7 @@ import json
 import math
 
 from repmatch.cli import common
-from repmatch.config import EvalConfig, help_text
+from repmatch.config import DTYPES, EvalConfig, help_text
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         common.option(group, d, name)
     group.add_argument("--lr", type=float, help=help_text(EvalConfig, "lr"))
     common.option(group, d, "eval_batch_size")
+    common.option(group, d, "dtype", choices=list(DTYPES))
     common.option(group, d, "unseen_classes", choices=["error", "include"])
     group.add_argument(
         "--no-dropout", action="store_true", help="switch the model's dropout off while training"
@@ -79,19 +80,21 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps({"summary": record["summary"], "runs": record["runs"]}))
         return
     evaluation = record["evaluation"]
+    precision = "" if config.dtype == "float32" else f", {config.dtype}"
     print(
         f"{config.method} fine-tuning, {config.epochs} epochs, lr {config.lr:g}, batch size "
-        f"{config.batch_size}, seeds 0..{len(config.seeds) - 1}; evaluated on "
-        f"{evaluation['data_name']} ({evaluation['num_examples']} instances)"
+        f"{config.batch_size}, seeds 0..{len(config.seeds) - 1}{precision}; evaluated on "
+        f"{common.shown(evaluation['data_name'])} ({evaluation['num_examples']} instances)"
     )
-    width = max(len("subset"), *(len(row["subset"]) for row in record["summary"]))
+    names = [common.shown(row["subset"]) for row in record["summary"]]
+    width = max(len("subset"), *map(len, names))
     header = f"{'subset':<{width}}  {'n':>5}" + "".join(f"  {m:>17}" for m in result.metrics)
     print(header + "  s/run")
-    for row in record["summary"]:
+    for name, row in zip(names, record["summary"], strict=True):
         cells = "".join(
             f"  {_mean_std(row[f'{m}_mean'], row[f'{m}_std']):>17}" for m in result.metrics
         )
-        print(f"{row['subset']:<{width}}  {row['num_train']:>5}{cells}  {row['seconds_mean']:.1f}")
+        print(f"{name:<{width}}  {row['num_train']:>5}{cells}  {row['seconds_mean']:.1f}")
     if args.out:
         print(f"results written to {args.out}/results.csv and {args.out}/results.json")
 

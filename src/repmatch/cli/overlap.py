@@ -37,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.data import save_overlap_subsets
 
     result, record = save_overlap_subsets(
@@ -45,12 +46,15 @@ def run(args: argparse.Namespace) -> None:
         entailment_label=args.entailment_label,
         overwrite=args.overwrite,
     )
+    if not distributed.is_main():  # under torchrun: the main process reports
+        return
     source = record["source"]
     entailment = f"label {result.entailment}" + (
-        f" '{result.entailment_name}'" if result.entailment_name else ""
+        f" '{common.shown(result.entailment_name)}'" if result.entailment_name else ""
     )
     print(
-        f"{source['data_name']}: {result.non_entailment} of {source['num_examples']} instances "
+        f"{common.shown(source['data_name'])}: {result.non_entailment} of "
+        f"{source['num_examples']} instances "
         f"are non-entailment (entailment = {entailment})"
         + (f" ({result.without_words} with a wordless hypothesis)" if result.without_words else "")
     )

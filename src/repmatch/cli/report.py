@@ -26,7 +26,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.report import write_report
 
     out = write_report(args.runs, args.out, title=args.title, overwrite=args.overwrite)
+    if not distributed.is_main():  # under torchrun: the main process reports
+        return
     print(f"report written to {out} ({out.stat().st_size / 1024:.0f} KiB)")

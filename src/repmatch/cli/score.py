@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repmatch.cli import common
 from repmatch.config import MEASURES, EmbeddingConfig, ScoreConfig, help_text
 from repmatch.errors import RepmatchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("repmatch", "prototypicality")
 
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
         summary += f" ({record['instances_per_second']:.1f}/s)"
     if record["read_back"]:
         summary += f", read {record['read_back']} back from the interrupted run"
-    print(f"{summary}; {len(table)} written to {args.out}")
+    print(f"{summary}; {len(table)} written to {common.shown(args.out)}")
     if record.get("seed_spearman"):
         pairs = ", ".join(f"{k}: {v:.3f}" for k, v in record["seed_spearman"].items())
         print(f"ranking agreement between seeds (Spearman): {pairs}")
@@ -101,10 +105,11 @@ def run(args: argparse.Namespace) -> None:
     else:
         titles = ("most aligned with the reference", "least")
     for title, rows in zip(titles, (ranked[::-1][:5], ranked[:5]), strict=True):
-        print(f"{title}: " + ", ".join(f"{r.id} ({r.score:.3f})" for r in rows.itertuples()))
+        shown = (f"{common.shown(r.id)} ({r.score:.3f})" for r in rows.itertuples())
+        print(f"{title}: " + ", ".join(shown))
 
 
-def run_prototypicality(args: argparse.Namespace):
+def run_prototypicality(args: argparse.Namespace) -> pd.DataFrame:
     """Prototypicality scores of the data (the embedding baseline), written like RepMatch's."""
     from repmatch.config import BUNDLED_MODEL
     from repmatch.representation import prototypicality_scores

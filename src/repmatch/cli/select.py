@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from repmatch.cli import common
-from repmatch.config import SelectConfig, help_text
+from repmatch.config import SelectConfig, SelectHow, help_text
 from repmatch.errors import RepmatchError
 
-_HOWS = ("top", "bottom", "random")
+_HOWS: tuple[SelectHow, ...] = ("top", "bottom", "random")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -57,6 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from repmatch import distributed
     from repmatch.data import DataSpec
     from repmatch.selection import select_to_file
 
@@ -79,11 +80,15 @@ def run(args: argparse.Namespace) -> None:
         if err.field == "k":  # K is given as --top/--bottom/--random, not as a flag of its own
             raise RepmatchError(f"{err} [--{how}]") from None
         raise
+    if not distributed.is_main():  # under torchrun: the main process reports
+        return
     record = selection.record
     counts = record["class_counts"]
-    classes = f"; classes: {', '.join(f'{k} {v}' for k, v in counts.items())}" if counts else ""
+    shown = ", ".join(f"{common.shown(k)} {v}" for k, v in (counts or {}).items())
+    classes = f"; classes: {shown}" if counts else ""
     by = f"seed {config.seed}" if how == "random" else f"by {config.score_column}"
     print(
         f"selected {record['num_selected']} of {record['num_scored']} instances "
-        f"({how}{', balanced' if config.balanced else ''}, {by}){classes}; written to {args.out}"
+        f"({how}{', balanced' if config.balanced else ''}, {by}){classes}; "
+        f"written to {common.shown(args.out)}"
     )

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repmatch.cli import common
+
+if TYPE_CHECKING:
+    from repmatch.data import DataSpec
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
             print(heldout_line(out))
 
 
-def heldout_spec(args: argparse.Namespace):
+def heldout_spec(args: argparse.Namespace) -> DataSpec:
     """The held-out data: ``--eval`` read with the column, task and label options, whole (or
     ``--eval-sample`` instances of it)."""
     from repmatch.errors import RepmatchError
@@ -69,12 +73,12 @@ def heldout_spec(args: argparse.Namespace):
     return replace(spec, split=split, limit=None, sample=args.eval_sample, indices_file=None)
 
 
-def heldout_line(adapter) -> str:
+def heldout_line(adapter: str | Path) -> str:
     """One line on how the adapter did on its held-out data."""
     from repmatch.adapters import load_adapter
     from repmatch.heldout import learning_verdict
 
-    heldout = load_adapter(adapter).record["heldout"]
+    heldout = (load_adapter(adapter).record or {})["heldout"]
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in heldout["metrics"].items())
     line = f"held-out {heldout['data_name']} ({heldout['num_examples']} instances): {metrics}"
     majority = heldout["majority_rate"]

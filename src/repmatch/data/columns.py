@@ -83,7 +83,7 @@ def choose_columns(spec: DataSpec, table: Table) -> dict[str, str | None]:
             field="text_column",
         )
     if spec.label_column is not None:
-        label = _explicit(table, spec.label_column, "label_column")
+        label: str | None = _explicit(table, spec.label_column, "label_column")
     else:
         label = _auto(table, LABEL_COLUMNS, [text, pair])
         if label is None:

@@ -12,6 +12,7 @@ from typing import NoReturn
 import numpy as np
 
 from repmatch.data.columns import preview
+from repmatch.data.labels import class_keys, mismatch_error, named
 from repmatch.data.spec import DataSpec, TaskKind, is_int
 from repmatch.errors import RepmatchError
 
@@ -121,18 +122,22 @@ class Examples:
         """These examples with labels as class indices of a reference (an adapter's head).
 
         String labels are mapped to classes in sorted order per split, so data whose label set
-        differs from the reference's (a subset lacking a class) would otherwise be misaligned:
+        differs from the reference's (a subset lacking a class) would otherwise be misaligned.
+        Classes are matched by meaning (:func:`~repmatch.data.labels.class_keys`):
 
-        - both have class names: labels are matched by name, and take the reference's names;
-        - only the reference has names: integer labels are kept, and must be its class indices;
-        - the reference has no names: class indices are kept, and must lie in [0, num_labels).
+        - named classes by name; the labels take the reference's names;
+        - integer classes by value: bare indices, or sparse integers named by their value;
+        - integer labels against named classes (or named labels against integer classes) are
+          refused: matched by position they would be wrong; ``label_names`` names integers.
 
         Only labels that occur here must be known to the reference. ``num_labels`` becomes the
         reference's; regression and extractive QA examples are returned as they are. Raises a
         one-line :class:`~repmatch.errors.RepmatchError` naming the first label the reference
         lacks.
         """
-        if self.task in ("regression", "extractive-qa"):
+        from repmatch.tasks import get_task  # torch: only when aligning, not on import
+
+        if not get_task(self.task).has_classes:
             return self
         if not is_int(num_labels) or num_labels < 1:
             raise RepmatchError(f"the reference's num_labels must be >= 1, got {num_labels!r}")
@@ -142,29 +147,30 @@ class Examples:
                 f"the reference names {len(names)} classes but has {num_labels} outputs"
             )
         present = np.unique(self.labels).tolist()
-        if names is not None and self.label_names is not None:
-            index = {name: i for i, name in enumerate(names)}
-            mapping = np.full(max(present) + 1 if present else 0, -1, dtype=np.int64)
-            for value in present:
-                own = self._label_text(value)
-                if own not in index:
-                    self._unknown_label(value, own, names)
-                mapping[value] = index[own]  # type: ignore[index]
-            labels = mapping[self.labels]
+        own_keys, keys = class_keys(self.label_names), class_keys(names)
+        if named(own_keys) != named(keys):
+            if named(keys):
+                raise mismatch_error(self.name, "the reference", names or [])
+            raise mismatch_error("the reference", self.name, self.label_names or [])
+        index: dict[int | str, int]
+        if keys is None:
+            index = {i: i for i in range(num_labels)}
         else:
-            for value in present:
-                if not 0 <= value < num_labels:
-                    own = self._label_text(value)
-                    self._unknown_label(value, own, names or [str(i) for i in range(num_labels)])
-            labels = self.labels.copy()
-            names = self.label_names if names is None else None
+            index = {key: i for i, key in enumerate(keys)}
+        mapping = np.full(max(present) + 1 if present else 0, -1, dtype=np.int64)
+        for value in present:
+            key = value if own_keys is None else own_keys[value]
+            if key not in index:
+                self._unknown_label(value, self._label_text(value), names or list(map(str, index)))
+            mapping[value] = index[key]
+        labels = mapping[self.labels]
         return Examples(
             name=self.name,
             task=self.task,
             texts=list(self.texts),
             text_pairs=None if self.text_pairs is None else list(self.text_pairs),
             labels=labels,
-            ids=list(self.ids),
+            ids=list(self.ids),  # type: ignore[arg-type]  # the same kind of ids
             num_labels=num_labels,
             label_names=None if names is None else list(names),
             columns=dict(self.columns),

@@ -1,14 +1,17 @@
-"""Labels, ids and the task kind: interpreting the label and id columns of a full split."""
+"""Labels, ids and the task kind: interpreting the label and id columns of a full split, and
+matching classes by meaning (names with names, integers with integers; integers with names only
+through ``label_names``, never by position)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from repmatch.data.columns import is_missing, short_repr
+from repmatch.data.columns import is_missing, preview, short_repr
 from repmatch.data.readers import Table
 from repmatch.data.spec import DataSpec, is_int
 from repmatch.errors import RepmatchError
@@ -166,8 +169,8 @@ def detect_task(spec: DataSpec, labels: Labels, columns: dict[str, str | None], 
     if task == "regression" and labels.kind == "str":
         raise RepmatchError(
             f"task 'regression' needs numeric labels, but {label_column!r} in {where} holds "
-            f"strings (e.g. {labels.names[0]!r}); set task to 'classification' or label_column "
-            "to another column",
+            f"strings (e.g. {labels.names[0] if labels.names else None!r}); set task to "
+            "'classification' or label_column to another column",
             field="task",
         )
     if task != "regression" and labels.kind == "float":
@@ -191,3 +194,125 @@ def detect_task(spec: DataSpec, labels: Labels, columns: dict[str, str | None], 
             field="task",
         )
     return task
+
+
+def head_classes(
+    labels: Labels, given: tuple[str, ...] | None, where: str
+) -> tuple[np.ndarray, int, list[str] | None]:
+    """Class labels as head indices: ``(indices, num_labels, names)`` for the full split.
+
+    - string labels: indices into the names, sorted (or in the order of ``given``, which must
+      hold every name);
+    - integer labels with ``given`` names (the user's mapping) or names recorded with the data
+      (a Hub dataset's ClassLabel): the integers index the names;
+    - other integer labels are their own indices when they are dense enough (at least half of
+      0..max occurs, as for 0..K-1 with a class missing from a subset); sparse or offset ones
+      ({1, 5000}) are classes, not head indices: they are numbered in increasing order and named
+      by their value ('1', '5000'), so a head has one output per class.
+
+    Negative integers (rows that :func:`~repmatch.data.subsets.cut_subset` refuses or filters
+    out) are left out of the classes.
+    """
+    raw = labels.raw
+    column = labels.column
+    if labels.kind == "str":
+        assert labels.names is not None
+        if given is None:
+            return raw.astype(np.int64), max(len(labels.names), 1), list(labels.names)
+        missing = [name for name in labels.names if name not in given]
+        if missing:
+            raise RepmatchError(
+                f"label column {column!r} in {where} holds {missing[0]!r}, which label_names "
+                f"({', '.join(given)}) does not name; add it to label_names",
+                field="label_names",
+            )
+        order = np.array([given.index(name) for name in labels.names], dtype=np.int64)
+        return order[raw], len(given), list(given)
+    values = np.unique(raw[raw >= 0])
+    if given is not None:
+        if values.size and values[-1] >= len(given):
+            raise RepmatchError(
+                f"label column {column!r} in {where} holds the integer {int(values[-1])}, but "
+                f"label_names names {len(given)} classes (0..{len(given) - 1}); give a name "
+                "for every integer class, in order",
+                field="label_names",
+            )
+        return raw.astype(np.int64), len(given), list(given)
+    top = int(values[-1]) + 1 if values.size else 1
+    if labels.names is not None:
+        return raw.astype(np.int64), max(top, len(labels.names)), list(labels.names)
+    if top <= 2 * values.size:
+        return raw.astype(np.int64), top, None
+    index = np.searchsorted(values, raw).astype(np.int64)  # negatives: cut out later
+    return index, int(values.size), [str(int(v)) for v in values]
+
+
+def class_keys(names: list[str] | None) -> list[int | str] | None:
+    """What each class index stands for: its integer value when the names are integers
+    (sparse integer labels, or integer labels written as text), else its name; ``None`` when the
+    classes are bare indices (integer labels without names)."""
+    if names is None:
+        return None
+    if names and all(_CANONICAL_INT.fullmatch(name) for name in names):
+        return [int(name) for name in names]
+    return list[int | str](names)
+
+
+def named(keys: list[int | str] | None) -> bool:
+    """Whether classes are identified by names (not by integer values)."""
+    return keys is not None and bool(keys) and isinstance(keys[0], str)
+
+
+def mismatch_error(integers: str, names_of: str, names: list[str]) -> RepmatchError:
+    """The error for integer labels (of ``integers``) met with named classes (of ``names_of``):
+    matched by position they would be wrong, so only a mapping the user gives is taken."""
+    return RepmatchError(
+        f"{integers} has integer labels but {names_of} names its classes ({preview(names)}); "
+        "integer labels are matched to names only through a mapping, never by position: name "
+        "the integer classes 0, 1, ... of the integer-labelled data in order with label_names",
+        field="label_names",
+    )
+
+
+class Classified(Protocol):
+    """What :func:`common_classes` reads of a dataset (:class:`~repmatch.data.Examples`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def labels(self) -> np.ndarray: ...
+    @property
+    def num_labels(self) -> int: ...
+    @property
+    def label_names(self) -> list[str] | None: ...
+
+
+def common_classes(datasets: Sequence[Classified]) -> tuple[list[str] | None, int]:
+    """The classes of one head for several datasets of one classification task: ``(names,
+    num_labels)``, every class present in any dataset, matched by meaning.
+
+    Named classes: the union of the names present (sorted). Integer classes: bare indices
+    (``None``, the largest count) unless a dataset numbers sparse classes by value, then the
+    union of the values present, named by value. Named and integer classes together are refused
+    (:func:`mismatch_error`). Datasets without classes (regression, QA): ``(None, largest)``.
+    """
+    from repmatch.tasks import get_task  # torch: only when matching, not on import
+
+    if not get_task(datasets[0].task).has_classes:
+        return None, max(d.num_labels for d in datasets)
+    keys = [class_keys(d.label_names) for d in datasets]
+    by_name = [d for d, k in zip(datasets, keys, strict=True) if named(k)]
+    by_value = [d for d, k in zip(datasets, keys, strict=True) if not named(k)]
+    if by_name and by_value:
+        first = by_name[0]
+        raise mismatch_error(by_value[0].name, first.name, first.label_names or [])
+    if all(k is None for k in keys):
+        return None, max(d.num_labels for d in datasets)
+    union: set = set()
+    for d, k in zip(datasets, keys, strict=True):
+        present = np.unique(d.labels).tolist()
+        union.update(present if k is None else (k[v] for v in present))
+    classes = sorted(union)
+    return [str(c) for c in classes], len(classes)

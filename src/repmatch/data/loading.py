@@ -14,7 +14,7 @@ import numpy as np
 
 from repmatch.data.columns import choose_columns, read_texts
 from repmatch.data.examples import Examples
-from repmatch.data.labels import detect_task, read_ids, read_labels
+from repmatch.data.labels import detect_task, head_classes, read_ids, read_labels
 from repmatch.data.qa import is_qa_table, read_qa
 from repmatch.data.readers import Table, in_memory_table, open_source
 from repmatch.data.spec import DataSpec
@@ -72,7 +72,7 @@ def as_examples(data: Any, *, name: str | None = None, **options: Any) -> Exampl
             raise RepmatchError(
                 "name applies to in-memory tables; a file or folder is named after itself"
             )
-        return load_examples(_spec(os.fspath(data), options))
+        return load_examples(_spec(os.fsdecode(data), options))
     table = in_memory_table(data, name)
     misplaced = [field for field in _SOURCE_FIELDS if field in options]
     if misplaced:
@@ -85,7 +85,7 @@ def as_examples(data: Any, *, name: str | None = None, **options: Any) -> Exampl
     return _table_examples(table, _spec(table.name, options))
 
 
-def _spec(source: str | bytes, options: dict[str, Any]) -> DataSpec:
+def _spec(source: str, options: dict[str, Any]) -> DataSpec:
     """``DataSpec(source, **options)``; an unknown option is named with the known ones."""
     known = set(DataSpec.__dataclass_fields__) - {"source"}
     unknown = [key for key in options if key not in known]
@@ -118,14 +118,16 @@ def _table_examples(table: Table, spec: DataSpec) -> Examples:
     positions = cut_subset(spec, table, task, labels, ids, columns["id"])
 
     if task == "regression":
+        if spec.label_names is not None:
+            raise RepmatchError(
+                f"label_names names classes, but {table.where} is a regression task; "
+                "leave label_names unset",
+                field="label_names",
+            )
         label_array = labels.raw.astype(np.float32)
         num_labels, label_names = 1, None
     else:
-        label_array = labels.raw.astype(np.int64)
-        names = labels.names
-        top = int(label_array.max()) + 1 if label_array.size else 0
-        num_labels = max(top, len(names) if names is not None else 0, 1)
-        label_names = list(names) if names is not None else None
+        label_array, num_labels, label_names = head_classes(labels, spec.label_names, table.where)
     full = Examples(
         name=table.name,
         task=task,  # type: ignore[arg-type]

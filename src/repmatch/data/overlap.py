@@ -34,7 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from repmatch.artifacts import atomic_path, data_record, exclusive_output, run_record, write_json
+from repmatch import distributed
+from repmatch.artifacts import (
+    atomic_path,
+    data_record,
+    exclusive_output,
+    output_set,
+    run_record,
+    write_json,
+)
 from repmatch.data.examples import Examples
 from repmatch.data.loading import as_examples
 from repmatch.errors import RepmatchError
@@ -201,8 +209,18 @@ def save_overlap_subsets(
     ``hypothesis``, ``label``: the source's ids and label values, names when the labels are
     named), then the record ``overlap.json`` (definition, entailment class, sizes, source data).
     An empty subset has no file (no command accepts data without rows); its record entry says so.
+    Under a launcher (``torchrun``) the main process writes; the others wait.
     """
-    out = Path(out_dir)
+    return distributed.on_main(
+        lambda: _save_overlap_subsets(
+            data, Path(out_dir), entailment_label=entailment_label, overwrite=overwrite
+        )
+    )
+
+
+def _save_overlap_subsets(
+    data: object, out: Path, *, entailment_label: str | int | None, overwrite: bool
+) -> tuple[OverlapSubsets, dict]:
     with exclusive_output(out):
         if out.exists() and not out.is_dir():
             raise RepmatchError(f"output {out} is a file; name a folder for the subsets")
@@ -221,15 +239,10 @@ def save_overlap_subsets(
             )
         examples = as_examples(data)
         result = overlap_subsets(examples, entailment_label=entailment_label)
-        files = {}
-        for band, subset in result.subsets.items():
-            path = _subset_file(out, band)
-            if len(subset):
-                _write_jsonl_gz(path, _records(subset))
-                files[band] = path.name
-            else:
-                path.unlink(missing_ok=True)
-                files[band] = None
+        files: dict[str, str | None] = {
+            band: _subset_file(out, band).name if len(subset) else None
+            for band, subset in result.subsets.items()
+        }
         record = run_record(
             "overlap",
             definition=DEFINITION,
@@ -242,7 +255,14 @@ def save_overlap_subsets(
             files=files,
             source=data_record(examples),
         )
-        write_json(out / RECORD_FILE, record)
+        with output_set(out) as outputs:  # the subsets and their record, committed together
+            for band, subset in result.subsets.items():
+                path = _subset_file(out, band)
+                if len(subset):
+                    _write_jsonl_gz(outputs.path(path), _records(subset))
+                else:
+                    outputs.remove(path)
+            write_json(outputs.path(out / RECORD_FILE), record)
     return result, record
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from repmatch.data.readers import Table
 from repmatch.data.spec import DataSpec, is_int
 from repmatch.errors import RepmatchError
 
-TASK = "extractive-qa"
+TASK: Final = "extractive-qa"
 QUESTION_COLUMNS: tuple[str, ...] = ("question", "query")
 CONTEXT_COLUMNS: tuple[str, ...] = ("context", "paragraph", "passage")
 ANSWERS_COLUMNS: tuple[str, ...] = ("answers",)
@@ -111,7 +112,7 @@ def read_answers(
 ) -> list[dict[str, list]]:
     """The answers column as ``{"text": [str, ...], "answer_start": [int, ...]}`` per row,
     every answer checked to stand at its ``answer_start`` in the row's context."""
-    out = []
+    out: list[dict[str, list]] = []
     for row, value in enumerate(table.get(column)):
         where = f"answers of id {ids[row]!r} (column {column!r} in {table.where})"
         answer = _answer_mapping(value, where)
@@ -149,7 +150,7 @@ def _answer_mapping(value: object, where: str) -> Mapping:
             value = json.loads(value)
         except json.JSONDecodeError:
             raise RepmatchError(
-                f"{where} are text that is not JSON ({value[:40]!r}); write them as "
+                f"{where} are text that is not JSON ({str(value)[:40]!r}); write them as "
                 '{"text": [...], "answer_start": [...]}'
             ) from None
     if value is None or (not isinstance(value, Mapping) and is_missing(value)):

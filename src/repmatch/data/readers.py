@@ -19,10 +19,11 @@ import logging
 import os
 import re
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -113,7 +114,12 @@ def read_bytes(path: Path, gzipped: bool) -> bytes:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
         return path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise RepmatchError(
+            f"could not read {where}: its gzip stream is corrupted or cut short "
+            f"({first_line(exc)}); download or compress it again"
+        ) from None
+    except OSError as exc:
         raise RepmatchError(f"could not read {where}: {first_line(exc)}; check the file") from exc
 
 
@@ -225,7 +231,7 @@ def _dataset_table(dataset: Any, name: str, where: str) -> Table:
     return table
 
 
-def _is_instance(data: object, module: str, kind: str) -> bool:
+def _is_instance(data: object, module: str, kind: str) -> TypeGuard[Any]:
     """``isinstance(data, module.kind)`` without importing ``module`` (unused when not loaded)."""
     loaded = sys.modules.get(module)
     return loaded is not None and isinstance(data, getattr(loaded, kind))

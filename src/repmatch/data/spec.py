@@ -30,6 +30,7 @@ FLAGS = {
     "seed": "--sample-seed",
     "indices_file": "--indices-file",
     "labels": "--labels",
+    "label_names": "--label-names",
 }
 """The command-line flag of each spec field. Library messages name the field (and set
 :attr:`RepmatchError.field <repmatch.errors.RepmatchError.field>`); the CLI maps it to the flag."""
@@ -43,7 +44,9 @@ class DataSpec:
     ``split`` applies to folders and Hub names (default ``'train'``; a folder without a train split
     but with a single file uses that file). Column names and ``task`` are detected when ``None``.
     The subset is cut in this order: ``labels`` filter, ``indices_file``, then ``limit`` (first N)
-    or ``sample`` (N at random with ``seed``, kept in data order).
+    or ``sample`` (N at random with ``seed``, kept in data order). ``label_names`` names the
+    integer classes 0, 1, ... in order (``('entailment', 'neutral', 'contradiction')``), so that
+    integer labels are matched by name with named ones (:mod:`repmatch.data.labels`).
     """
 
     source: str
@@ -59,6 +62,7 @@ class DataSpec:
     seed: int = 0
     indices_file: str | None = None
     labels: tuple[str, ...] | None = None
+    label_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         """Check every field, normalising paths to ``str`` and ``labels`` to a tuple of ``str``."""
@@ -110,6 +114,8 @@ class DataSpec:
             )
         if self.labels is not None:
             object.__setattr__(self, "labels", _normalise_label_filter(self.labels))
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", _normalise_label_names(self.label_names))
         named = [
             (field, getattr(self, field))
             for field in ("text_column", "text_pair_column", "label_column", "id_column")
@@ -127,6 +133,7 @@ class DataSpec:
         """All fields as a JSON-serialisable dict (``labels`` as a list)."""
         out = dataclasses.asdict(self)
         out["labels"] = list(self.labels) if self.labels is not None else None
+        out["label_names"] = list(self.label_names) if self.label_names is not None else None
         return out
 
     def to_record(self) -> dict[str, Any]:
@@ -141,6 +148,8 @@ class DataSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataSpec:
         """Rebuild a spec from :meth:`to_dict` output; unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise RepmatchError(f"a data spec must be a JSON object of fields, got {data!r}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [key for key in data if key not in known]
         if unknown:
@@ -178,3 +187,27 @@ def _normalise_label_filter(labels: object) -> tuple[str, ...]:
             field="labels",
         )
     return tuple(out)
+
+
+def _normalise_label_names(names: object) -> tuple[str, ...]:
+    """``label_names`` as a tuple of distinct non-empty strings."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise RepmatchError(
+            f"label_names must be a list of class names (for the integers 0, 1, ... in order), "
+            f"got {names!r}; fix label_names",
+            field="label_names",
+        )
+    out = tuple(names)
+    bad = next((name for name in out if not isinstance(name, str) or not name.strip()), None)
+    if not out or bad is not None:
+        raise RepmatchError(
+            f"label_names must be non-empty strings, got {bad!r}; fix label_names",
+            field="label_names",
+        )
+    repeated = next((name for name in out if out.count(name) > 1), None)
+    if repeated is not None:
+        raise RepmatchError(
+            f"label_names names {repeated!r} twice; give every class its own name",
+            field="label_names",
+        )
+    return out

@@ -6,12 +6,16 @@ pair of them compared (RepMatch and the per-layer Grassmann grids); a comparison
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from repmatch.errors import RepmatchError
 from repmatch.report.page import Section, _e, _img, _note, _plain, _saved_png, _table
 from repmatch.report.runs import Run
+
+if TYPE_CHECKING:
+    from repmatch.compare import Comparison
 
 
 def _draw_adapters(runs: list[Run]) -> list[Section]:
@@ -58,8 +62,8 @@ def _heldout_table(runs: list[Run]) -> str:
     (``repmatch train --eval``); empty when no adapter was evaluated."""
     from repmatch.heldout import LEARNED_MARGIN, learning_verdict
 
-    evaluated = [(run, (run.record or {}).get("heldout")) for run in runs]
-    evaluated = [(run, heldout) for run, heldout in evaluated if isinstance(heldout, dict)]
+    recorded = [(run, (run.record or {}).get("heldout")) for run in runs]
+    evaluated = [(run, heldout) for run, heldout in recorded if isinstance(heldout, dict)]
     if not evaluated:
         return ""
     metrics = list(dict.fromkeys(m for _, heldout in evaluated for m in heldout["metrics"]))
@@ -111,7 +115,7 @@ def _draw_comparisons(runs: list[Run]) -> list[Section]:
     return sections
 
 
-def _comparison_body(comparison) -> str:
+def _comparison_body(comparison: Comparison) -> str:
     from repmatch.lora import short_layer_name
     from repmatch.plotting import plot_layer_grids
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from repmatch.artifacts import atomic_path, exclusive_output, record_path, run_record, write_json
+from repmatch import distributed
+from repmatch.artifacts import exclusive_output, output_set, record_path, run_record, write_json
 from repmatch.errors import RepmatchError, first_line
 from repmatch.report.kinds import KINDS, _accepted, recognise
 from repmatch.report.page import _is_report, _page
@@ -26,7 +27,7 @@ def build_report(runs: Sequence[str | Path | Run], *, title: str = "repmatch rep
             continue
         try:
             sections += kind.draw(mine)
-        except (KeyError, TypeError, ValueError, IndexError) as err:
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as err:
             paths = ", ".join(str(run.path) for run in mine)
             raise RepmatchError(
                 f"{paths}: the {kind.name} record is incomplete or corrupted "
@@ -44,9 +45,15 @@ def write_report(
 ) -> Path:
     """Write :func:`build_report` to ``out`` (atomically) with its record ``<out>.json``.
 
-    An existing ``out`` is replaced only with ``overwrite``, and only when it is a report.
+    An existing ``out`` is replaced only with ``overwrite``, and only when it is a report. Under a
+    launcher (``torchrun``) the main process writes; the others wait.
     """
-    out = Path(out)
+    return distributed.on_main(
+        lambda: _write_report(runs, Path(out), title=title, overwrite=overwrite)
+    )
+
+
+def _write_report(runs: Sequence[str | Path], out: Path, *, title: str, overwrite: bool) -> Path:
     with exclusive_output(out):
         if out.is_dir():
             raise RepmatchError(f"output {out} is a folder; name a file such as report.html")
@@ -59,15 +66,13 @@ def write_report(
             )
         recognised = [recognise(run) for run in runs]
         page = build_report(recognised, title=title)
-        with atomic_path(out) as temporary:
-            temporary.write_text(page, encoding="utf-8")
-        write_json(
-            record_path(out),
-            run_record(
-                "report",
-                title=title,
-                runs=[{"kind": run.kind, "path": str(run.path)} for run in recognised],
-                bytes=len(page.encode()),
-            ),
+        record = run_record(
+            "report",
+            title=title,
+            runs=[{"kind": run.kind, "path": str(run.path)} for run in recognised],
+            bytes=len(page.encode()),
         )
+        with output_set(out) as outputs:
+            outputs.path(out).write_text(page, encoding="utf-8")
+            write_json(outputs.path(record_path(out)), record)
     return out

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,7 @@ def _draw_matrices(runs: list[Run]) -> list[Section]:
         seeds = list(record.get("seeds") or [])
         several = len(seeds) > 1
         shown_std = std if several else None
-        png = _saved_png(
-            lambda path, m=mean, s=shown_std, n=names: plot_similarity_matrix(m, n, path, std=s)
-        )
+        png = _saved_png(partial(plot_similarity_matrix, mean, names, std=shown_std))
         cells = [
             [name]
             + [
@@ -37,8 +36,9 @@ def _draw_matrices(runs: list[Run]) -> list[Section]:
             for i, name in enumerate(names)
         ]
         explain = (
-            f"Each entry is the mean ± std of RepMatch over the {len(record.get('seed_pairs', []))}"
-            " ordered pairs of different LoRA seeds, so the diagonal measures seed robustness."
+            f"Each entry is the mean ± population std of RepMatch over the "
+            f"{len(record.get('seed_pairs', []))} ordered pairs of different LoRA seeds, so the "
+            "diagonal measures seed robustness."
             if several
             else "One seed: each entry compares the two datasets' adapters; the diagonal is 1."
         )

@@ -15,11 +15,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from repmatch import __version__
 from repmatch.report.runs import Run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GENERATOR = "repmatch report"
 """``<meta name="generator">`` of every page: how ``overwrite`` knows a page is a report."""
@@ -169,7 +173,7 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _figure_png(figure) -> bytes:
+def _figure_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
@@ -183,7 +187,7 @@ def _saved_png(draw: Callable[[Path], None]) -> bytes:
         return path.read_bytes()
 
 
-def _new_figure(width: float, height: float):
+def _new_figure(width: float, height: float) -> Figure:
     """A matplotlib figure that is not registered with pyplot (no global state; Agg canvas)."""
     from matplotlib.figure import Figure
 

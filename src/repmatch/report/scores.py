@@ -6,7 +6,9 @@ reloaded from the data, and how stable the ranking is across LoRA seeds.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,13 +61,15 @@ def _scores_body(run: Run) -> str:
         ("device", record.get("device")),
     ]
     scores = table["score"].to_numpy(dtype=float)
-    body = _facts(settings) + "<h3>Distribution</h3>" + _img(_histogram(scores), "histogram")
+    damage = _damage(table, record)
+    body = _facts(settings) + (_note(damage) if damage else "")
+    body += "<h3>Distribution</h3>" + _img(_histogram(scores), "histogram")
     body += _table(
-        ["mean", "std", "min", "median", "max"],
+        ["mean", "std (population)", "min", "median", "max"],
         [[scores.mean(), scores.std(), scores.min(), float(np.median(scores)), scores.max()]],
     )
     body += _per_class(table, names)
-    body += _extremes(table, record, names)
+    body += _extremes(table, record, names, run.path, damage)
     body += _stability(table, record, seeds)
     return body
 
@@ -100,7 +104,7 @@ def _histogram(scores: np.ndarray) -> bytes:
     return _figure_png(figure)
 
 
-def _per_class(table, names: list[str] | None) -> str:
+def _per_class(table: Any, names: list[str] | None) -> str:
     if "label" not in table:
         return ""
     labels = table["label"].to_numpy()
@@ -129,16 +133,41 @@ def _per_class(table, names: list[str] | None) -> str:
     return (
         "<h3>Per class</h3>"
         + _img(_figure_png(figure), "scores per class")
-        + _table(["label", "instances", "mean", "median", "std"], rows)
+        + _table(["label", "instances", "mean", "median", "std (population)"], rows)
     )
 
 
-def _extremes(table, record: dict, names: list[str] | None) -> str:
-    texts, problem = _texts(record)
+def _damage(table: Any, record: dict) -> str | None:
+    """What makes a scores table disagree with its record (repeated ids, another size)."""
+    ids = table["id"]
+    repeated = ids[ids.duplicated()].tolist()
+    if repeated:
+        return (
+            f"This scores table could not be verified: it repeats {len(repeated)} ids (e.g. "
+            f"{repeated[0]!r}), so it was damaged or edited after repmatch score wrote it; "
+            "the figures below are of the table as it is."
+        )
+    expected = record.get("num_examples")
+    if isinstance(expected, int) and expected != len(table):
+        return (
+            f"This scores table could not be verified: it has {len(table)} rows but its record "
+            f"says {expected} instances were scored; the figures below are of the table as it is."
+        )
+    return None
+
+
+def _extremes(
+    table: Any, record: dict, names: list[str] | None, path: Path, damage: str | None
+) -> str:
+    problem: str | None
+    if damage:
+        texts, problem = None, "the scores table could not be verified"
+    else:
+        texts, problem = _texts(table, record, path)
     ranked = table.sort_values("score", kind="stable", ascending=False)
     body = f"<h3>Top and bottom {TOP}</h3>"
     if problem:
-        body += _note(f"Instance texts are not shown: {problem}")
+        body += _note(f"Instance texts are not shown: {problem}.")
     with_std = "score_std" in table
     for title, rows in (("Most representative", ranked[:TOP]), ("Least", ranked[::-1][:TOP])):
         lines = []
@@ -150,7 +179,8 @@ def _extremes(table, record: dict, names: list[str] | None) -> str:
             if texts is not None:
                 line.append(_Raw(_text_cell(texts.get(row.id)), "text"))
             lines.append(line)
-        header = ["rank", "id", "label", "score", *(["std"] if with_std else [])]
+        header = ["rank", "id", "label", "score"]
+        header += ["std over seeds (population)"] if with_std else []
         header += ["text"] if texts is not None else []
         body += f"<p><b>{_e(title)}</b></p>" + _table(header, lines)
     return body
@@ -168,25 +198,22 @@ def _text_cell(text: tuple[str, str | None] | None) -> str:
     return cell if second is None else f"{cell}<br><b>⇒</b> {_e(_short(second))}"
 
 
-def _texts(record: dict) -> tuple[dict | None, str | None]:
-    """id -> (text, text pair) of the scored data reloaded from its spec, or (None, why not)."""
-    from repmatch.data import DataSpec, load_examples
+def _texts(table: Any, record: dict, path: Path) -> tuple[dict | None, str | None]:
+    """id -> (text, text pair) of the scored data reloaded from its spec and verified to be
+    what was scored (ids and fingerprint), or (None, why they could not be verified)."""
+    from repmatch.selection import scored_examples
 
-    spec = record.get("data")
-    if not isinstance(spec, dict):
+    if not isinstance(record.get("data"), dict) or "data_fingerprint" not in record:
         return None, "the scored data were in memory (no data spec in the record)"
     try:
-        examples = load_examples(DataSpec.from_dict(spec))
+        examples = scored_examples(table, record, None, path)
     except RepmatchError as err:
-        return None, f"the data cannot be loaded from {spec.get('source')!r} ({err})"
-    pairs = examples.text_pairs or [None] * len(examples)
-    texts = dict(zip(examples.ids, zip(examples.texts, pairs, strict=True), strict=True))
-    if examples.fingerprint() != record.get("data_fingerprint"):
-        return texts, "the data were reloaded, but they differ from the scored data"
-    return texts, None
+        return None, f"they could not be verified against the scored data ({err})"
+    pairs: Sequence[str | None] = examples.text_pairs or [None] * len(examples)
+    return dict(zip(examples.ids, zip(examples.texts, pairs, strict=True), strict=True)), None
 
 
-def _stability(table, record: dict, seeds: list[int]) -> str:
+def _stability(table: Any, record: dict, seeds: list[int]) -> str:
     if len(seeds) < 2:
         return ""
     spearman = record.get("seed_spearman") or {}

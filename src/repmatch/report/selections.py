@@ -4,11 +4,16 @@ those scored, and the first rows of the selection file as written.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repmatch.errors import RepmatchError
 from repmatch.report.page import Section, _e, _facts, _note, _Raw, _short, _table
 from repmatch.report.runs import Run
+
+if TYPE_CHECKING:
+    from repmatch.data.readers import Table
 
 SELECTION_ROWS = 20
 """How many chosen instances a selection section lists (in the order chosen)."""
@@ -48,10 +53,38 @@ def _selection_body(run: Run, record: dict) -> str:
         body += "<h3>Classes</h3>" + _table(
             ["class", "scored", "share", "selected", "share"], rows, digits=3
         )
-    return body + _chosen_rows(run.path, record.get("columns") or {})
+    return body + _chosen_rows(run.path, record, record.get("columns") or {})
 
 
-def _chosen_rows(path: Path, columns: dict) -> str:
+def _differences(table: Table, record: dict, columns: dict) -> str:
+    """A note on how the selection file differs from its record (rows, ids, classes), if it
+    does: a file edited by hand is not what the record describes."""
+    found = []
+    if table.num_rows != record.get("num_selected"):
+        found.append(f"{table.num_rows} rows (record: {record.get('num_selected')})")
+    id_column, label_column = columns.get("id"), columns.get("label")
+    recorded_ids = record.get("ids")
+    if id_column in table.columns and isinstance(recorded_ids, list):
+        ids = [str(value) for value in table.get(id_column)]
+        if ids != [str(value) for value in recorded_ids]:
+            found.append("other ids or another order")
+    counts = record.get("class_counts")
+    if label_column in table.columns and isinstance(counts, dict):
+        labels = Counter(str(value) for value in table.get(label_column))
+        new = sorted(set(labels) - set(counts))
+        if new:
+            found.append("labels not in the record: " + ", ".join(map(repr, new)))
+        elif labels != Counter({str(k): v for k, v in counts.items() if v}):
+            found.append("other class counts")
+    if not found:
+        return ""
+    return _note(
+        "The selection file differs from its record (" + "; ".join(found) + "): it was edited "
+        "after repmatch select wrote it, so the settings and classes above may not describe it."
+    )
+
+
+def _chosen_rows(path: Path, record: dict, columns: dict) -> str:
     """The first :data:`SELECTION_ROWS` rows of the selection file, as written."""
     from repmatch.data import DataSpec
     from repmatch.data.readers import open_source
@@ -61,6 +94,7 @@ def _chosen_rows(path: Path, columns: dict) -> str:
         table = open_source(DataSpec(str(path)))
     except RepmatchError as err:
         return title + _note(f"The selection file cannot be read: {err}")
+    edited = _differences(table, record, columns)
     names = [columns.get(key) for key in ("id", "label", "score", "text", "text_pair")]
     present = [name for name in names if name is not None and name in table.columns]
     values = {name: table.get(name)[:SELECTION_ROWS] for name in present}
@@ -73,4 +107,4 @@ def _chosen_rows(path: Path, columns: dict) -> str:
             value = values[name][i]
             row.append(_Raw(_e(_short(str(value))), "text") if key.startswith("text") else value)
         rows.append(row)
-    return title + _table(present, rows)
+    return edited + title + _table(present, rows)

@@ -1,0 +1,320 @@
+"""``results/claims.md``: one row per claim of the paper, with the paper's figure, ours on the
+bundled MiniLM (and the file it comes from), ours on MPNet, the difference with its 95 % CI and p,
+and the verdict (``repmatch.statistics``), all from the committed JSON files.
+
+    python experiments/claims_table.py --not-decidable "MNLI=every subset at chance (33-37 %)" \
+        --out results/claims.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from noisy_tables import aurocs
+from overlap_tables import AGAINST
+from selection_tables import (
+    PAPER_TABLE1,
+    PAPER_TABLE4,
+    add_not_decidable_argument,
+    not_decidable_reason,
+    run_figures,
+)
+from subset_size_figure import PAPER_LARGEST_CLAIMED
+
+from repmatch.statistics import (
+    Comparison,
+    Summary,
+    compare,
+    compare_summaries,
+    compare_to_value,
+    format_comparison,
+    summarise,
+    verdict,
+    with_holm,
+)
+
+MPNET = "not run yet"
+COMMAND = """python experiments/claims_table.py --out results/claims.md --not-decidable \\
+    "MNLI=nothing learned: Table 1 subsets at chance, reference loss at AUROC 0.49" \\
+    "table4/SNLI=both top-100s lack neutral; every run predicts one class"
+"""
+PREAMBLE = f"""# The paper's claims, one row each: paper, ours, statistics, verdict
+
+Generated from the committed JSON files in `results/` (no run folders needed) by
+
+```bash
+{COMMAND}```
+
+Statistics (`repmatch.statistics`, its docstring has the formulas): Welch's t-test (two-sided)
+between the per-run figures of the two arms (fine-tuning seeds, flip seeds, repeats or seed
+pairs); for label noise a one-sample t-test of AUROC = 0.5; the difference's 95 % CI from a
+seeded bootstrap that resamples each arm on its own (a Welch t interval where only mean, std and n
+are recorded); Holm's correction across the rows of one claim (its datasets or sizes). Verdicts:
+**reproduced** = our difference has the paper's sign and Holm p < 0.05; **direction only** = the
+paper's sign, Holm p ≥ 0.05; **not reproduced** = zero or the opposite sign (significant or not);
+**not decidable here** = this setup cannot answer (nothing learned, or no spread to test; the
+reason is given). With 3–5 runs per arm the bootstrap CI is narrower than the t-test implies; the
+verdict rests on the p. The Fig. 3 and Table 2 rows test the two ordered seed pairs of a matrix
+entry (seed 0 of one dataset against seed 1 of the other, and back); the two share adapters, so
+their p is optimistic. Table 3 (subset sizes) makes no comparison and has no row.
+
+The MPNet column is empty because **nothing has been run on all-mpnet-base-v2 yet**; the MiniLM
+column is the bundled all-MiniLM-L6-v2 under the deviations each source file lists (pools of
+2,000, 1-epoch rank-4 references whose held-out accuracy was never recorded, batch 16, 128
+tokens, validation splits where there is no train split).
+"""
+HEADER = (
+    "| claim (paper, BERT-base) | paper | ours, all-MiniLM-L6-v2 | source "
+    "| ours, all-mpnet-base-v2 | difference (95 % CI; p, Holm p) | verdict |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
+TABLE2_NAMES = {
+    "mnli/validation": "MNLI",
+    "hans/train": "HANS",
+    "sst2/train": "SST-2",
+    "stsb/train": "STS-B",
+}
+
+
+def row(claim: str, paper: str, ours: str, source: str, stats: str, text: str) -> str:
+    return f"| {claim} | {paper} | {ours} | `{source}` | {MPNET} | {stats} | {text} |"
+
+
+def pair(c: Comparison, scale: float = 1.0, digits: int = 1) -> str:
+    b = c.b if c.b is not None else Summary(0, 0, 0)
+    return f"{scale * c.a.mean:.{digits}f} vs {scale * b.mean:.{digits}f} (n = {c.a.n}, {b.n})"
+
+
+def selection_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
+    """Table 1 (plain and balanced top-100 against random) and Table 4 (rank 4 against rank 1)."""
+    rows = []
+    cases = (
+        ("Table 1: RepMatch-100 > Random-100", "repmatch-100", "random-100", PAPER_TABLE1),
+        (
+            "Table 1, our class-balanced top-100 > Random-100",
+            "repmatch-balanced-100",
+            "random-100",
+            PAPER_TABLE1,
+        ),
+        (
+            "Table 4: rank 4 vs rank 1 (RepMatch-100)",
+            "repmatch-r4-100",
+            "repmatch-100",
+            PAPER_TABLE4,
+        ),
+    )
+    for title, a, b, paper in cases:
+        names = [n for n in summary if a in summary[n]["results"] and b in summary[n]["results"]]
+        family = with_holm(
+            [compare(run_figures(summary[n], a), run_figures(summary[n], b)) for n in names]
+        )
+        for name, c in zip(names, family, strict=True):
+            first, second = paper[name]
+            sign = 1 if first > second else -1
+            claim = "table4" if paper is PAPER_TABLE4 else "table1"
+            reason = not_decidable_reason(undecidable, claim, name)
+            text = verdict(c, sign, not_decidable=reason) + (f" ({reason})" if reason else "")
+            rows.append(
+                row(
+                    f"{title}, {name}" + (" (paper: rank 1 higher)" if sign < 0 else ""),
+                    f"{first:.1f} vs {second:.1f}",
+                    pair(c),
+                    "results/select-and-evaluate.json",
+                    format_comparison(c),
+                    text,
+                )
+            )
+    return rows
+
+
+def subset_size_rows(summary: dict) -> list[str]:
+    """Fig. 4: RepMatch top-K beats random at every K < 400 (SST-2)."""
+    results = summary["SST-2"]["results"]
+    sizes = sorted(
+        int(k.rpartition("-")[2])
+        for k in results
+        if k.startswith("repmatch-") and f"random-{k.rpartition('-')[2]}" in results
+    )
+    figures = {
+        kind: {k: [100 * r["accuracy"] for r in results[f"{kind}-{k}"]["runs"]] for k in sizes}
+        for kind in ("repmatch", "random")
+    }
+    family = with_holm([compare(figures["repmatch"][k], figures["random"][k]) for k in sizes])
+    return [
+        row(
+            f"Fig. 4: RepMatch top-K > Random-K, SST-2, K = {k}",
+            "above (figure only)",
+            pair(c),
+            "results/subset-size.json",
+            format_comparison(c),
+            verdict(c, +1),
+        )
+        for k, c in zip(sizes, family, strict=True)
+        if k < PAPER_LARGEST_CLAIMED
+    ]
+
+
+def robustness_rows(settings: dict, instances: dict) -> list[str]:
+    """Fig. 1 (same data, two LoRA seeds: similar; a random baseline: not) and Fig. 2 (an
+    instance's update under two seeds against two instances' updates under one seed)."""
+    default = settings["default"]
+    diagonal = [default["mean"][i][i] for i in range(len(default["names"]))]
+    chance = settings["random-subspaces-rank4"]
+    fig1 = compare_summaries(
+        summarise(diagonal), Summary(chance["mean"], chance["std"], chance["trials"])
+    )
+    rows = [
+        row(
+            "Fig. 1: same data, two LoRA seeds, far above a random baseline (ours: the "
+            f"{len(diagonal)} datasets' seed-0-vs-1 entries against random rank-4 subspaces)",
+            "> 0.7 vs < 0.02",
+            pair(fig1, digits=3),
+            "results/dataset-similarity-settings.json (default, random-subspaces-rank4)",
+            format_comparison(fig1, digits=3) + "; Welch t interval",
+            verdict(fig1, +1),
+        )
+    ]
+    for rank in ("rank1", "rank4"):
+        figure = instances[rank]["figure2"]
+        same, other = (
+            figure["same_instance_different_seeds"],
+            figure["different_instances_same_seed"],
+        )
+        rows.append(
+            row(
+                f"Fig. 2: an instance closer to itself under another seed than to other "
+                f"instances ({rank.replace('rank', 'rank ')})",
+                "> 0.6 vs ≈ 0.11",
+                f"{same:.3f} vs {other:.3f} (means over {figure['instances']} instances)",
+                "results/instance-robustness.json",
+                "– (only the means are saved)",
+                "not decidable here (per-instance figures not saved; "
+                "`experiments/instance_robustness.py` would have to keep them)",
+            )
+        )
+    return rows
+
+
+def similarity_rows(settings: dict, table2: dict) -> list[str]:
+    """Fig. 3 (SST-2 closer to SST-5 than to IMDB) and Table 2 (SNLI's row order)."""
+    default = settings["default"]
+    index = {name: i for i, name in enumerate(default["names"])}
+    pairs = len(settings["seeds"])  # ordered pairs of different seeds per entry
+
+    def entry(a: str, b: str) -> Summary:
+        i, j = index[a], index[b]
+        return Summary(default["mean"][i][j], default["std"][i][j], pairs)
+
+    fig3 = compare_summaries(entry("SST-2", "SST-5"), entry("SST-2", "IMDB"))
+    rows = [
+        row(
+            "Fig. 3: SST-2 closer to SST-5 than to IMDB",
+            "0.45 vs 0.26",
+            pair(fig3, digits=3),
+            "results/dataset-similarity-settings.json (default)",
+            format_comparison(fig3, digits=3) + "; Welch t interval",
+            verdict(fig3, +1),
+        )
+    ]
+    names = table2["names"]
+    per_pair = table2["per_seed_pair"]  # [seed pair][row][column]
+    snli = names.index("snli/validation")
+    order = [
+        ("mnli/validation", 19.9),
+        ("hans/train", 5.6),
+        ("sst2/train", 1.0),
+        ("stsb/train", 0.8),
+    ]
+    values = {name: [p[snli][names.index(name)] for p in per_pair] for name, _ in order}
+    family = with_holm(
+        [compare(values[a], values[b]) for (a, _), (b, _) in zip(order, order[1:], strict=False)]
+    )
+    for ((a, pa), (b, pb)), c in zip(zip(order, order[1:], strict=False), family, strict=True):
+        rows.append(
+            row(
+                f"Table 2: SNLI closer to {TABLE2_NAMES[a]} than to {TABLE2_NAMES[b]}",
+                f"{pa} % vs {pb} %",
+                pair(c, digits=3),
+                "results/table2-matrix.json",
+                format_comparison(c, digits=3),
+                verdict(c, +1),
+            )
+        )
+    return rows
+
+
+def overlap_rows(summary: dict) -> list[str]:
+    """Table 5: the Full overlap band is more similar to HANS than Mid and No."""
+    cases = [(s, band) for s in summary["settings"]["splits"] for band in AGAINST if AGAINST[band]]
+    scores = {s: summary[s]["scores"] for s in summary["settings"]["splits"]}
+    family = with_holm([compare(scores[s]["full"]["each"], scores[s][b]["each"]) for s, b in cases])
+    paper = {"MNLI": {"mid": "76.18 vs 72.25", "no": "76.18 vs 70.24"}}
+    paper["SNLI"] = {"mid": "78.24 vs 69.37", "no": "78.24 vs 73.62"}
+    return [
+        row(
+            f"Table 5: {s.split()[0]} Full closer to HANS than {band.capitalize()}",
+            paper[s.split()[0]][band],
+            pair(c, digits=3),
+            "results/table3-table5.json",
+            format_comparison(c, digits=3),
+            verdict(c, +1),
+        )
+        for (s, band), c in zip(cases, family, strict=True)
+    ]
+
+
+def noisy_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
+    """§1 (a suggested use, no experiment): the least representative instances are noisy ones."""
+    names = summary["settings"]["datasets"]
+    family = with_holm([compare_to_value(aurocs(summary[n], "repmatch-r1"), 0.5) for n in names])
+    reasons = {n: not_decidable_reason(undecidable, "noisy", n) for n in names}
+    return [
+        row(
+            f"§1 (suggested, no figure): least representative = mislabelled, {name} "
+            "(AUROC > 0.5, 10 % flipped)",
+            "–",
+            f"AUROC {c.a.mean:.3f} (n = {c.a.n})",
+            "results/noisy-labels.json",
+            format_comparison(c, digits=3),
+            verdict(c, +1, not_decidable=reasons[name])
+            + (f" ({reasons[name]})" if reasons[name] else ""),
+        )
+        for name, c in zip(names, family, strict=True)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_not_decidable_argument(parser)
+    parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    args = parser.parse_args()
+    undecidable = dict(args.not_decidable)
+
+    def read(name: str) -> dict:
+        return json.loads((args.results / name).read_text())
+
+    rows = [
+        *selection_rows(read("select-and-evaluate.json"), undecidable),
+        *subset_size_rows(read("subset-size.json")),
+        *robustness_rows(
+            read("dataset-similarity-settings.json"), read("instance-robustness.json")
+        ),
+        *similarity_rows(read("dataset-similarity-settings.json"), read("table2-matrix.json")),
+        *overlap_rows(read("table3-table5.json")),
+        *noisy_rows(read("noisy-labels.json"), undecidable),
+    ]
+    text = "\n".join([PREAMBLE, HEADER, *rows]) + "\n"
+    if args.out is None:
+        print(text)
+        return
+    args.out.write_text(text)
+    print("written to", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Every table script runs on the committed JSON in results/ alone (no run folders) and states each
+comparison with its CI, p, Holm p and a verdict from repmatch.statistics.VERDICTS."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repmatch.statistics import VERDICTS
+
+ROOT = Path(__file__).resolve().parents[1]
+MNLI = "MNLI=every subset at chance"
+
+
+def run(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nan" not in done.stdout.lower()
+    return done.stdout
+
+
+def comparison_rows(text: str) -> list[list[str]]:
+    """Table rows that carry a 95 % CI cell ("x to y")."""
+    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
+    return [r for r in rows if any(re.fullmatch(r"-?[\d.]+ to -?[\d.]+", c.strip()) for c in r)]
+
+
+def verdicts(rows: list[list[str]]) -> list[str]:
+    found = []
+    for row in rows:
+        cell = row[-1].strip()
+        found += [v for v in VERDICTS if cell.startswith(v)]
+    return found
+
+
+def test_selection_tables():
+    out = run("selection_tables.py", "--not-decidable", MNLI)
+    rows = comparison_rows(out)
+    # 6 comparisons: 6 + 5 + 5 + 6 + 5 + 6 dataset rows
+    assert len(rows) == 33
+    # the three comparisons with a paper claim carry a verdict on every row
+    assert len(verdicts(rows)) == 6 + 5 + 6
+    mnli = [r for r in rows if r[0].strip() == "MNLI" and "not decidable here" in r[-1]]
+    assert len(mnli) == 3
+    assert "Class counts" not in out  # they need --runs
+
+
+def test_subset_size_figure(tmp_path):
+    out = run("subset_size_figure.py", "--out", str(tmp_path / "figure.png"))
+    assert (tmp_path / "figure.png").is_file()
+    rows = comparison_rows(out)
+    assert len(rows) == 3 * 5
+    assert len(verdicts(rows)) == 4  # K = 25 ... 200; the paper claims nothing at 400
+
+
+def test_noisy_tables():
+    out = run("noisy_tables.py")
+    rows = comparison_rows(out)
+    assert len(rows) == 3 * 5 + 3 * 4
+    assert {r[-1].strip() for r in rows} <= {"above", "below", "at chance", "beats", "ties"}
+
+
+def test_overlap_tables():
+    out = run("overlap_tables.py")
+    rows = comparison_rows(out)
+    assert len(rows) == 6 + 3
+    assert len(verdicts(rows)) == 4 + 2
+
+
+def test_claims_table(tmp_path):
+    out = tmp_path / "claims.md"
+    run("claims_table.py", "--not-decidable", MNLI, "--out", str(out))
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    # Table 1 (6 + 5), Table 4 (6), Fig. 4 (4), Fig. 1 (1), Fig. 2 (2), Fig. 3 (1), Table 2 (3),
+    # Table 5 (4), label noise (3)
+    assert len(rows) == 17 + 4 + 3 + 4 + 4 + 3
+    for line in rows:
+        assert any(f"| {v}" in line for v in VERDICTS), line
+        assert "not run yet" in line  # MPNet column
+
+
+@pytest.mark.parametrize("script", ["selection_tables.py", "claims_table.py"])
+def test_bad_not_decidable_flag_is_a_clear_error(script):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), "--not-decidable", "MNLI"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "NAME=REASON" in done.stderr
