@@ -15,6 +15,7 @@ from repmatch.adapters import load_adapter
 from repmatch.heldout import learning_verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import matrix_heldout  # noqa: E402
 import overlap_vs_hans  # noqa: E402
 import select_and_evaluate  # noqa: E402
 
@@ -207,3 +208,34 @@ def test_table5_with_aligned_heads(tiny_model, nli_root, tmp_path):
     native = overlap_vs_hans.main([*argv, "--heads", "native", "--repeats", "1"])
     assert load_adapter(tmp_path / "runs" / "mnli" / "validation" / "full" / "r0").num_labels == 3
     assert native["settings"]["heads"] == "native"
+
+
+def test_matrix_heldout_records_every_adapter(tiny_model, data_root, tmp_path):
+    from repmatch.config import TrainConfig
+    from repmatch.data import DataSpec
+    from repmatch.similarity import dataset_similarity
+
+    train = TrainConfig(model=tiny_model("bert"), epochs=1, batch_size=8)
+    data = [DataSpec(str(data_root / name), split="train") for name in ("sst2", "hans")]
+    dataset_similarity(data, train, tmp_path / "matrix", seeds=(0, 1), progress=False, device="cpu")
+    summary = tmp_path / "heldout.json"
+    heldout = f"sst2-train={data_root / 'sst2'}@validation"
+    matrix_heldout.main(
+        [
+            str(tmp_path / "matrix"),
+            "--heldout",
+            heldout,
+            "--device",
+            "cpu",
+            "--summary",
+            str(summary),
+        ]
+    )
+
+    rows = json.loads(summary.read_text())
+    assert len(rows) == 2  # one per seed of the sst2 adapters (hans not asked for)
+    for key, row in rows.items():
+        assert row["num_examples"] == 20 and row["majority_rate"] == 0.5
+        assert row["verdict"] == learning_verdict(row["accuracy"], 0.5)
+        folder = tmp_path / "matrix" / "adapters" / key
+        assert load_adapter(folder).record["heldout"]["metrics"]["accuracy"] == row["accuracy"]
