@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from repmatch.heldout import learning_verdict
 from repmatch.statistics import (
     CELL_HEADERS,
     compare,
@@ -27,9 +28,27 @@ from repmatch.statistics import (
 AGAINST = {"mid": True, "no": True, "all non-entailment (control)": False}
 
 
+def hans_not_learned(summary: dict) -> str | None:
+    """Why the summary cannot decide the claim: its HANS adapter did not learn HANS (held-out
+    accuracy within 2 points of the majority rate), or ``None``. Older summaries record no
+    held-out evaluation and get ``None``."""
+    heldout = summary.get("hans_heldout")
+    if not heldout:
+        return None
+    accuracy, majority = heldout["metrics"]["accuracy"], heldout["majority_rate"]
+    if learning_verdict(accuracy, majority) == "learned":
+        return None
+    return (
+        f"the HANS adapter did not learn HANS: held-out accuracy {100 * accuracy:.1f} % against "
+        f"a majority rate of {100 * majority:.1f} %"
+    )
+
+
 def summary_table(summary: dict) -> list[str]:
-    """One row per split and band Full is compared with, Holm across the rows."""
+    """One row per split and band Full is compared with, Holm across the rows; the verdict is
+    "not decidable here" when the HANS adapter did not learn (:func:`hans_not_learned`)."""
     splits = summary["settings"]["splits"]
+    undecidable = hans_not_learned(summary)
     cases = [(split, band) for split in splits for band in AGAINST]
     scores = {split: summary[split]["scores"] for split in splits}
     family = with_holm(
@@ -39,7 +58,8 @@ def summary_table(summary: dict) -> list[str]:
     rows = markdown_header(header)
     for (split, band), comparison in zip(cases, family, strict=True):
         cells = comparison_cells(comparison, digits=3)
-        cells.append(verdict(comparison, +1) if AGAINST[band] else "no paper claim")
+        claim = verdict(comparison, +1, not_decidable=undecidable)
+        cells.append(claim if AGAINST[band] else "no paper claim")
         full, other = scores[split]["full"], scores[split][band]
         rows.append(
             f"| {split} (Full: {full['instances']} instances, {full['epochs']} epochs) | {band} "
@@ -58,8 +78,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     for path in args.summaries:
+        summary = json.loads(path.read_text())
         print(f"\n{path} (A = Full; Welch's t-test over the repeats, Holm across the rows):\n")
-        print("\n".join(summary_table(json.loads(path.read_text()))))
+        reason = hans_not_learned(summary)
+        if reason:
+            print(f"Not decidable here: {reason}.\n")
+        print("\n".join(summary_table(summary)))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,13 @@ def test_overlap_tables():
     assert len(verdicts(rows)) == 4 + 2
 
 
+def test_overlap_tables_not_decidable_when_hans_did_not_learn():
+    out = run("overlap_tables.py", "--summaries", "results/table5-aligned.json")
+    assert "the HANS adapter did not learn HANS: held-out accuracy 51.9 %" in out
+    claims = [r[-1].strip() for r in comparison_rows(out) if r[-1].strip() != "no paper claim"]
+    assert claims == ["not decidable here"] * 4
+
+
 def test_claims_table(tmp_path):
     out = tmp_path / "claims.md"
     run("claims_table.py", "--not-decidable", MNLI, "--out", str(out))
