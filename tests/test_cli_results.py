@@ -454,3 +454,55 @@ def test_logged_labels_are_escaped(tiny_model, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "match no instance" in done.stderr
     assert "\x1b" not in done.stderr and "\\x1b[31mneg" in done.stderr
+
+
+# second adversarial pass -----------------------------------------------------------------------
+
+
+def _with_factor(adapter: str, folder: Path, change) -> Path:
+    """A copy of ``adapter`` whose first lora_B weight is ``change(weight)``."""
+    from safetensors.torch import load_file, save_file
+
+    copy = folder / "changed"
+    shutil.copytree(adapter, copy)
+    weights = load_file(str(copy / "adapter_model.safetensors"))
+    key = next(k for k in sorted(weights) if "lora_B" in k)
+    weights[key] = change(weights[key])
+    save_file(weights, str(copy / "adapter_model.safetensors"))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--lr", "inf"), ("--alpha", "inf"), ("--weight-decay", "inf"), ("--lr", "nan")]
+)
+def test_train_refuses_infinite_settings(flag, value, tiny_data, tiny_model, tmp_path, capsys):
+    """``--lr inf`` once saved an adapter of NaN weights with exit 0."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, flag, value, "--out", str(tmp_path / "a")]) == 2
+    assert f"[{flag}]" in _error(capsys) and not (tmp_path / "a").exists()
+
+
+def test_compare_refuses_non_finite_weights(trained_adapter, tmp_path, capsys):
+    """An adapter holding NaN weights once ended in a torch traceback from the SVD."""
+    nan = _with_factor(trained_adapter(), tmp_path, lambda w: w * float("nan"))
+    assert main(["compare", str(nan), trained_adapter(seed=1)]) == 2
+    assert "NaN or infinite" in _error(capsys)
+
+
+def test_compare_refuses_a_zero_update(trained_adapter, tmp_path, capsys):
+    """A zero ΔW (an adapter that learned nothing) once scored 0.07 with exit 0: its singular
+    vectors are arbitrary."""
+    zero = _with_factor(trained_adapter(), tmp_path, lambda w: w * 0)
+    assert main(["compare", str(zero), trained_adapter(seed=1)]) == 2
+    assert "zero update" in _error(capsys)
+
+
+def test_train_refuses_one_class(tiny_data, tiny_model, tmp_path, capsys):
+    """Data of one class once trained a one-output head whose loss is always 0: a zero adapter,
+    saved with exit 0."""
+    data = tmp_path / "one-class.csv"
+    pd.read_csv(tiny_data["single"]).assign(label=0).to_csv(data, index=False)
+    argv = ["train", str(data), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "one class only" in _error(capsys) and not (tmp_path / "a").exists()
+    assert main([*argv, "--num-labels", "2", "--out", str(tmp_path / "b")]) == 0

@@ -268,6 +268,11 @@ def _collect_factors(
                 f"{folder}: module {name} has LoRA factors of shapes {tuple(B.shape)} and "
                 f"{tuple(A.shape)} that do not multiply (only Linear LoRA layers are supported)"
             )
+        if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+            raise RepmatchError(
+                f"{folder}: module {name} has NaN or infinite LoRA weights; its training diverged "
+                "(train it again with a lower learning rate) or the file was damaged"
+            )
         layers[name] = LoraFactors(A=A, B=B, scaling=_scaling(name, A.shape[0], config))
     return layers
 
