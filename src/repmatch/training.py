@@ -117,13 +117,13 @@ def _train_adapter(
         raise RepmatchError(f"no instances to train on in {examples.name}")
     task = get_task(examples.task)
     num_labels = task.head_size(config.num_labels or examples.num_labels)
+    task.check_labels(examples, num_labels)
     if task.has_classes and num_labels < 2:
         raise RepmatchError(
             f"{examples.name} has one class only; a one-class head's loss "
             "is always 0, so the adapter would learn nothing: train on two or more classes, or "
             "set num_labels to the task's number of classes [--num-labels]"
         )
-    task.check_labels(examples, num_labels)
     if heldout is not None:  # refused before any training
         heldout = check_heldout(
             heldout,
