@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -294,7 +295,22 @@ def fit(
             epoch_losses.append(float(reduced) / count)
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
+    _check_converged(peft_model, epoch_losses, data_name)
     return epoch_losses
+
+
+def _check_converged(model: Any, epoch_losses: list[float], data_name: str) -> None:
+    """Raise when training diverged: a NaN or infinite epoch loss or trained weight (a model
+    like that predicts one arbitrary class, which would be reported as a result)."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if all(math.isfinite(loss) for loss in epoch_losses) and all(
+        torch.isfinite(p).all() for p in trained
+    ):
+        return
+    raise RepmatchError(
+        f"training on {data_name} diverged: its loss or trained weights became NaN or infinite "
+        f"(epoch losses {[round(x, 4) for x in epoch_losses]}); lower the learning rate [--lr]"
+    )
 
 
 def _readout_cut(model: Any, task: Task, config: TrainConfig) -> ReadoutCut:
