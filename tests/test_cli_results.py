@@ -512,8 +512,8 @@ def test_diverged_training_is_refused(tiny_data, tiny_model, tmp_path, capsys):
     """``--lr 1e6`` once saved an adapter of NaN weights, and ``evaluate --method full`` reported
     the accuracy of a NaN model (one arbitrary class), both with exit 0."""
     data, model = str(tiny_data["single"]), tiny_model("bert")
-    argv = ["train", data, "--model", model, *FAST_FLAGS, "--lr", "1e6", "--out", str(tmp_path / "a")]
-    assert main(argv) == 2
+    argv = ["train", data, "--model", model, *FAST_FLAGS, "--lr", "1e6"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
     assert "diverged" in _error(capsys) and not (tmp_path / "a").exists()
     argv = ["evaluate", "--train", data, "--eval", data, "--model", model, *EVALUATE]
     assert main([*argv, "--lr", "1e6", "--method", "full", "--out", str(tmp_path / "e")]) == 2

@@ -87,9 +87,7 @@ def with_defaults(cls: type, recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finite_number(value: Any) -> bool:
-    return (
-        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    )
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def check_positive(config: Any, *names: str) -> None:
