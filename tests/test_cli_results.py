@@ -530,3 +530,12 @@ def test_compare_refuses_an_edited_alpha(alpha, trained_adapter, tmp_path, capsy
     (copy / "adapter_config.json").write_text(json.dumps(config | {"lora_alpha": alpha}))
     assert main(["compare", str(copy), trained_adapter(seed=1)]) == 2
     assert "lora_alpha should be" in _error(capsys)
+
+
+@pytest.mark.parametrize("name", ["scores.csv", "scores.json", "scores.jsonl.gz"])
+def test_score_refuses_a_name_of_another_format(name, trained_adapter, tiny_data, tmp_path, capsys):
+    """``score --out scores.csv`` once wrote Parquet bytes into a file named .csv, exit 0."""
+    out = tmp_path / name
+    argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "written as Parquet" in _error(capsys) and list(tmp_path.iterdir()) == []
