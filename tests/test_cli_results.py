@@ -539,3 +539,18 @@ def test_score_refuses_a_name_of_another_format(name, trained_adapter, tiny_data
     argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
     assert main([*argv, "--out", str(out)]) == 2
     assert "written as Parquet" in _error(capsys) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix, big", [(".jsonl", 10**30), (".csv", "1e30"), (".csv", 2**63 - 1)])
+def test_train_refuses_labels_too_large_for_a_class(suffix, big, tiny_model, tmp_path, capsys):
+    """An integer label of 10**30 in JSON Lines once ended in an OverflowError traceback (and a
+    1e30 in a csv wrapped round to a negative int64)."""
+    data = tmp_path / f"huge{suffix}"
+    frame = pd.DataFrame({"text": ["a good day", "a bad day"], "label": [big, 0]})
+    if suffix == ".jsonl":
+        data.write_text("".join(json.dumps(row) + "\n" for row in frame.to_dict("records")))
+    else:
+        frame.to_csv(data, index=False)
+    argv = ["train", str(data), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "too large for a class label" in _error(capsys)
