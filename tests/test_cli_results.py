@@ -554,3 +554,10 @@ def test_train_refuses_labels_too_large_for_a_class(suffix, big, tiny_model, tmp
     argv = ["train", str(data), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 2
     assert "too large for a class label" in _error(capsys)
+
+
+def test_train_refuses_a_negative_seed(tiny_data, tiny_model, tmp_path, capsys):
+    """``train --seed -1`` once ended in numpy's ValueError traceback (the batch order)."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--seed", "-1", "--out", str(tmp_path / "a")]) == 2
+    assert "seed must be >= 0" in _error(capsys) and not (tmp_path / "a").exists()

@@ -192,6 +192,7 @@ class TrainConfig:
         check_positive(self, "rank", "lr", "epochs", "batch_size", "max_length", "alpha")
         check_choice(self, "dtype", DTYPES)
         check_whole(self, "rank", "epochs", "batch_size", "max_length", "seed", "head_seed")
+        check_non_negative(self, "seed")  # numpy draws the batch order from it
         check_non_negative(self, "weight_decay")
         if not 0 <= self.lora_dropout < 1:
             raise RepmatchError(
