@@ -561,3 +561,23 @@ def test_train_refuses_a_negative_seed(tiny_data, tiny_model, tmp_path, capsys):
     argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, "--seed", "-1", "--out", str(tmp_path / "a")]) == 2
     assert "seed must be >= 0" in _error(capsys) and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "edit", [{"score": 5.0}, {"score": 0.1}, {"layers": "first layer 0.2"}], ids=str
+)
+def test_report_flags_an_edited_comparison(edit, trained_adapter, tmp_path, capsys):
+    """A ``compare --json`` file edited to RepMatch = 5 was once drawn as if it were right."""
+    assert main(["compare", trained_adapter(), trained_adapter(seed=1), "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    page = tmp_path / "page.html"
+    (tmp_path / "right.json").write_text(json.dumps(saved))
+    assert main(["report", str(tmp_path / "right.json"), "--out", str(page)]) == 0
+    assert "could not be verified" not in page.read_text()
+    if edit.get("layers"):
+        first = next(iter(saved["layers"]))
+        edit = {"layers": saved["layers"] | {first: 0.2}}
+    (tmp_path / "edited.json").write_text(json.dumps(saved | edit))
+    argv = ["report", str(tmp_path / "edited.json"), "--out", str(page), "--overwrite"]
+    assert main(argv) == 0
+    assert "This comparison could not be verified" in page.read_text()
