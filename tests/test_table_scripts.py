@@ -1,6 +1,7 @@
 """Every table script runs on the committed JSON in results/ alone (no run folders) and states each
 comparison with its CI, p, Holm p and a verdict from repmatch.statistics.VERDICTS."""
 
+import json
 import os
 import re
 import subprocess
@@ -103,3 +104,35 @@ def test_bad_not_decidable_flag_is_a_clear_error(script):
     )
     assert done.returncode != 0
     assert "NAME=REASON" in done.stderr
+
+
+REDUCED = "results/table1-protocol-sst2-reduced.json"
+
+
+def test_selection_tables_on_the_protocol_summary():
+    out = run("selection_tables.py", "--summary", REDUCED)
+    rows = comparison_rows(out)
+    # 7 comparisons against random / prototypicality (no rank 4 in this run) + 4 against controls
+    assert len(rows) == 11
+    # the two Table 1 comparisons carry a verdict; the reference learned, so it is decided
+    assert len(verdicts(rows)) == 2
+    assert not any("not decidable" in r[-1] for r in rows)
+    assert all(r[1].strip() == "81.1 (majority 50.9)" for r in rows)
+    assert "| SST-2 | reference | sst2/train (2000) | sst2/validation (872) | 81.1 | 50.9 |" in out
+    assert "RepMatch-100 (rank 1), n = 9: 3 subsets (scoring seeds) × 3 fine-tuning seeds" in out
+    assert "| SST-2 | 100 | repmatch, scoring seeds pairwise | 3 | 18–26 | 0.10–0.15 |" in out
+    controls = [r for r in rows if "typical-text" in r[-1] or "control selects" in r[-1]]
+    assert len(controls) == 4
+
+
+def test_a_reference_that_did_not_learn_makes_every_claim_not_decidable(tmp_path):
+    summary = json.loads((ROOT / REDUCED).read_text())
+    summary["SST-2"]["references"]["reference"]["heldout"]["metrics"]["accuracy"] = 0.52
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    rows = comparison_rows(run("selection_tables.py", "--summary", str(path)))
+    assert all(r[1].strip() == "52.0 (majority 50.9)" for r in rows)
+    judged = [r for r in rows if len(r) == 10]  # Table 1 verdicts and control readings
+    assert len(judged) == 2 + 4
+    assert all(r[-1].strip().startswith("not decidable here") for r in judged)
+    assert all("did not learn" in r[-1] for r in judged)
