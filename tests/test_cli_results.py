@@ -454,3 +454,130 @@ def test_logged_labels_are_escaped(tiny_model, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "match no instance" in done.stderr
     assert "\x1b" not in done.stderr and "\\x1b[31mneg" in done.stderr
+
+
+# second adversarial pass -----------------------------------------------------------------------
+
+
+def _with_factor(adapter: str, folder: Path, change) -> Path:
+    """A copy of ``adapter`` whose first lora_B weight is ``change(weight)``."""
+    from safetensors.torch import load_file, save_file
+
+    copy = folder / "changed"
+    shutil.copytree(adapter, copy)
+    weights = load_file(str(copy / "adapter_model.safetensors"))
+    key = next(k for k in sorted(weights) if "lora_B" in k)
+    weights[key] = change(weights[key])
+    save_file(weights, str(copy / "adapter_model.safetensors"))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--lr", "inf"), ("--alpha", "inf"), ("--weight-decay", "inf"), ("--lr", "nan")]
+)
+def test_train_refuses_infinite_settings(flag, value, tiny_data, tiny_model, tmp_path, capsys):
+    """``--lr inf`` once saved an adapter of NaN weights with exit 0."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, flag, value, "--out", str(tmp_path / "a")]) == 2
+    assert f"[{flag}]" in _error(capsys) and not (tmp_path / "a").exists()
+
+
+def test_compare_refuses_non_finite_weights(trained_adapter, tmp_path, capsys):
+    """An adapter holding NaN weights once ended in a torch traceback from the SVD."""
+    nan = _with_factor(trained_adapter(), tmp_path, lambda w: w * float("nan"))
+    assert main(["compare", str(nan), trained_adapter(seed=1)]) == 2
+    assert "NaN or infinite" in _error(capsys)
+
+
+def test_compare_refuses_a_zero_update(trained_adapter, tmp_path, capsys):
+    """A zero ΔW (an adapter that learned nothing) once scored 0.07 with exit 0: its singular
+    vectors are arbitrary."""
+    zero = _with_factor(trained_adapter(), tmp_path, lambda w: w * 0)
+    assert main(["compare", str(zero), trained_adapter(seed=1)]) == 2
+    assert "zero update" in _error(capsys)
+
+
+def test_train_refuses_one_class(tiny_data, tiny_model, tmp_path, capsys):
+    """Data of one class once trained a one-output head whose loss is always 0: a zero adapter,
+    saved with exit 0."""
+    data = tmp_path / "one-class.csv"
+    pd.read_csv(tiny_data["single"]).assign(label=0).to_csv(data, index=False)
+    argv = ["train", str(data), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "one class only" in _error(capsys) and not (tmp_path / "a").exists()
+    assert main([*argv, "--num-labels", "2", "--out", str(tmp_path / "b")]) == 0
+
+
+def test_diverged_training_is_refused(tiny_data, tiny_model, tmp_path, capsys):
+    """``--lr 1e6`` once saved an adapter of NaN weights, and ``evaluate --method full`` reported
+    the accuracy of a NaN model (one arbitrary class), both with exit 0."""
+    data, model = str(tiny_data["single"]), tiny_model("bert")
+    argv = ["train", data, "--model", model, *FAST_FLAGS, "--lr", "1e6"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "diverged" in _error(capsys) and not (tmp_path / "a").exists()
+    argv = ["evaluate", "--train", data, "--eval", data, "--model", model, *EVALUATE]
+    assert main([*argv, "--lr", "1e6", "--method", "full", "--out", str(tmp_path / "e")]) == 2
+    assert "diverged" in _error(capsys)
+
+
+@pytest.mark.parametrize("alpha", ["x", None, 0])
+def test_compare_refuses_an_edited_alpha(alpha, trained_adapter, tmp_path, capsys):
+    """``lora_alpha: "x"`` in an edited adapter_config.json once ended in a ValueError
+    traceback."""
+    copy = tmp_path / "edited"
+    shutil.copytree(trained_adapter(), copy)
+    config = json.loads((copy / "adapter_config.json").read_text())
+    (copy / "adapter_config.json").write_text(json.dumps(config | {"lora_alpha": alpha}))
+    assert main(["compare", str(copy), trained_adapter(seed=1)]) == 2
+    assert "lora_alpha should be" in _error(capsys)
+
+
+@pytest.mark.parametrize("name", ["scores.csv", "scores.json", "scores.jsonl.gz"])
+def test_score_refuses_a_name_of_another_format(name, trained_adapter, tiny_data, tmp_path, capsys):
+    """``score --out scores.csv`` once wrote Parquet bytes into a file named .csv, exit 0."""
+    out = tmp_path / name
+    argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "written as Parquet" in _error(capsys) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix, big", [(".jsonl", 10**30), (".csv", "1e30"), (".csv", 2**63 - 1)])
+def test_train_refuses_labels_too_large_for_a_class(suffix, big, tiny_model, tmp_path, capsys):
+    """An integer label of 10**30 in JSON Lines once ended in an OverflowError traceback (and a
+    1e30 in a csv wrapped round to a negative int64)."""
+    data = tmp_path / f"huge{suffix}"
+    frame = pd.DataFrame({"text": ["a good day", "a bad day"], "label": [big, 0]})
+    if suffix == ".jsonl":
+        data.write_text("".join(json.dumps(row) + "\n" for row in frame.to_dict("records")))
+    else:
+        frame.to_csv(data, index=False)
+    argv = ["train", str(data), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "too large for a class label" in _error(capsys)
+
+
+def test_train_refuses_a_negative_seed(tiny_data, tiny_model, tmp_path, capsys):
+    """``train --seed -1`` once ended in numpy's ValueError traceback (the batch order)."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--seed", "-1", "--out", str(tmp_path / "a")]) == 2
+    assert "seed must be >= 0" in _error(capsys) and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "edit", [{"score": 5.0}, {"score": 0.1}, {"layers": "first layer 0.2"}], ids=str
+)
+def test_report_flags_an_edited_comparison(edit, trained_adapter, tmp_path, capsys):
+    """A ``compare --json`` file edited to RepMatch = 5 was once drawn as if it were right."""
+    assert main(["compare", trained_adapter(), trained_adapter(seed=1), "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    page = tmp_path / "page.html"
+    (tmp_path / "right.json").write_text(json.dumps(saved))
+    assert main(["report", str(tmp_path / "right.json"), "--out", str(page)]) == 0
+    assert "could not be verified" not in page.read_text()
+    if edit.get("layers"):
+        first = next(iter(saved["layers"]))
+        edit = {"layers": saved["layers"] | {first: 0.2}}
+    (tmp_path / "edited.json").write_text(json.dumps(saved | edit))
+    argv = ["report", str(tmp_path / "edited.json"), "--out", str(page), "--overwrite"]
+    assert main(argv) == 0
+    assert "This comparison could not be verified" in page.read_text()

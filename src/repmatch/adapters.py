@@ -268,7 +268,12 @@ def _collect_factors(
                 f"{folder}: module {name} has LoRA factors of shapes {tuple(B.shape)} and "
                 f"{tuple(A.shape)} that do not multiply (only Linear LoRA layers are supported)"
             )
-        layers[name] = LoraFactors(A=A, B=B, scaling=_scaling(name, A.shape[0], config))
+        if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+            raise RepmatchError(
+                f"{folder}: module {name} has NaN or infinite LoRA weights; its training diverged "
+                "(train it again with a lower learning rate) or the file was damaged"
+            )
+        layers[name] = LoraFactors(A=A, B=B, scaling=_scaling(name, A.shape[0], config, folder))
     return layers
 
 
@@ -278,12 +283,31 @@ def _numeric_order(name: str) -> list[int | str]:
     return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
 
-def _scaling(name: str, rank: int, config: dict) -> float:
-    alpha = float(config.get("lora_alpha", rank))
-    for key, value in (config.get("alpha_pattern") or {}).items():
+def _scaling(name: str, rank: int, config: dict, folder: Path) -> float:
+    alpha = _alpha(config.get("lora_alpha", rank), "lora_alpha", folder)
+    patterns = config.get("alpha_pattern") or {}
+    if not isinstance(patterns, dict):
+        raise RepmatchError(_bad_config(folder, "alpha_pattern", patterns, "an object"))
+    for key, value in patterns.items():
         if name == key or name.endswith("." + key) or re.fullmatch(key, name):
-            alpha = float(value)
+            alpha = _alpha(value, f"alpha_pattern[{key!r}]", folder)
     return alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
+
+
+def _alpha(value: object, field: str, folder: Path) -> float:
+    """A LoRA alpha of ``adapter_config.json``: a finite number other than 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RepmatchError(_bad_config(folder, field, value, "a finite number"))
+    if value == 0:
+        raise RepmatchError(_bad_config(folder, field, value, "a number other than 0"))
+    return float(value)
+
+
+def _bad_config(folder: Path, field: str, value: object, wanted: str) -> str:
+    return (
+        f"{folder / 'adapter_config.json'}: {field} should be {wanted}, got {value!r}; the "
+        "config was edited or damaged: save the adapter again or restore it"
+    )
 
 
 def check_compatible(

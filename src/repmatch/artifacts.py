@@ -339,6 +339,10 @@ def _made_by(out: Path, kind: str) -> bool:
     return isinstance(record, dict) and record.get("format") == kind
 
 
+_OTHER_FORMATS = (".csv", ".tsv", ".json", ".jsonl", ".gz", ".txt", ".html", ".xlsx")
+"""Suffixes of formats other than Parquet: a streamed table is never written under one."""
+
+
 class ChunkStore:
     """Finished chunks of a streamed table next to its output ``out``, and their final join.
 
@@ -374,6 +378,12 @@ class ChunkStore:
         out = self.out
         if out.is_dir():
             raise RepmatchError(f"output {out} is a folder; name a file such as scores.parquet")
+        if out.suffix.lower() in _OTHER_FORMATS:  # Parquet bytes under a name that says otherwise
+            raise RepmatchError(
+                f"output {out.name} names a {out.suffix} file, but the table is written as "
+                f"Parquet; name it {out.stem}.parquet",
+                field="out",
+            )
         if out.exists() and not overwrite:
             raise RepmatchError(
                 f"{out} already exists; set overwrite to replace it"

@@ -19,6 +19,7 @@ import torch
 from repmatch.adapters import Adapter, check_compatible, load_adapter
 from repmatch.config import check_side
 from repmatch.data.columns import preview
+from repmatch.errors import RepmatchError
 from repmatch.grassmann import (
     Side,
     full_singular_vectors,
@@ -71,7 +72,18 @@ class Comparison:
 
 
 def layer_subspaces(adapter: Adapter, side: Side = "left") -> dict[str, torch.Tensor]:
-    """Singular vectors of each layer's ΔW from its factors: name -> (d, r), best first."""
+    """Singular vectors of each layer's ΔW from its factors: name -> (d, r), best first.
+
+    Raises when a layer's ΔW is zero: its singular vectors are arbitrary, so any score of them
+    would be a number without meaning.
+    """
+    for name, factors in adapter.layers.items():
+        if not (factors.A.any() and factors.B.any()):
+            raise RepmatchError(
+                f"{adapter.path}: layer {name} has a zero update (ΔW = 0), so there is no subspace "
+                "to compare; the adapter learned nothing (untrained, or trained where the loss "
+                "gave no gradient): train it again"
+            )
     return {
         name: lowrank_singular_vectors(factors.B, factors.A, side)[0]
         for name, factors in adapter.layers.items()

@@ -8,6 +8,7 @@ This module imports nothing heavy, so building the CLI parser from it stays inst
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -85,12 +86,25 @@ def with_defaults(cls: type, recorded: dict[str, Any]) -> dict[str, Any]:
     return to_json(cls()) | dict(recorded)
 
 
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def check_positive(config: Any, *names: str) -> None:
-    """Raise unless every named field is a number > 0."""
+    """Raise unless every named field is a finite number > 0 (an infinite learning rate or
+    scale would train NaN weights)."""
     for name in names:
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise RepmatchError(f"{name} must be positive, got {value!r}", field=name)
+        if not _finite_number(value) or not value > 0:
+            raise RepmatchError(f"{name} must be positive and finite, got {value!r}", field=name)
+
+
+def check_non_negative(config: Any, *names: str) -> None:
+    """Raise unless every named field is a finite number >= 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not _finite_number(value) or not value >= 0:
+            raise RepmatchError(f"{name} must be >= 0 and finite, got {value!r}", field=name)
 
 
 def check_whole(config: Any, *names: str) -> None:
@@ -140,10 +154,7 @@ class AdamWSettings:
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise RepmatchError(f"betas must be two numbers in [0, 1), got {list(betas)}", "betas")
-        if self.weight_decay < 0:
-            raise RepmatchError(
-                f"weight_decay must be >= 0, got {self.weight_decay!r}", field="weight_decay"
-            )
+        check_non_negative(self, "weight_decay")
         object.__setattr__(self, "betas", betas)
 
 
@@ -181,10 +192,8 @@ class TrainConfig:
         check_positive(self, "rank", "lr", "epochs", "batch_size", "max_length", "alpha")
         check_choice(self, "dtype", DTYPES)
         check_whole(self, "rank", "epochs", "batch_size", "max_length", "seed", "head_seed")
-        if self.weight_decay < 0:
-            raise RepmatchError(
-                f"weight_decay must be >= 0, got {self.weight_decay!r}", field="weight_decay"
-            )
+        check_non_negative(self, "seed")  # numpy draws the batch order from it
+        check_non_negative(self, "weight_decay")
         if not 0 <= self.lora_dropout < 1:
             raise RepmatchError(
                 f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}", field="lora_dropout"
@@ -435,10 +444,7 @@ class EvalConfig:
         check_positive(self, "eval_batch_size")
         check_whole(self, "epochs", "batch_size", "max_length", "rank", "eval_batch_size")
         object.__setattr__(self, "seeds", check_seeds(self.seeds))
-        if self.weight_decay < 0:
-            raise RepmatchError(
-                f"weight_decay must be >= 0, got {self.weight_decay!r}", field="weight_decay"
-            )
+        check_non_negative(self, "weight_decay")
         check_choice(self, "unseen_classes", UNSEEN_CLASSES)
         check_choice(self, "dtype", DTYPES)
 

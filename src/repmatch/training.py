@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -118,6 +119,12 @@ def _train_adapter(
     task = get_task(examples.task)
     num_labels = task.head_size(config.num_labels or examples.num_labels)
     task.check_labels(examples, num_labels)
+    if task.has_classes and num_labels < 2:
+        raise RepmatchError(
+            f"{examples.name} has one class only; a one-class head's loss "
+            "is always 0, so the adapter would learn nothing: train on two or more classes, or "
+            "set num_labels to the task's number of classes [--num-labels]"
+        )
     if heldout is not None:  # refused before any training
         heldout = check_heldout(
             heldout,
@@ -288,7 +295,23 @@ def fit(
             epoch_losses.append(float(reduced) / count)
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
+    _check_converged(peft_model, epoch_losses, data_name)
     return epoch_losses
+
+
+def _check_converged(model: Any, epoch_losses: list[float], data_name: str) -> None:
+    """Raise when training diverged: a NaN or infinite epoch loss or trained weight (a model
+    like that predicts one arbitrary class, which would be reported as a result)."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if all(math.isfinite(loss) for loss in epoch_losses) and all(
+        torch.isfinite(p).all() for p in trained
+    ):
+        return
+    raise RepmatchError(
+        f"training on {data_name} diverged: its loss or trained weights became NaN or infinite "
+        f"(epoch losses {[round(x, 4) for x in epoch_losses]}); lower the learning rate, or "
+        "rescale labels of extreme size [--lr]"
+    )
 
 
 def _readout_cut(model: Any, task: Task, config: TrainConfig) -> ReadoutCut:

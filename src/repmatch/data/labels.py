@@ -49,8 +49,9 @@ class Labels:
     names: list[str] | None  # class names for "str" (sorted) or from the Hub
 
 
-def read_labels(table: Table, column: str) -> Labels:
-    """Interpret the label column of the full split (ints, fractional floats or strings)."""
+def read_labels(table: Table, column: str, *, regression: bool = False) -> Labels:
+    """Interpret the label column of the full split (ints, fractional floats or strings);
+    ``regression``: the task is set to regression, so whole numbers of any size are values."""
     values = table.get(column)
     if table.untyped:
         values = _numbers_from_text(values)
@@ -102,6 +103,17 @@ def read_labels(table: Table, column: str) -> Labels:
             )
         if not np.all(raw == np.round(raw)):
             return Labels(column, "float", raw, None)
+    whole = [float(v) for v in values] if raw is None else raw
+    too_large = np.flatnonzero(np.abs(np.asarray(whole, dtype=np.float64)) >= 2**53)
+    if too_large.size and regression:
+        return Labels(column, "float", np.asarray(whole, dtype=np.float64), None)
+    if too_large.size:  # beyond exact whole floats, and int64 would wrap round or overflow
+        row = int(too_large[0])
+        raise RepmatchError(
+            f"label column {column!r} in {table.where} holds {short_repr(values[row])} in row "
+            f"{row}, too large for a class label (at most 2**53); if the labels are measurements "
+            "set task to 'regression', else renumber the classes [--task]"
+        )
     ints = np.asarray(values if raw is None else raw, dtype=np.int64)
     return Labels(column, "int", ints, table.class_names.get(column))
 

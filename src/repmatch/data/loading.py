@@ -112,7 +112,7 @@ def _table_examples(table: Table, spec: DataSpec) -> Examples:
     texts = read_texts(table, text_column, "text_column")
     pair_column = columns["text_pair"]
     pairs = read_texts(table, pair_column, "text_pair_column") if pair_column else None
-    labels = read_labels(table, label_column)
+    labels = read_labels(table, label_column, regression=spec.task == "regression")
     task = detect_task(spec, labels, columns, table.where)
     ids = read_ids(table, columns["id"])
     positions = cut_subset(spec, table, task, labels, ids, columns["id"])

@@ -111,8 +111,34 @@ def _draw_comparisons(runs: list[Run]) -> list[Section]:
             notes=list(record.get("notes") or []),
         )
         title = f"Adapter comparison: {run.path.name}"
-        sections.append(Section("comparison", title, _comparison_body(comparison)))
+        problem = _inconsistency(comparison)
+        warning = (
+            _note(
+                f"This comparison could not be verified: {problem}; the figures below are of the "
+                "file as it is (rerun repmatch compare to get them right)."
+            )
+            if problem
+            else ""
+        )
+        sections.append(Section("comparison", title, warning + _comparison_body(comparison)))
     return sections
+
+
+def _inconsistency(comparison: Comparison) -> str | None:
+    """What a saved comparison gets wrong about itself, if anything: its similarities must lie
+    in [0, 1], each layer score be its grid's maximum and RepMatch their mean."""
+    tolerance = 1e-5
+    values = [comparison.score, *comparison.layers.values()]
+    values += [float(v) for grid in comparison.grids.values() for v in grid.ravel()]
+    if not all(-tolerance <= v <= 1 + tolerance for v in values):  # NaN fails too
+        return "it holds similarities outside [0, 1]"
+    for name, score in comparison.layers.items():
+        grid = comparison.grids.get(name)
+        if grid is None or grid.size == 0 or abs(float(grid.max()) - score) > tolerance:
+            return f"layer {name}'s score {score:.4f} is not the maximum of its grid"
+    if abs(float(np.mean(list(comparison.layers.values()))) - comparison.score) > tolerance:
+        return f"RepMatch {comparison.score:.4f} is not the mean of its layer scores"
+    return None
 
 
 def _comparison_body(comparison: Comparison) -> str:
