@@ -106,6 +106,18 @@ def evaluate_adapter(
     examples = check_heldout(
         data, task=task, label_names=adapter.label_names, num_labels=num_labels
     )
+    return _evaluate_checked(adapter, examples, max_length=max_length, device=device)
+
+
+def _evaluate_checked(
+    adapter: Adapter,
+    examples: Examples,
+    *,
+    max_length: int | None,
+    device: str | torch.device | None,
+) -> dict[str, Any]:
+    """:func:`evaluate_adapter` on examples :func:`check_heldout` already aligned."""
+    task = get_task(adapter.task)
     if max_length is None:
         train = (adapter.record or {}).get("train") or {}
         max_length = int(train.get("max_length", 512))
@@ -154,6 +166,6 @@ def record_heldout(
         and (max_length is None or recorded.get("max_length") == max_length)
     ):
         return recorded
-    result = evaluate_adapter(adapter, examples, max_length=max_length, device=device)
+    result = _evaluate_checked(adapter, examples, max_length=max_length, device=device)
     write_json(Path(folder) / RECORD_FILE, adapter.record | {"heldout": result})
     return result
