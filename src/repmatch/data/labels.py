@@ -147,6 +147,13 @@ def read_ids(table: Table, column: str | None) -> list[int] | list[str]:
                 f"({short_repr(value)}) in row {row}; ids must be whole numbers or strings",
                 field="id_column",
             )
+        if isinstance(out[-1], int) and not -(2**63) <= out[-1] < 2**63:
+            raise RepmatchError(
+                f"id column {column!r} in {table.where} holds {short_repr(value)} in row {row}, "
+                "beyond 64-bit integers; renumber the ids, write them as strings, or set "
+                "id_column to another column",
+                field="id_column",
+            )
         seen_types.add(type(out[-1]))
     if len(seen_types) > 1:
         raise RepmatchError(

@@ -1,0 +1,33 @@
+"""Issue 19, third adversarial pass: inputs that once ended in a traceback or a wrong result with
+exit 0, run through the CLI. Each test names its case and failed before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from repmatch.cli import main
+from test_cli import FAST_FLAGS
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    yield
+
+
+def test_ids_beyond_64_bits_are_refused(tiny_data, trained_adapter, tmp_path, capsys):
+    """JSON ids of 2**70 were trained on, then ``score`` ended in pyarrow's OverflowError."""
+    rows = pd.read_csv(tiny_data["single"]).assign(id=[2**70 + i for i in range(40)])
+    data = tmp_path / "huge-ids.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows.to_dict("records")))
+    out = tmp_path / "s.parquet"
+    assert main(["score", str(data), "--reference", trained_adapter(), "--out", str(out)]) == 2
+    assert "64-bit" in _error(capsys) and not out.exists()
