@@ -31,3 +31,21 @@ def test_ids_beyond_64_bits_are_refused(tiny_data, trained_adapter, tmp_path, ca
     out = tmp_path / "s.parquet"
     assert main(["score", str(data), "--reference", trained_adapter(), "--out", str(out)]) == 2
     assert "64-bit" in _error(capsys) and not out.exists()
+
+
+def test_regression_labels_beyond_float32(tiny_data, tiny_model, tmp_path, capsys):
+    """A regression label of 1e308 printed numpy's overflow warning, then said the score was
+    ``inf``."""
+    data = tmp_path / "big.csv"
+    rows = pd.read_csv(tiny_data["single"])
+    rows.assign(label=[1e308] + [i / 10 for i in range(1, 40)]).to_csv(data, index=False)
+    argv = ["train", str(data), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "holds 1e+308 in row 0, beyond the float32 range" in _error(capsys)
+
+
+def test_indices_file_that_is_a_folder(tiny_data, tiny_model, tmp_path, capsys):
+    """``--indices-file FOLDER`` said the file was not found."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--indices-file", str(tmp_path), "--out", str(tmp_path / "a")]) == 2
+    assert "is a folder" in _error(capsys)

@@ -14,7 +14,7 @@ import numpy as np
 
 from repmatch.data.columns import choose_columns, read_texts
 from repmatch.data.examples import Examples
-from repmatch.data.labels import detect_task, head_classes, read_ids, read_labels
+from repmatch.data.labels import Labels, detect_task, head_classes, read_ids, read_labels
 from repmatch.data.qa import is_qa_table, read_qa
 from repmatch.data.readers import Table, in_memory_table, open_source
 from repmatch.data.spec import DataSpec
@@ -124,7 +124,7 @@ def _table_examples(table: Table, spec: DataSpec) -> Examples:
                 "leave label_names unset",
                 field="label_names",
             )
-        label_array = labels.raw.astype(np.float32)
+        label_array = _float32_targets(labels, table.where)
         num_labels, label_names = 1, None
     else:
         label_array, num_labels, label_names = head_classes(labels, spec.label_names, table.where)
@@ -140,6 +140,20 @@ def _table_examples(table: Table, spec: DataSpec) -> Examples:
         columns=columns,
     )
     return _cut(full, positions, table)
+
+
+def _float32_targets(labels: Labels, where: str) -> np.ndarray:
+    """Regression targets as float32, refusing values beyond its range (about 3.4e38)."""
+    with np.errstate(over="ignore"):
+        targets = labels.raw.astype(np.float32)
+    beyond = np.flatnonzero(~np.isfinite(targets))
+    if beyond.size:
+        row = int(beyond[0])
+        raise RepmatchError(
+            f"label column {labels.column!r} in {where} holds {labels.raw[row]:g} in row {row}, "
+            "beyond the float32 range of regression targets (about 3.4e38); rescale the labels"
+        )
+    return targets
 
 
 def _cut(full: Examples, positions: np.ndarray, table: Table) -> Examples:

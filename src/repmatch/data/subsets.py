@@ -22,8 +22,9 @@ def _read_indices_file(path_text: str) -> list[str]:
     """Ids listed in an indices file (one per line, or a JSON list), as strings."""
     path = Path(path_text).expanduser()
     if not path.is_file():
+        problem = f"{path_text!r} is a folder" if path.is_dir() else f"not found: {path_text!r}"
         raise RepmatchError(
-            f"indices file not found: {path_text!r}; fix indices_file", field="indices_file"
+            f"indices file {problem}; set indices_file to a file of ids", field="indices_file"
         )
     where = path.name
     text = decode(read_bytes(path, path.name.lower().endswith(".gz")), where)
