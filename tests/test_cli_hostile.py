@@ -49,3 +49,17 @@ def test_indices_file_that_is_a_folder(tiny_data, tiny_model, tmp_path, capsys):
     argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, "--indices-file", str(tmp_path), "--out", str(tmp_path / "a")]) == 2
     assert "is a folder" in _error(capsys)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_training_that_changed_no_weight_is_refused(command, tiny_data, tiny_model, tmp_path, capsys):
+    """``--lr 1e-320`` (below float32's smallest step) saved an adapter whose B factors were all
+    still zero, and ``evaluate`` reported the accuracy of the untrained model, both exit 0."""
+    data, model = str(tiny_data["single"]), tiny_model("bert")
+    if command == "train":
+        argv = ["train", data, "--model", model, *FAST_FLAGS, "--out", str(tmp_path / "a")]
+    else:
+        argv = ["evaluate", "--train", data, "--eval", data, "--model", model, "--seeds", "1"]
+        argv += ["--epochs", "1", "--quiet", "--method", "full"]
+    assert main([*argv, "--lr", "1e-320"]) == 2
+    assert "changed no weight" in _error(capsys) and not (tmp_path / "a").exists()

@@ -259,6 +259,7 @@ def fit(
     _frozen_body_in(peft_model, dtype)  # trained weights (and AdamW's state) stay float32
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     epoch_losses = []
+    sums_before = _trained_weight_sums(peft_model)
     steps = config.epochs * -(-len(encoded) // config.batch_size)
     quiet = not progress or not distributed.is_main()
     with tqdm(total=steps, desc=f"train {data_name}", disable=quiet) as bar:
@@ -296,7 +297,19 @@ def fit(
             bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
     peft_model.eval()
     _check_converged(peft_model, epoch_losses, data_name)
+    if torch.equal(_trained_weight_sums(peft_model), sums_before):
+        raise RepmatchError(
+            f"training on {data_name} changed no weight: steps of lr {config.lr:g} are below "
+            "float32's resolution (or the loss gave no gradient); raise the learning rate [--lr]"
+        )
     return epoch_losses
+
+
+def _trained_weight_sums(model: Any) -> torch.Tensor:
+    """(P,) float64 sum of ``|w|`` of each trained parameter, on the CPU: the same before and
+    after training only when no weight changed (or, vanishingly rarely, changes cancelled)."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return torch.stack([p.detach().double().abs().sum() for p in trained]).cpu()
 
 
 def _check_converged(model: Any, epoch_losses: list[float], data_name: str) -> None:
