@@ -63,3 +63,12 @@ def test_training_that_changed_no_weight_is_refused(command, tiny_data, tiny_mod
         argv += ["--epochs", "1", "--quiet", "--method", "full"]
     assert main([*argv, "--lr", "1e-320"]) == 2
     assert "changed no weight" in _error(capsys) and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("measure", ["grassmann", "cosine"])
+def test_score_refuses_non_finite_updates(measure, trained_adapter, tiny_data, tmp_path, capsys):
+    """``score --lr 1e308`` wrote a NaN score for every instance, exit 0."""
+    out = tmp_path / "s.parquet"
+    argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
+    assert main([*argv, "--lr", "1e308", "--measure", measure, "--out", str(out)]) == 2
+    assert "NaN or infinite" in _error(capsys) and list(tmp_path.iterdir()) == []

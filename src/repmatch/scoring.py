@@ -353,6 +353,13 @@ class InstanceScorer:
             scores[:, batch.positions] = self.batch_scores(
                 batch.inputs, labels[batch.positions], batch.packed
             ).cpu()
+        bad = (~torch.isfinite(scores).all(dim=-1).all(dim=0)).nonzero().flatten()  # (n_bad,)
+        if len(bad):
+            raise RepmatchError(
+                f"the update of instance {examples.ids[int(bad[0])]!r} (and {len(bad) - 1} more) "
+                f"became NaN or infinite: steps of lr {self.config.lr:g} overflow; lower the "
+                "learning rate [--lr]"
+            )
         return scores
 
 
