@@ -72,3 +72,19 @@ def test_score_refuses_non_finite_updates(measure, trained_adapter, tiny_data, t
     argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
     assert main([*argv, "--lr", "1e308", "--measure", measure, "--out", str(out)]) == 2
     assert "NaN or infinite" in _error(capsys) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--seed", "--head-seed"])
+def test_train_refuses_seeds_of_64_bits(flag, tiny_data, tiny_model, tmp_path, capsys):
+    """``train --seed 2**64`` and ``--head-seed 10**23`` ended in torch's ValueError traceback
+    (Overflow when unpacking long long)."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, flag, str(2**64), "--out", str(tmp_path / "a")]) == 2
+    assert "below 2**63" in _error(capsys) and not (tmp_path / "a").exists()
+
+
+def test_compare_refuses_a_baseline_seed_of_64_bits(trained_adapter, capsys):
+    """``compare --shuffled-baseline --baseline-seed 2**64`` ended in torch's traceback."""
+    argv = ["compare", trained_adapter(), trained_adapter(seed=1), "--shuffled-baseline"]
+    assert main([*argv, "--baseline-seed", str(2**64)]) == 2
+    assert "below 2**63" in _error(capsys)

@@ -708,7 +708,7 @@ def test_spec_record_makes_local_paths_absolute(tmp_path: Path, monkeypatch) -> 
         ({"limit": True}, r"limit must be a positive whole number, got True"),
         ({"limit": 10, "sample": 5}, r"limit=10 and sample=5 cannot be used together"),
         ({"task": "classify"}, r"task 'classify' is not one of classification"),
-        ({"seed": -1}, r"seed must be a whole number >= 0, got -1; fix seed$"),
+        ({"seed": -1}, r"seed must be >= 0 and below 2\*\*63 \(a whole number\), got -1$"),
         ({"labels": ()}, r"labels filter is empty"),
         ({"text_column": ""}, r"text_column must be a non-empty string, got ''"),
         ({"text_column": "a", "label_column": "a"}, r"text_column and label_column are both 'a'"),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from repmatch.adapters import Adapter, check_compatible, load_adapter
-from repmatch.config import check_side
+from repmatch.config import check_seed, check_side
 from repmatch.data.columns import preview
 from repmatch.errors import RepmatchError
 from repmatch.grassmann import (
@@ -131,6 +131,7 @@ def compare_adapters(
     layers were left out (an error only when they share none).
     """
     check_side(side)
+    check_seed(baseline_seed, "baseline_seed")
     a = first if isinstance(first, Adapter) else load_adapter(first)
     b = second if isinstance(second, Adapter) else load_adapter(second)
     shared = check_compatible(a, b, allow_different_base=allow_different_base)

@@ -115,14 +115,27 @@ def check_whole(config: Any, *names: str) -> None:
             raise RepmatchError(f"{name} must be a whole number, got {value!r}", field=name)
 
 
+def check_seed(seed: object, name: str = "seed") -> None:
+    """Raise unless ``seed`` is a whole number in [0, 2**63): what numpy's and torch's generators
+    both take (numpy refuses negative seeds, torch those of 2**64 and more)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise RepmatchError(
+            f"{name} must be >= 0 and below 2**63 (a whole number), got {seed!r}", field=name
+        )
+
+
 def check_seeds(seeds: tuple[int, ...], name: str = "seeds") -> tuple[int, ...]:
-    """Seeds as a tuple of distinct whole numbers; raise if empty or repeated."""
+    """Seeds as a tuple of distinct whole numbers in [0, 2**63); raise if empty or repeated."""
+    if isinstance(seeds, int):
+        raise RepmatchError(
+            f"{name} must be a list of seeds, got the number {seeds!r}; e.g. {name}=(0, 1, 2)",
+            field=name,
+        )
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise RepmatchError(f"{name} must be distinct and non-empty, got {list(seeds)}", field=name)
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise RepmatchError(f"{name} must be whole numbers >= 0, got {seed!r}", field=name)
+        check_seed(seed, name)
     return seeds
 
 
@@ -191,8 +204,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_positive(self, "rank", "lr", "epochs", "batch_size", "max_length", "alpha")
         check_choice(self, "dtype", DTYPES)
-        check_whole(self, "rank", "epochs", "batch_size", "max_length", "seed", "head_seed")
-        check_non_negative(self, "seed")  # numpy draws the batch order from it
+        check_whole(self, "rank", "epochs", "batch_size", "max_length")
+        check_seed(self.seed)
+        check_seed(self.head_seed, "head_seed")
         check_non_negative(self, "weight_decay")
         if not 0 <= self.lora_dropout < 1:
             raise RepmatchError(
@@ -325,7 +339,8 @@ class BaselineConfig(EmbeddingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "sample", "chunk_size")
-        check_whole(self, "sample", "chunk_size", "seed")
+        check_whole(self, "sample", "chunk_size")
+        check_seed(self.seed)
         threshold = self.threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise RepmatchError(f"threshold must be a number, got {threshold!r}", "threshold")
@@ -333,8 +348,6 @@ class BaselineConfig(EmbeddingConfig):
             raise RepmatchError(
                 f"threshold must be a cosine in [-1, 1], got {threshold!r}", field="threshold"
             )
-        if self.seed < 0:
-            raise RepmatchError(f"seed must be >= 0, got {self.seed!r}", field="seed")
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -365,11 +378,10 @@ class SelectConfig:
     def __post_init__(self) -> None:
         if self.how not in ("top", "bottom", "random"):
             raise RepmatchError(f"how must be top, bottom or random, got {self.how!r}", field="how")
-        check_whole(self, "k", "seed")
+        check_whole(self, "k")
+        check_seed(self.seed)
         if self.k < 1:
             raise RepmatchError(f"k must be at least 1, got {self.k}", field="k")
-        if self.seed < 0:
-            raise RepmatchError(f"seed must be >= 0, got {self.seed}", field="seed")
         if not isinstance(self.balanced, bool):
             raise RepmatchError(
                 f"balanced must be True or False, got {self.balanced!r}", field="balanced"

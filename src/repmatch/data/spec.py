@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from repmatch.config import check_seed
 from repmatch.errors import RepmatchError
 
 TaskKind = Literal["classification", "pair-classification", "regression", "extractive-qa"]
@@ -108,10 +109,7 @@ class DataSpec:
                 f"limit={self.limit} and sample={self.sample} cannot be used together; "
                 "set either limit or sample"
             )
-        if not is_int(self.seed) or self.seed < 0:
-            raise RepmatchError(
-                f"seed must be a whole number >= 0, got {self.seed!r}; fix seed", field="seed"
-            )
+        check_seed(self.seed)
         if self.labels is not None:
             object.__setattr__(self, "labels", _normalise_label_filter(self.labels))
         if self.label_names is not None:
