@@ -4,6 +4,7 @@ exit 0, run through the CLI. Each test names its case and failed before its fix.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -88,3 +89,17 @@ def test_compare_refuses_a_baseline_seed_of_64_bits(trained_adapter, capsys):
     argv = ["compare", trained_adapter(), trained_adapter(seed=1), "--shuffled-baseline"]
     assert main([*argv, "--baseline-seed", str(2**64)]) == 2
     assert "below 2**63" in _error(capsys)
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_overlap_refuses_another_commands_folder(
+    overwrite, trained_adapter, tiny_data, tmp_path, capsys
+):
+    """``overlap NLI --out ADAPTER --overwrite`` wrote its subsets and overlap.json into the
+    adapter's folder, exit 0."""
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_adapter(), adapter)
+    before = sorted(path.name for path in adapter.iterdir())
+    assert main(["overlap", str(tiny_data["pair"]), "--out", str(adapter), *overwrite]) == 2
+    assert "holds no overlap subsets" in _error(capsys)
+    assert sorted(path.name for path in adapter.iterdir()) == before

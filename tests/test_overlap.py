@@ -191,7 +191,7 @@ def test_existing_outputs_are_replaced_only_when_asked(tmp_path):
     # files that repmatch did not write are never replaced
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "mid.jsonl.gz").write_text("mine")
-    with pytest.raises(RepmatchError, match="did not write them"):
+    with pytest.raises(RepmatchError, match="holds no overlap subsets"):
         save_overlap_subsets(frame, tmp_path / "b", overwrite=True)
     assert (tmp_path / "b" / "mid.jsonl.gz").read_text() == "mine"
 

@@ -224,18 +224,17 @@ def _save_overlap_subsets(
     with exclusive_output(out):
         if out.exists() and not out.is_dir():
             raise RepmatchError(f"output {out} is a file; name a folder for the subsets")
-        targets = [out / RECORD_FILE, *(_subset_file(out, band) for band in BANDS)]
-        existing = [path.name for path in targets if path.exists()]
-        if existing and not overwrite:
+        if out.is_dir() and any(out.iterdir()) and not (out / RECORD_FILE).is_file():
             raise RepmatchError(
-                f"{out} already holds {', '.join(existing)}; set overwrite to replace them, "
-                "or choose another output",
-                field="overwrite",
+                f"output folder {out} is not empty and holds no overlap subsets (no "
+                f"{RECORD_FILE}); refusing to write among its files even with overwrite: choose "
+                "another folder"
             )
-        if existing and not (out / RECORD_FILE).is_file():
+        if (out / RECORD_FILE).is_file() and not overwrite:
             raise RepmatchError(
-                f"{out} holds {', '.join(existing)} but no {RECORD_FILE}, so repmatch did not "
-                "write them; refusing to replace them even with overwrite: choose another output"
+                f"{out} already holds overlap subsets; set overwrite to replace them, or choose "
+                "another output",
+                field="overwrite",
             )
         examples = as_examples(data)
         result = overlap_subsets(examples, entailment_label=entailment_label)
