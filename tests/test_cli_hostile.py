@@ -53,7 +53,9 @@ def test_indices_file_that_is_a_folder(tiny_data, tiny_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_training_that_changed_no_weight_is_refused(command, tiny_data, tiny_model, tmp_path, capsys):
+def test_training_that_changed_no_weight_is_refused(
+    command, tiny_data, tiny_model, tmp_path, capsys
+):
     """``--lr 1e-320`` (below float32's smallest step) saved an adapter whose B factors were all
     still zero, and ``evaluate`` reported the accuracy of the untrained model, both exit 0."""
     data, model = str(tiny_data["single"]), tiny_model("bert")
@@ -103,3 +105,16 @@ def test_overlap_refuses_another_commands_folder(
     assert main(["overlap", str(tiny_data["pair"]), "--out", str(adapter), *overwrite]) == 2
     assert "holds no overlap subsets" in _error(capsys)
     assert sorted(path.name for path in adapter.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "name, advice",
+    [("s.parquet.gz", "s.parquet"), ("s.jsonl.gz", "s.parquet"), ("s.csv", "s.parquet")],
+)
+def test_score_names_the_right_parquet_file(
+    name, advice, trained_adapter, tiny_data, tmp_path, capsys
+):
+    """``score --out s.parquet.gz`` advised naming it ``s.parquet.parquet``."""
+    argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / name)]) == 2
+    assert _error(capsys).split("name it ")[1].startswith(advice + " ")

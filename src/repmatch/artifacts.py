@@ -379,9 +379,11 @@ class ChunkStore:
         if out.is_dir():
             raise RepmatchError(f"output {out} is a folder; name a file such as scores.parquet")
         if out.suffix.lower() in _OTHER_FORMATS:  # Parquet bytes under a name that says otherwise
+            stem = Path(out.stem)  # scores.jsonl.gz -> scores.jsonl -> scores
+            base = stem.stem if stem.suffix.lower() in (".parquet", *_OTHER_FORMATS) else stem.name
             raise RepmatchError(
                 f"output {out.name} names a {out.suffix} file, but the table is written as "
-                f"Parquet; name it {out.stem}.parquet",
+                f"Parquet; name it {base}.parquet",
                 field="out",
             )
         if out.exists() and not overwrite:
