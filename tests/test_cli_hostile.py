@@ -118,3 +118,20 @@ def test_score_names_the_right_parquet_file(
     argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
     assert main([*argv, "--out", str(tmp_path / name)]) == 2
     assert _error(capsys).split("name it ")[1].startswith(advice + " ")
+
+
+@pytest.mark.parametrize(
+    "data, flags, message",
+    [
+        ("regression", ["--num-labels", "5"], "leave num_labels unset"),
+        ("single", ["--eval-sample", "5"], "--eval-sample draws from --eval"),
+    ],
+)
+def test_train_refuses_settings_without_effect(
+    data, flags, message, tiny_data, tiny_model, tmp_path, capsys
+):
+    """``--num-labels 5`` on regression data (a one-output head) and ``--eval-sample`` without
+    ``--eval`` were ignored, exit 0; the record said ``num_labels: 5``."""
+    argv = ["train", str(tiny_data[data]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, *flags, "--out", str(tmp_path / "a")]) == 2
+    assert message in _error(capsys) and not (tmp_path / "a").exists()

@@ -117,6 +117,12 @@ def _train_adapter(
     if len(examples) == 0:
         raise RepmatchError(f"no instances to train on in {examples.name}")
     task = get_task(examples.task)
+    if config.num_labels is not None and not task.has_classes:
+        raise RepmatchError(
+            f"num_labels sets the number of classes, but {examples.name} is a {examples.task} "
+            "task with a head of fixed size; leave num_labels unset",
+            field="num_labels",
+        )
     num_labels = task.head_size(config.num_labels or examples.num_labels)
     task.check_labels(examples, num_labels)
     if task.has_classes and num_labels < 2:

@@ -40,8 +40,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from repmatch import distributed
+    from repmatch.errors import RepmatchError
     from repmatch.training import train_adapter
 
+    if args.eval is None and args.eval_sample is not None:
+        raise RepmatchError(
+            "--eval-sample draws from --eval, which is not given; add --eval HELDOUT",
+            field="eval_sample",
+        )
     out = train_adapter(
         common.data_spec(args),
         common.train_config(args),
