@@ -135,3 +135,22 @@ def test_train_refuses_settings_without_effect(
     argv = ["train", str(tiny_data[data]), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, *flags, "--out", str(tmp_path / "a")]) == 2
     assert message in _error(capsys) and not (tmp_path / "a").exists()
+
+
+def test_compare_refuses_a_dora_adapter(trained_adapter, tmp_path, capsys):
+    """A DoRA adapter saved by PEFT (``use_dora``) was compared by its B·A alone, exit 0, though
+    its update rescales the columns of W + BA."""
+    dora = tmp_path / "dora"
+    shutil.copytree(trained_adapter(), dora)
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps(config | {"use_dora": True}))
+    assert main(["compare", str(dora), trained_adapter(seed=1)]) == 2
+    assert "DoRA" in _error(capsys)
+
+
+def test_reference_that_is_a_file(trained_adapter, tiny_data, tmp_path, capsys):
+    """``score --reference SCORES.parquet`` said the adapter folder was not found."""
+    weights = f"{trained_adapter()}/adapter_model.safetensors"
+    argv = ["score", str(tiny_data["single"]), "--reference", weights]
+    assert main([*argv, "--out", str(tmp_path / "s.parquet")]) == 2
+    assert "is a file, not an adapter folder" in _error(capsys)

@@ -125,6 +125,8 @@ def load_adapter(path: str | Path) -> Adapter:
     folder = Path(path)
     config_file = folder / "adapter_config.json"
     if not folder.is_dir():
+        if folder.exists():
+            raise RepmatchError(f"{folder} is a file, not an adapter folder; pass the folder")
         raise RepmatchError(f"adapter folder not found: {folder}")
     if not config_file.is_file():
         raise RepmatchError(
@@ -137,6 +139,12 @@ def load_adapter(path: str | Path) -> Adapter:
         raise RepmatchError(
             f"{folder} holds a PEFT adapter of type {peft_type!r} (adapter_config.json), not "
             "LoRA; RepMatch compares LoRA adapters only"
+        )
+    if config.get("use_dora"):
+        raise RepmatchError(
+            f"{folder} holds a DoRA adapter (use_dora in adapter_config.json): its update rescales "
+            "each column of W + BA, so it does not lie in the subspace of B·A; RepMatch compares "
+            "plain LoRA adapters only"
         )
     weights = _load_weights(folder)
     layers = _collect_factors(weights, config, folder)
