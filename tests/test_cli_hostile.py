@@ -154,3 +154,15 @@ def test_reference_that_is_a_file(trained_adapter, tiny_data, tmp_path, capsys):
     argv = ["score", str(tiny_data["single"]), "--reference", weights]
     assert main([*argv, "--out", str(tmp_path / "s.parquet")]) == 2
     assert "is a file, not an adapter folder" in _error(capsys)
+
+
+def test_labels_filter_takes_the_names_of_label_names(tiny_data, tiny_model, tmp_path, capsys):
+    """``--label-names e n c --labels n`` on integer labels said the subset was empty (labels in
+    the split: 0, 1, 2), though label_names had just named class 1 ``n``."""
+    out = tmp_path / "a"
+    argv = ["train", str(tiny_data["pair"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    argv += ["--label-names", "e", "n", "c", "--labels", "n", "c", "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "repmatch.json").read_text())
+    expected = (pd.read_csv(tiny_data["pair"])["label"] > 0).sum()
+    assert record["num_examples"] == expected and record["label_names"] == ["e", "n", "c"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -85,6 +86,8 @@ def cut_subset(
                 field="labels",
             )
         assert labels is not None  # tasks with classes have labels
+        if spec.label_names is not None and labels.kind == "int" and labels.names is None:
+            labels = dataclasses.replace(labels, names=list(spec.label_names))  # filter by them
         positions = _with_labels(spec.labels, labels, table.name, positions)
     if has_classes and labels is not None and labels.kind == "int":
         _refuse_negative_labels(labels, table.name, positions)
