@@ -166,3 +166,33 @@ def test_labels_filter_takes_the_names_of_label_names(tiny_data, tiny_model, tmp
     record = json.loads((out / "repmatch.json").read_text())
     expected = (pd.read_csv(tiny_data["pair"])["label"] > 0).sum()
     assert record["num_examples"] == expected and record["label_names"] == ["e", "n", "c"]
+
+
+def test_api_wrong_argument_types_are_named(trained_adapter, tiny_data):
+    """Python API: a list where a tensor goes, a dict or another job's config where a config goes,
+    and one path where a list goes ended in AttributeErrors or a misleading message (a
+    TrainConfig given to ``score_instances`` was read as a scoring config, ``evaluate_subsets``
+    read each letter of ``'tr1.csv'`` as a Hub dataset)."""
+    import torch
+
+    from repmatch.config import EvalConfig, TrainConfig
+    from repmatch.evaluation import evaluate_subsets
+    from repmatch.grassmann import grassmann_grid, repmatch_score
+    from repmatch.report import build_report
+    from repmatch.scoring import score_instances
+    from repmatch.selection import select_to_file
+    from repmatch.training import train_adapter
+
+    data = str(tiny_data["single"])
+    calls = [
+        (lambda: grassmann_grid([[1.0]], torch.ones(1, 1)), "U1 must be a torch.Tensor"),
+        (lambda: repmatch_score([0.5, 0.7]), "layer_scores must be a torch.Tensor"),
+        (lambda: train_adapter(data, {"rank": 2}, "x"), "config must be a TrainConfig"),
+        (lambda: score_instances(data, trained_adapter(), TrainConfig()), "a ScoreConfig"),
+        (lambda: select_to_file("s.parquet", None, "x.csv"), "config must be a SelectConfig"),
+        (lambda: evaluate_subsets(data, data, EvalConfig()), "train must be a list"),
+        (lambda: build_report(data), "runs must be a list"),
+    ]
+    for call, message in calls:
+        with pytest.raises(TypeError, match=message):
+            call()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -146,6 +148,16 @@ def check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
         raise RepmatchError(
             f"{name} must be one of {', '.join(choices)}, got {value!r}", field=name
         )
+
+
+def check_argument(value: object, kind: type, name: str = "config") -> None:
+    """Raise TypeError unless a public function's argument ``name`` is a ``kind`` (a dict is not a
+    config, and one path is not a list of them)."""
+    if isinstance(value, kind) and not isinstance(value, str):
+        return
+    wanted = "a list" if kind is Sequence else f"a {kind.__name__}"
+    hint = "; wrap it in a list" if isinstance(value, (str, os.PathLike)) else ""
+    raise TypeError(f"{name} must be {wanted}, got {type(value).__name__} {value!r}{hint}")
 
 
 def check_side(side: str) -> None:

@@ -48,7 +48,7 @@ import torch
 from repmatch.adapters import RECORD_FILE, load_adapter_model
 from repmatch.artifacts import exclusive_output, output_set, run_record, write_json
 from repmatch.batching import EncodedExamples
-from repmatch.config import EvalConfig, TrainConfig, key_json
+from repmatch.config import EvalConfig, TrainConfig, check_argument, key_json
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.data.labels import common_classes
 from repmatch.errors import RepmatchError
@@ -118,6 +118,8 @@ def evaluate_subsets(
     there is one, else the CPU).
     """
     config = config or EvalConfig()
+    check_argument(config, EvalConfig)
+    check_argument(train, Sequence, "train")
     if not train:
         raise RepmatchError("pass at least one training subset", field="train")
     if out is None:

@@ -57,8 +57,17 @@ def _check_side(side: str) -> None:
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
 
 
+def _check_tensor(name: str, t: object) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(t).__name__}; convert it with "
+            "torch.as_tensor"
+        )
+
+
 def _check_matrix(name: str, t: Tensor) -> None:
     """Require ``t`` to be a (..., m, n) tensor with m, n >= 1."""
+    _check_tensor(name, t)
     if t.ndim < 2:
         raise ValueError(f"{name} must have shape (..., m, n), got {tuple(t.shape)}")
     if t.shape[-2] == 0 or t.shape[-1] == 0:
@@ -103,6 +112,7 @@ def lowrank_singular_vectors(B: Tensor, A: Tensor, side: Side = "left") -> tuple
         is defined only up to sign (and, for repeated singular values, up to rotation).
 
     Raises:
+        TypeError: if a tensor argument is not a ``torch.Tensor`` (a list or NumPy array).
         ValueError: if the shapes do not fit or ``side`` is unknown.
     """
     _check_side(side)
@@ -147,6 +157,7 @@ def full_singular_vectors(
         ``min(d_out, d_in)``; dtype as in :func:`lowrank_singular_vectors`.
 
     Raises:
+        TypeError: if a tensor argument is not a ``torch.Tensor`` (a list or NumPy array).
         ValueError: if ``delta_w`` is not a matrix, ``rank`` is out of range or ``side`` is
             unknown.
     """
@@ -191,6 +202,7 @@ def grassmann_grid(U1: Tensor, U2: Tensor) -> Tensor:
         dtype of the inputs promoted to at least float32.
 
     Raises:
+        TypeError: if a tensor argument is not a ``torch.Tensor`` (a list or NumPy array).
         ValueError: if the inputs are not matrices or their ``d`` differ.
     """
     _check_matrix("U1", U1)
@@ -225,6 +237,7 @@ def layer_similarity(grid: Tensor) -> Tensor:
         (...) maximum over the last two dims.
 
     Raises:
+        TypeError: if a tensor argument is not a ``torch.Tensor`` (a list or NumPy array).
         ValueError: if ``grid`` is not a non-empty (..., r1, r2) tensor.
     """
     _check_matrix("grid", grid)
@@ -241,8 +254,10 @@ def repmatch_score(layer_scores: Tensor) -> Tensor:
         (...) mean over the last dim, in the input dtype promoted to at least float32.
 
     Raises:
+        TypeError: if a tensor argument is not a ``torch.Tensor`` (a list or NumPy array).
         ValueError: if ``layer_scores`` has no dims or ``L == 0``.
     """
+    _check_tensor("layer_scores", layer_scores)
     if layer_scores.ndim < 1 or layer_scores.shape[-1] == 0:
         raise ValueError(
             f"layer_scores must have shape (..., L) with L >= 1, got {tuple(layer_scores.shape)}"
@@ -266,6 +281,7 @@ def shuffle_entries(delta_w: Tensor, generator: torch.Generator) -> Tensor:
         (..., d_out, d_in) tensor with the same dtype, device and multiset of values per matrix.
 
     Raises:
+        TypeError: if a tensor argument is not a ``torch.Tensor`` (a list or NumPy array).
         ValueError: if ``delta_w`` is not a (..., d_out, d_in) tensor.
     """
     _check_matrix("delta_w", delta_w)

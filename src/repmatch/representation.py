@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from repmatch.artifacts import ChunkStore, data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, plan_batches
-from repmatch.config import BaselineConfig, EmbeddingConfig, Pooling
+from repmatch.config import BaselineConfig, EmbeddingConfig, Pooling, check_argument
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.models import (
@@ -276,6 +276,7 @@ def baseline_matrix(
     ``config.seed``). A dataset paired with itself counts its own (i, i) pairs, cosine 1.
     """
     config = config or BaselineConfig()
+    check_argument(config, BaselineConfig)
     if not datasets:
         raise RepmatchError("pass at least one dataset")
     started = time.perf_counter()
@@ -321,6 +322,7 @@ def representation_baseline(
     ``seconds`` and ``data`` (each dataset's spec and fingerprint).
     """
     config = config or BaselineConfig()
+    check_argument(config, BaselineConfig)
     started = time.perf_counter()
     loaded = [as_examples(first), as_examples(second)]
     vectors = _embedded_samples(loaded, config, progress=progress, device=device)
@@ -370,6 +372,7 @@ def prototypicality_scores(
     at a time, an existing file replaced only with ``overwrite``.
     """
     config = config or EmbeddingConfig()
+    check_argument(config, EmbeddingConfig)
     examples = as_examples(data)
     if len(examples) == 0:
         raise RepmatchError(f"no instances to score in {examples.name}")

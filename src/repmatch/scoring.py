@@ -30,7 +30,7 @@ from repmatch.alignment import frobenius_cosine, gradient_cosine
 from repmatch.artifacts import ChunkStore, data_record, exclusive_output, run_record
 from repmatch.batching import EncodedExamples, PackedBatch, plan_batches
 from repmatch.compare import layer_scores, layer_subspaces
-from repmatch.config import DEFAULT_HEAD_SEED, ScoreConfig
+from repmatch.config import DEFAULT_HEAD_SEED, ScoreConfig, check_argument
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.grassmann import lowrank_singular_vectors, repmatch_score
@@ -409,6 +409,7 @@ def score_instances(
     ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
     """
     config = config or ScoreConfig()
+    check_argument(config, ScoreConfig)
     device = distributed.start(device)  # under torchrun: this rank's device, the process group
     compute_dtype(config.dtype, device)  # float16 off CUDA refused before any work
     examples = as_examples(data)

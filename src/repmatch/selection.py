@@ -42,7 +42,7 @@ import pandas as pd
 
 from repmatch import distributed
 from repmatch.artifacts import exclusive_output, output_set, record_path, run_record
-from repmatch.config import SelectConfig, SelectHow
+from repmatch.config import SelectConfig, SelectHow, check_argument
 from repmatch.data import FORMATS, DataSpec, Examples, as_examples, load_examples
 from repmatch.data.columns import ID_COLUMNS, LABEL_COLUMNS
 from repmatch.errors import RepmatchError, first_line
@@ -436,6 +436,7 @@ def select_to_file(
 
     Under a launcher (``torchrun``) the main process selects and writes; the others wait and
     return the same selection."""
+    check_argument(config, SelectConfig)
     return distributed.on_main(
         lambda: _select_to_file(scores, config, Path(out), data=data, overwrite=overwrite)
     )

@@ -33,7 +33,14 @@ from repmatch import distributed
 from repmatch.adapters import load_adapter
 from repmatch.artifacts import exclusive_output, output_set, run_record, write_json
 from repmatch.compare import compare_adapters
-from repmatch.config import BaselineConfig, Side, TrainConfig, check_seeds, check_side
+from repmatch.config import (
+    BaselineConfig,
+    Side,
+    TrainConfig,
+    check_argument,
+    check_seeds,
+    check_side,
+)
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.plotting import plot_similarity_matrix
@@ -99,6 +106,8 @@ def dataset_similarity(
     representation baseline of the same data (at most ``baseline.sample`` instances of each),
     written beside the matrix and returned as ``result.baseline``.
     """
+    check_argument(datasets, Sequence, "datasets")
+    check_argument(config, TrainConfig)
     if len(datasets) < 2:
         raise RepmatchError("pass at least two datasets to compare")
     seeds = check_seeds(seeds)

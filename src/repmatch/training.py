@@ -26,7 +26,7 @@ from repmatch import distributed
 from repmatch.adapters import RECORD_FILE
 from repmatch.artifacts import data_record, exclusive_output, output_set, run_record
 from repmatch.batching import EncodedExamples, length_grouped_batches
-from repmatch.config import TrainConfig, key_json, with_defaults
+from repmatch.config import TrainConfig, check_argument, key_json, with_defaults
 from repmatch.data import DataSpec, Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.heldout import check_heldout, record_heldout
@@ -75,6 +75,7 @@ def train_adapter(
     adapter with DistributedDataParallel: every process takes its slice of each batch of
     ``batch_size`` instances, and the main process writes the adapter.
     """
+    check_argument(config, TrainConfig)
     device = distributed.start(device)  # under torchrun: this rank's device, the process group
 
     def claim(stack: ExitStack) -> None:

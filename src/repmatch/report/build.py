@@ -9,6 +9,7 @@ from pathlib import Path
 
 from repmatch import distributed
 from repmatch.artifacts import exclusive_output, output_set, record_path, run_record, write_json
+from repmatch.config import check_argument
 from repmatch.errors import RepmatchError, first_line
 from repmatch.report.kinds import KINDS, _accepted, recognise
 from repmatch.report.page import _is_report, _page
@@ -17,6 +18,7 @@ from repmatch.report.runs import Run
 
 def build_report(runs: Sequence[str | Path | Run], *, title: str = "repmatch report") -> str:
     """The HTML page for ``runs`` (paths or recognised :class:`Run` objects)."""
+    check_argument(runs, Sequence, "runs")
     if not runs:
         raise RepmatchError(f"give at least one run; {_accepted()}")
     recognised = [run if isinstance(run, Run) else recognise(run) for run in runs]
