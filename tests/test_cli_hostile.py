@@ -196,3 +196,18 @@ def test_api_wrong_argument_types_are_named(trained_adapter, tiny_data):
     for call, message in calls:
         with pytest.raises(TypeError, match=message):
             call()
+
+
+def test_datasets_refuses_another_commands_folder(
+    trained_adapter, tiny_data, tiny_model, tmp_path, capsys
+):
+    """``datasets A B --out ADAPTER`` wrote its adapters/ and matrix files into the adapter's
+    folder, exit 0."""
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_adapter(), adapter)
+    before = sorted(path.name for path in adapter.iterdir())
+    data = [str(tiny_data["single"]), str(tiny_data["topics"])]
+    argv = ["datasets", *data, "--model", tiny_model("bert"), *FAST_FLAGS, "--out", str(adapter)]
+    assert main(argv) == 2
+    assert "holds no matrix" in _error(capsys)
+    assert sorted(path.name for path in adapter.iterdir()) == before

@@ -117,10 +117,25 @@ def dataset_similarity(
 
     def claim(stack: ExitStack) -> None:
         stack.enter_context(exclusive_output(out))  # one writer per output
+        _check_output(out)
 
     with distributed.checked_on_main(claim):
         return _similarity(
             datasets, config, out, seeds, side, progress=progress, device=device, baseline=baseline
+        )
+
+
+def _check_output(out: Path) -> None:
+    """Refuse a file, and a non-empty folder that holds no earlier run (no matrix.json and no
+    adapters/ folder): another command's output or a user's files."""
+    if out.exists() and not out.is_dir():
+        raise RepmatchError(f"output {out} is a file; name a folder for the matrix", field="out")
+    ours = (out / "matrix.json").is_file() or (out / "adapters").is_dir()
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise RepmatchError(
+            f"output folder {out} is not empty and holds no matrix or adapters of an earlier "
+            "run; refusing to write among its files: choose another folder",
+            field="out",
         )
 
 
