@@ -211,3 +211,12 @@ def test_datasets_refuses_another_commands_folder(
     assert main(argv) == 2
     assert "holds no matrix" in _error(capsys)
     assert sorted(path.name for path in adapter.iterdir()) == before
+
+
+@pytest.mark.parametrize("flag", ["--alpha", "--weight-decay"])
+def test_divergence_names_every_cause(flag, tiny_data, tiny_model, tmp_path, capsys):
+    """``--alpha 1e308`` and ``--weight-decay 1e308`` diverged with advice about the learning rate
+    alone."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, flag, "1e308", "--out", str(tmp_path / "a")]) == 2
+    assert "alpha or weight decay" in _error(capsys)

@@ -329,8 +329,8 @@ def _check_converged(model: Any, epoch_losses: list[float], data_name: str) -> N
         return
     raise RepmatchError(
         f"training on {data_name} diverged: its loss or trained weights became NaN or infinite "
-        f"(epoch losses {[round(x, 4) for x in epoch_losses]}); lower the learning rate, or "
-        "rescale labels of extreme size [--lr]"
+        f"(epoch losses {[round(x, 4) for x in epoch_losses]}); lower the learning rate (or an "
+        "extreme alpha or weight decay), or rescale labels of extreme size [--lr]"
     )
 
 
