@@ -220,3 +220,11 @@ def test_divergence_names_every_cause(flag, tiny_data, tiny_model, tmp_path, cap
     argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, flag, "1e308", "--out", str(tmp_path / "a")]) == 2
     assert "alpha or weight decay" in _error(capsys)
+
+
+def test_train_refuses_a_head_of_absurd_size(tiny_data, tiny_model, tmp_path, capsys):
+    """``--num-labels 100000000000`` ran out of memory building transformers' 10**11 class names
+    (killed, exit 137; a MemoryError traceback under a memory limit)."""
+    argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
+    assert main([*argv, "--num-labels", str(10**11), "--out", str(tmp_path / "a")]) == 2
+    assert "num_labels must be in [1, 65,536]" in _error(capsys)

@@ -88,6 +88,11 @@ def with_defaults(cls: type, recorded: dict[str, Any]) -> dict[str, Any]:
     return to_json(cls()) | dict(recorded)
 
 
+MAX_CLASSES = 2**16
+"""The most outputs a classification head may have: transformers builds a name per class, and a
+head of 10**11 classes ran the machine out of memory."""
+
+
 def _finite_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -229,10 +234,14 @@ class TrainConfig:
                 f"targets must name at least one module, e.g. ('value',), got {self.targets!r}",
                 field="targets",
             )
-        if self.num_labels is not None and self.num_labels < 1:
-            raise RepmatchError(
-                f"num_labels must be at least 1, got {self.num_labels}", field="num_labels"
-            )
+        if self.num_labels is not None:
+            check_whole(self, "num_labels")
+            if not 1 <= self.num_labels <= MAX_CLASSES:
+                raise RepmatchError(
+                    f"num_labels must be in [1, {MAX_CLASSES:,}] (a head's classes), got "
+                    f"{self.num_labels:,}",
+                    field="num_labels",
+                )
         object.__setattr__(self, "targets", tuple(self.targets))
 
     def to_dict(self) -> dict[str, Any]:
