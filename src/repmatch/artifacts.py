@@ -483,16 +483,30 @@ class ChunkStore:
                 write_json(run_file, self.run)
             with atomic_path(self._chunk(index)) as temporary:
                 pq.write_table(table, temporary)
-        except BaseException:
-            if created and self.writes_run and not any(self.folder.glob("chunk-*.parquet")):
+        except BaseException as err:
+            finished = any(self.folder.glob("chunk-*.parquet"))
+            if created and self.writes_run and not finished:
                 shutil.rmtree(self.folder, ignore_errors=True)  # nothing to resume: no trace
+            if finished and isinstance(err, RepmatchError):  # a full disk, ...
+                raise self._resumable(err) from None
             raise
+
+    def _resumable(self, err: RepmatchError) -> RepmatchError:
+        """``err`` met while the finished chunks are kept: saying how to go on from them."""
+        return RepmatchError(
+            f"{err}; the finished chunks are kept in {self.folder}: once that is fixed, rerun "
+            "with resume to finish",
+            field="resume",
+        )
 
     def finish(self, table: Any, run: dict) -> None:
         """Write the joined table and its record, and remove the chunks: one commit."""
         import pyarrow.parquet as pq
 
-        with output_set(self.out) as outputs:
-            pq.write_table(table, outputs.path(self.out))
-            write_json(outputs.path(record_path(self.out)), run)
-            outputs.remove(self.folder)
+        try:
+            with output_set(self.out) as outputs:
+                pq.write_table(table, outputs.path(self.out))
+                write_json(outputs.path(record_path(self.out)), run)
+                outputs.remove(self.folder)
+        except RepmatchError as err:
+            raise self._resumable(err) from None
