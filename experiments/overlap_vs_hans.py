@@ -2,14 +2,14 @@
 and 5; issue 17 item 6).
 
 Per NLI split: the Full / Mid / No word-overlap subsets of its non-entailment pairs
-(:func:`repmatch.data.overlap_subsets`), and ``--repeats`` samples of up to ``--size`` instances
-of each (sample seed r, LoRA seed r); an adapter is trained on every sample and compared with an
-adapter trained on HANS (``--hans-epochs`` over ``--hans-sample`` pairs; its held-out accuracy
-on HANS validation is recorded, and read before any verdict). A sample smaller than ``--size`` (the Full subsets here are tiny) is
-trained for proportionally more epochs, so every adapter makes about ``--passes`` instance passes
-(one epoch over 300 instances by default); otherwise the smaller subsets would simply have moved
-less. ``--size`` equal to the smallest subset compares the bands at the same number of distinct
-instances as well (the equal-size control).
+(:func:`repmatch.data.overlap_subsets`), and ``--repeats`` samples of up to ``--size`` instances of
+each (sample seed r, LoRA seed r); an adapter is trained on every sample and compared with an
+adapter trained on HANS (``--hans-epochs`` over ``--hans-sample`` pairs; its held-out accuracy on
+HANS validation is recorded, and read before any verdict). A sample smaller than ``--size`` (the
+Full subsets here are tiny) is trained for proportionally more epochs, so every adapter makes about
+``--passes`` instance passes (one epoch over 300 instances by default); otherwise the smaller
+subsets would simply have moved less. ``--size`` equal to the smallest subset compares the bands at
+the same number of distinct instances as well (the equal-size control).
 A random sample of all non-entailment pairs is the control.
 
 Heads (``--heads``): ``aligned`` (default) maps every band instance to HANS's non-entailment
