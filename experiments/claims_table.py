@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from noisy_tables import aurocs
-from overlap_tables import AGAINST
+from overlap_tables import AGAINST, hans_not_learned
 from selection_tables import (
     PAPER_TABLE1,
     PAPER_TABLE4,
@@ -37,12 +37,13 @@ from repmatch.statistics import (
 )
 
 MPNET = "not run yet"
+PROTOCOL = {"table1-protocol-sst2.json": "paper protocol, pool 4,000"}
+"""Table 1 under the paper's protocol (issue 17): summary file -> the setting named in each row."""
+OLD_PROTOCOL = "select-and-evaluate.json"  # pools of 2,000, 1-epoch rank-4 references
+TABLE5 = "table5-aligned.json"  # aligned heads; its HANS adapter's held-out accuracy decides
 COMMAND = """python experiments/claims_table.py --out results/claims.md --not-decidable \\
     "MNLI=nothing learned: Table 1 subsets at chance, reference loss at AUROC 0.49" \\
-    "table4/SNLI=both top-100s lack neutral; every run predicts one class" \
-    "table5/MNLI=$HANS" "table5/SNLI=$HANS"
-# HANS="the HANS adapter did not learn HANS: 51.9 % held-out accuracy against a 51.7 % majority
-# rate (results/table5-aligned.json, the same adapter)"
+    "table4/SNLI=both top-100s lack neutral; every run predicts one class"
 """
 PREAMBLE = f"""# The paper's claims, one row each: paper, ours, statistics, verdict
 
@@ -66,10 +67,15 @@ their p is optimistic. Table 3 (subset sizes) makes no comparison and has no row
 
 The MPNet column has one figure so far, **Fig. 3** (`results/fig3-mpnet.md`: 1,000 instances, 2
 seeds, every adapter above its majority rate on held-out data); the other claims have **not been run
-on all-mpnet-base-v2 yet**. The MiniLM
-column is the bundled all-MiniLM-L6-v2 under the deviations each source file lists (pools of
-2,000, 1-epoch rank-4 references whose held-out accuracy was never recorded, batch 16, 128
-tokens, validation splits where there is no train split).
+on all-mpnet-base-v2 yet**. The MiniLM column is the bundled all-MiniLM-L6-v2 under the deviations
+each source file lists. Table 1 rows come in two settings: **paper protocol**
+(`results/table1-protocol-sst2.md`: references at rank 1, batch 40, 10 epochs, whose held-out
+accuracy is checked; three scoring seeds per arm; full fine-tuning at batch 40 for 10 epochs; but
+a pool of 4,000, not the whole split) and **old protocol** (`results/table1.md`: pools of 2,000,
+1-epoch rank-4 references whose held-out accuracy was never recorded, one scoring seed, batch 16,
+128 tokens, validation splits where there is no train split). Table 5 rows read
+`results/table5-aligned.json` (aligned heads); they are decided only where its HANS adapter
+learned HANS on held-out pairs.
 """
 HEADER = (
     "| claim (paper, BERT-base) | paper | ours, all-MiniLM-L6-v2 | source "
@@ -97,9 +103,12 @@ def pair(c: Comparison, scale: float = 1.0, digits: int = 1) -> str:
     return f"{scale * c.a.mean:.{digits}f} vs {scale * b.mean:.{digits}f} (n = {c.a.n}, {b.n})"
 
 
-def selection_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
-    """Table 1 (plain and balanced top-100 against random) and Table 4 (rank 4 against rank 1);
-    a dataset whose reference did not learn (held-out accuracy in the summary) is not decidable."""
+def selection_rows(
+    summary: dict, undecidable: dict[str, str], source: str, setting: str
+) -> list[str]:
+    """Table 1 (plain, balanced and ensemble top-100 against random) and Table 4 (rank 4 against
+    rank 1) from the summary in ``results/{source}``, each claim's rows titled with ``setting``; a
+    dataset whose reference did not learn (held-out accuracy in the summary) is not decidable."""
     rows = []
     undecidable = learned_reasons(summary, list(summary)) | undecidable
     cases = (
@@ -107,6 +116,12 @@ def selection_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
         (
             "Table 1, our class-balanced top-100 > Random-100",
             "repmatch-balanced-100",
+            "random-100",
+            PAPER_TABLE1,
+        ),
+        (
+            "Table 1, our class-balanced top-100 of the 5-seed mean > Random-100",
+            "repmatch-ensemble-balanced-100",
             "random-100",
             PAPER_TABLE1,
         ),
@@ -130,10 +145,10 @@ def selection_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
             text = verdict(c, sign, not_decidable=reason) + (f" ({reason})" if reason else "")
             rows.append(
                 row(
-                    f"{title}, {name}" + (" (paper: rank 1 higher)" if sign < 0 else ""),
+                    f"{title}, {name}, {setting}" + (" (paper: rank 1 higher)" if sign < 0 else ""),
                     f"{first:.1f} vs {second:.1f}",
                     pair(c),
-                    "results/select-and-evaluate.json",
+                    f"results/{source}",
                     format_comparison(c),
                     text,
                 )
@@ -277,22 +292,25 @@ def table5_verdict(comparison: Comparison, reason: str | None) -> str:
     return verdict(comparison, +1, not_decidable=reason) + (f" ({reason})" if reason else "")
 
 
-def overlap_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
-    """Table 5: the Full overlap band is more similar to HANS than Mid and No (reasons given as
-    ``table5/MNLI``, ``table5/SNLI``)."""
-    cases = [(s, band) for s in summary["settings"]["splits"] for band in AGAINST if AGAINST[band]]
-    scores = {s: summary[s]["scores"] for s in summary["settings"]["splits"]}
+def overlap_rows(summary: dict, source: str, undecidable: dict[str, str]) -> list[str]:
+    """Table 5: the Full overlap band is more similar to HANS than Mid and No. Not decidable where
+    the summary's HANS adapter did not learn HANS (:func:`overlap_tables.hans_not_learned`), or
+    for the reasons given as ``table5/MNLI``, ``table5/SNLI``."""
+    splits = summary["settings"]["splits"]
+    cases = [(s, band) for s in splits for band in AGAINST if AGAINST[band]]
+    scores = {s: summary[s]["scores"] for s in splits}
     family = with_holm([compare(scores[s]["full"]["each"], scores[s][b]["each"]) for s, b in cases])
     paper = {"MNLI": {"mid": "76.18 vs 72.25", "no": "76.18 vs 70.24"}}
     paper["SNLI"] = {"mid": "78.24 vs 69.37", "no": "78.24 vs 73.62"}
+    hans = hans_not_learned(summary)
     return [
         row(
             f"Table 5: {s.split()[0]} Full closer to HANS than {band.capitalize()}",
             paper[s.split()[0]][band],
             pair(c, digits=3),
-            "results/table3-table5.json",
+            f"results/{source}",
             format_comparison(c, digits=3),
-            table5_verdict(c, undecidable.get(f"table5/{s.split()[0]}")),
+            table5_verdict(c, undecidable.get(f"table5/{s.split()[0]}") or hans),
         )
         for (s, band), c in zip(cases, family, strict=True)
     ]
@@ -329,8 +347,10 @@ def main() -> None:
     def read(name: str) -> dict:
         return json.loads((args.results / name).read_text())
 
+    protocol = [name for name in PROTOCOL if (args.results / name).is_file()]
     rows = [
-        *selection_rows(read("select-and-evaluate.json"), undecidable),
+        *(r for name in protocol for r in selection_rows(read(name), {}, name, PROTOCOL[name])),
+        *selection_rows(read(OLD_PROTOCOL), undecidable, OLD_PROTOCOL, "old protocol"),
         *subset_size_rows(read("subset-size.json")),
         *robustness_rows(
             read("dataset-similarity-settings.json"), read("instance-robustness.json")
@@ -342,7 +362,7 @@ def main() -> None:
             if (args.results / "fig3-mpnet-matrix.json").is_file()
             else None,
         ),
-        *overlap_rows(read("table3-table5.json"), undecidable),
+        *overlap_rows(read(TABLE5), TABLE5, undecidable),
         *noisy_rows(read("noisy-labels.json"), undecidable),
     ]
     text = "\n".join([PREAMBLE, HEADER, *rows]) + "\n"

@@ -179,9 +179,10 @@ def test_table5_with_aligned_heads(tiny_model, nli_root, tmp_path):
         "--model", tiny_model("bert"), "--device", "cpu", "--data", str(nli_root),
         "--out", str(tmp_path / "runs"), "--summary", str(tmp_path / "table5.json"),
         "--splits", "MNLI validation", "--size", "4", "--repeats", "2", "--passes", "8",
-        "--hans-sample", "all", "--hans-eval", "all",
+        "--hans-sample", "all", "--hans-eval", "all", "--hans-epochs", "3",
     ]  # fmt: skip
     summary = overlap_vs_hans.main(argv)
+    assert summary["hans_train"]["epochs"] == 3 and summary["train"]["epochs"] == 1
     heldout = summary["hans_heldout"]  # the reference says how well it learned HANS
     assert heldout["num_examples"] == 20 and heldout["majority_rate"] == 0.65
     assert heldout["learned"] == learning_verdict(heldout["metrics"]["accuracy"], 0.65)
@@ -200,6 +201,7 @@ def test_table5_with_aligned_heads(tiny_model, nli_root, tmp_path):
     assert hans.head and band.head.keys() == hans.head.keys()
     assert all(band.head[key].equal(hans.head[key]) for key in hans.head)
     record = json.loads((band.path / "repmatch.json").read_text())
+    assert json.loads((hans.path / "repmatch.json").read_text())["train"]["epochs"] == 3
     assert (
         record["train"]["head_seed"]
         == json.loads((hans.path / "repmatch.json").read_text())["train"]["head_seed"]

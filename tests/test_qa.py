@@ -336,7 +336,7 @@ def test_cli_trains_and_scores_qa(qa_model, qa_file, tmp_path, capsys):
 
 
 def test_classification_reference_refuses_qa_data(trained_adapter, qa_file):
-    with pytest.raises(RepmatchError, match="is a extractive-qa task but the reference"):
+    with pytest.raises(RepmatchError, match="is extractive-qa data but the reference"):
         score_instances(DataSpec(qa_file), trained_adapter(), progress=False)
 
 

@@ -8,8 +8,9 @@
   previous output or nothing; a run killed while committing is rolled back by the next run that
   takes the same output's lock (:func:`exclusive_output`), which also removes staging folders
   left by killed runs.
-- Errors of the filesystem (a full disk, a file where a folder should be, no permission) become
-  one-line :class:`RepmatchError` naming the path and the cause (:func:`output_error`).
+- Errors of the filesystem (a full disk, a file where a folder should be, no permission, a folder
+  that takes no new files such as ``/proc``) become one-line :class:`RepmatchError` naming the
+  path and the cause (:func:`output_error`).
 
 Every stage writes a run record (:func:`run_record`) next to its output: format, version, the
 configuration and the data it used.
@@ -49,15 +50,34 @@ _CAUSES = {
 }
 
 
+_ELSEWHERE = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS)
+"""Causes that another location fixes."""
+
+
 def output_error(path: str | Path, err: OSError) -> RepmatchError:
     """A one-line error for an ``OSError`` met while writing output ``path``: the cause in words."""
-    cause = (
-        (_CAUSES.get(err.errno) if err.errno is not None else None)
-        or err.strerror
-        or str(err)
-        or type(err).__name__
-    )
-    return RepmatchError(f"cannot write {path}: {cause}")
+    if err.errno == errno.ENOENT:
+        cause = _missing_folder(Path(path))
+    else:
+        cause = (
+            (_CAUSES.get(err.errno) if err.errno is not None else None)
+            or err.strerror
+            or str(err)
+            or type(err).__name__
+        )
+    fix = "; choose a writable location" if err.errno in _ELSEWHERE else ""
+    return RepmatchError(f"cannot write {path}: {cause}{fix}")
+
+
+def _missing_folder(path: Path) -> str:
+    """The cause of ``ENOENT`` while writing ``path``: its folder cannot be made, or takes no new
+    files (``/proc``), or vanished while being written."""
+    folder = path.parent
+    existing = next((p for p in folder.parents if p.is_dir()), None)
+    if folder.is_dir() or existing is None:
+        return f"folder {folder} does not accept new files"
+    missing = next(p for p in [folder, *folder.parents] if p.parent == existing)
+    return f"cannot create folder {missing} ({existing} does not accept new folders)"
 
 
 def _fsync(path: Path) -> None:
@@ -465,16 +485,30 @@ class ChunkStore:
                 write_json(run_file, self.run)
             with atomic_path(self._chunk(index)) as temporary:
                 pq.write_table(table, temporary)
-        except BaseException:
-            if created and self.writes_run and not any(self.folder.glob("chunk-*.parquet")):
+        except BaseException as err:
+            finished = any(self.folder.glob("chunk-*.parquet"))
+            if created and self.writes_run and not finished:
                 shutil.rmtree(self.folder, ignore_errors=True)  # nothing to resume: no trace
+            if finished and isinstance(err, RepmatchError):  # a full disk, ...
+                raise self._resumable(err) from None
             raise
+
+    def _resumable(self, err: RepmatchError) -> RepmatchError:
+        """``err`` met while the finished chunks are kept: saying how to go on from them."""
+        return RepmatchError(
+            f"{err}; the finished chunks are kept in {self.folder}: once that is fixed, rerun "
+            "with resume to finish",
+            field="resume",
+        )
 
     def finish(self, table: Any, run: dict) -> None:
         """Write the joined table and its record, and remove the chunks: one commit."""
         import pyarrow.parquet as pq
 
-        with output_set(self.out) as outputs:
-            pq.write_table(table, outputs.path(self.out))
-            write_json(outputs.path(record_path(self.out)), run)
-            outputs.remove(self.folder)
+        try:
+            with output_set(self.out) as outputs:
+                pq.write_table(table, outputs.path(self.out))
+                write_json(outputs.path(record_path(self.out)), run)
+                outputs.remove(self.folder)
+        except RepmatchError as err:
+            raise self._resumable(err) from None

@@ -139,6 +139,10 @@ def compare_adapters(
     if len(shared) < max(len(a.layers), len(b.layers)):
         notes.append(_left_out_note(a, b, shared))
         logger.info(notes[-1])
+    mixed = task_mix_note({str(a.path): a.task, str(b.path): b.task})
+    if mixed is not None:
+        notes.append(mixed)
+        logger.info(mixed)
     if side == "right" and _same_lora_seed(a, b):
         notes.append(RIGHT_SIDE_NOTE)
         logger.warning(RIGHT_SIDE_NOTE)
@@ -179,6 +183,31 @@ def _left_out_note(first: Adapter, second: Adapter, shared: list[str]) -> str:
     return (
         f"compared the {_count(len(shared), 'layer')} both adapters adapt; left out "
         + " and ".join(parts)
+    )
+
+
+def task_mix_note(kinds: dict[str, str | None]) -> str | None:
+    """A note when regression and other task kinds are compared (``kinds``: name -> task kind,
+    ``None`` where unknown); ``None`` otherwise.
+
+    Allowed, as in the paper's Table 2 (SNLI against STS-B), but worth a word: a regression
+    loss shaped some updates and a classifier's the others.
+    """
+    regression = [name for name, kind in kinds.items() if kind == "regression"]
+    others = {
+        name: kind for name, kind in kinds.items() if kind is not None and kind != "regression"
+    }
+    if not regression or not others:
+        return None
+
+    def are(names: list[str], kind: str) -> str:
+        return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} {kind}"
+
+    other_kinds = " / ".join(sorted(set(others.values())))
+    return (
+        f"{are(regression, 'regression')} and {are(list(others), other_kinds)}: RepMatch "
+        "compares their LoRA updates all the same (as the paper's Table 2 does for SNLI and "
+        "STS-B), but regression and classification losses shaped them"
     )
 
 

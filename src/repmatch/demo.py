@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from repmatch.artifacts import atomic_path, exclusive_output, run_record, write_json
+from repmatch.artifacts import atomic_path, exclusive_output, output_set, run_record, write_json
 from repmatch.data import DataSpec, load_examples
 from repmatch.errors import RepmatchError
 from repmatch.scoring import ScoreConfig, score_instances
@@ -163,21 +163,44 @@ def run_demo(
     (how many of them are among that many lowest scores) and ``chance`` (the expected count for
     a random ranking).
 
-    The outputs record where their data and adapters are, so the demo is written in ``out_dir``
-    itself, one writer at a time: a folder this run created is removed if the run fails.
+    The demo is written in a folder staged beside ``out_dir``, one writer at a time, and swapped
+    into place once whole (:func:`~repmatch.artifacts.output_set`): a run that fails or is killed
+    leaves the earlier demo or nothing, and the next run removes what a killed one left.
     """
     if size < 40:
         raise RepmatchError(f"the demo needs size >= 40 (2 outliers to find), got {size}")
     out = Path(out_dir)
     with exclusive_output(out):
         _check_output(out, overwrite)
-        created = not out.exists()
-        try:
-            return _run_demo(out, size=size, progress=progress, device=device)
-        except BaseException:
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
+        with output_set(out) as outputs:
+            staged = outputs.path(out)
+            result = _run_demo(staged, size=size, progress=progress, device=device)
+            _relocate_records(staged, out)
+    print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
+    return result
+
+
+def _relocate_records(staged: Path, out: Path) -> None:
+    """Point the paths in the JSON records under ``staged`` (data files, adapter folders) to
+    where they will be once ``staged`` is committed as ``out``."""
+    moves = {str(staged): str(out), str(staged.resolve()): str(out.resolve())}
+
+    def moved(value: object) -> object:
+        if isinstance(value, str):
+            for old, new in moves.items():
+                if value == old or value.startswith(old + os.sep):
+                    return new + value[len(old) :]
+            return value
+        if isinstance(value, list):
+            return [moved(item) for item in value]
+        if isinstance(value, dict):
+            return {key: moved(item) for key, item in value.items()}
+        return value
+
+    for path in staged.rglob("*.json"):
+        record = json.loads(path.read_text())
+        if moved(record) != record:
+            write_json(path, moved(record))
 
 
 def _run_demo(out: Path, *, size: int, progress: bool, device: str | None) -> dict:
@@ -222,7 +245,6 @@ def _run_demo(out: Path, *, size: int, progress: bool, device: str | None) -> di
     )
     with atomic_path(out / "instance-scores.csv") as temporary:
         table.assign(outlier=outlier).to_csv(temporary, index=False)
-    print(f"outputs in {out}/ (similarity/matrix.png, instance-scores.csv)")
     result = {
         "similarity": scores,
         "sentiment_first": bool(sentiment_first),

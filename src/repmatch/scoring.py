@@ -108,11 +108,19 @@ class Reference:
 
     def check_data(self, examples: Examples) -> Examples:
         """``examples`` with labels mapped through the reference's classes; raise if they don't
-        fit (another task kind, a class the reference never saw)."""
-        if get_task(examples.task).problem_type != self.task.problem_type:
+        fit (another task kind, a class the reference never saw).
+
+        The task kind must be the reference's: pair data is not scored against a single-text
+        reference, nor the other way round. A reference without a record (a PEFT adapter saved
+        elsewhere) tells only classification from regression (its head size).
+        """
+        task = get_task(examples.task)
+        recorded = self.adapter.task is not None
+        if task.problem_type != self.task.problem_type or (recorded and task != self.task):
             raise RepmatchError(
-                f"{examples.name} is a {examples.task} task but the reference adapter "
-                f"{self.adapter.path} was trained for {self.task.name}"
+                f"{examples.name} is {task.name} data but the reference adapter "
+                f"{self.adapter.path} was trained on {self.task.name} data; score data of the "
+                "reference's kind, or train a reference on this data with `repmatch train`"
             )
         aligned = examples.aligned_to(self.adapter.label_names, self.num_outputs)
         self.task.check_labels(aligned, self.num_outputs)

@@ -22,7 +22,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 from repmatch import distributed
 from repmatch.adapters import load_adapter
 from repmatch.artifacts import exclusive_output, output_set, run_record, write_json
-from repmatch.compare import compare_adapters
+from repmatch.compare import compare_adapters, task_mix_note
 from repmatch.config import (
     BaselineConfig,
     Side,
@@ -61,9 +61,11 @@ class SimilarityMatrix:
     seeds: list[int]
     adapters: dict[str, dict[int, str]]
     baseline: BaselineMatrix | None = None  # the representation baseline, when asked for
+    notes: list[str] = field(default_factory=list)  # e.g. regression beside classification
 
     def to_dict(self) -> dict:
         return {
+            "notes": self.notes,
             "names": self.names,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
@@ -200,12 +202,16 @@ def _compare(
                 scores[k, i, j] = compare_adapters(
                     adapters[first, s], adapters[second, t], side=side
                 ).score
+    note = task_mix_note(
+        {name: examples.task for name, examples in zip(names, loaded, strict=True)}
+    )
     result = SimilarityMatrix(
         names=names,
         mean=scores.mean(axis=0),
         std=scores.std(axis=0),
         seeds=list(seeds),
         adapters=folders,
+        notes=[] if note is None else [note],
     )
     record = run_record(
         "matrix",

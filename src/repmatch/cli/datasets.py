@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from repmatch.cli import common
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> None:
         _print_matrix(names, lambda i, j: f"{matrix.percent[i, j]:.2f}")
         written += ", baseline.csv, baseline.json"
     print(f"written to {args.out}/{written}")
+    for note in result.notes:
+        print(f"note: {common.shown(note)}", file=sys.stderr)
 
 
 def _print_matrix(names: list[str], cell: Callable[[int, int], str]) -> None:

@@ -8,6 +8,7 @@ import math
 
 from repmatch.cli import common
 from repmatch.config import DTYPES, EvalConfig, help_text
+from repmatch.errors import RepmatchError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
     from repmatch.evaluation import evaluate_subsets
 
     config = common.config_from(
-        EvalConfig, args, seeds=tuple(range(args.seeds)), dropout=not args.no_dropout
+        EvalConfig, args, seeds=_seeds(args.seeds), dropout=not args.no_dropout
     )
     result = evaluate_subsets(
         args.train,
@@ -97,6 +98,16 @@ def run(args: argparse.Namespace) -> None:
         print(f"{name:<{width}}  {row['num_train']:>5}{cells}  {row['seconds_mean']:.1f}")
     if args.out:
         print(f"results written to {args.out}/results.csv and {args.out}/results.json")
+
+
+def _seeds(count: int) -> tuple[int, ...]:
+    """The seeds 0..N-1 of ``--seeds N`` (a count, where other commands take a list of seeds)."""
+    if count < 1:
+        raise RepmatchError(
+            f"seeds is a count: N >= 1 runs per subset, with seeds 0..N-1; got {count}",
+            field="seeds",
+        )
+    return tuple(range(count))
 
 
 def _mean_std(mean: float | None, std: float | None) -> str:

@@ -56,6 +56,33 @@ def _auto(
     return None
 
 
+_TEXT_FIELDS = {
+    "text_column": ("text", "the column of the texts (label_column names the labels)"),
+    "text_pair_column": (
+        "second text",
+        "the column of the second texts, or leave it unset for single texts",
+    ),
+}
+"""Text fields of a data spec: what they name, and what to set them to."""
+
+
+def _refuse_taken(
+    table: Table, candidates: Sequence[str], role: str, named: dict[str, str | None]
+) -> None:
+    """Raise when no ``role`` column was found because the user named it as a text column
+    (``named``: field of :data:`_TEXT_FIELDS` -> column): ``--text-column label``."""
+    column = _auto(table, candidates)
+    for field, chosen in named.items():
+        if chosen is not None and chosen == column:
+            what, fix = _TEXT_FIELDS[field]
+            raise RepmatchError(
+                f"{field} {chosen!r} is the {role} column of {table.where} (columns: "
+                f"{preview(table.columns)}): the {role} and the {what} cannot be the same "
+                f"column; set {field} to {fix}",
+                field=field,
+            )
+
+
 def choose_columns(spec: DataSpec, table: Table) -> dict[str, str | None]:
     """The text, text_pair, label and id columns to use (``None`` where absent)."""
     text: str | None = None
@@ -77,6 +104,7 @@ def choose_columns(spec: DataSpec, table: Table) -> dict[str, str | None]:
         else:
             text = _auto(table, TEXT_COLUMNS)
     if text is None:
+        _refuse_taken(table, TEXT_COLUMNS, "text", {"text_pair_column": pair})
         raise RepmatchError(
             f"no text column found in {table.where} (columns: {preview(table.columns)}); "
             "set text_column",
@@ -87,6 +115,8 @@ def choose_columns(spec: DataSpec, table: Table) -> dict[str, str | None]:
     else:
         label = _auto(table, LABEL_COLUMNS, [text, pair])
         if label is None:
+            named = {"text_column": spec.text_column, "text_pair_column": spec.text_pair_column}
+            _refuse_taken(table, LABEL_COLUMNS, "label", named)
             raise RepmatchError(
                 f"no label column found in {table.where} (columns: {preview(table.columns)}); "
                 "set label_column",
