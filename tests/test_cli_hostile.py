@@ -1,5 +1,6 @@
-"""Issue 19, third adversarial pass: inputs that once ended in a traceback or a wrong result with
-exit 0, run through the CLI. Each test names its case and failed before its fix."""
+"""Issue 19, third adversarial pass: inputs that once ended in a traceback, a wrong result with exit
+0 or a vague error, run through the CLI (the wrong argument types through the Python API). Each test
+names its case and failed before its fix (log: notes/adversarial-pass-3.md)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,7 @@ import pytest
 
 from repmatch.cli import main
 from test_cli import FAST_FLAGS
-
-
-def _error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
+from test_cli_results import _error, _one_thread  # noqa: F401 (_one_thread: autouse fixture)
 
 
 def test_ids_beyond_64_bits_are_refused(tiny_data, trained_adapter, tmp_path, capsys):
