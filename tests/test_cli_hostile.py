@@ -1,6 +1,6 @@
 """Issue 19, third adversarial pass: inputs that once ended in a traceback, a wrong result with exit
 0 or a vague error, run through the CLI (the wrong argument types through the Python API). Each test
-names its case and failed before its fix (log: notes/adversarial-pass-3.md)."""
+names its case and failed before its fix."""
 
 from __future__ import annotations
 
