@@ -286,7 +286,7 @@ def test_cli_select_then_evaluate(subsets, tiny_model, tiny_data, tmp_path, caps
 def test_cli_errors_are_one_line(subsets, tiny_model, tiny_data, tmp_path, capsys):
     base = ["evaluate", "--train", str(subsets["top"]), "--model", tiny_model("bert")]
     rc = main([*base, "--eval", str(tiny_data["single"]), "--seeds", "0"])
-    _assert_user_error(rc, capsys.readouterr().err, "seeds must be", "[--seeds]")
+    _assert_user_error(rc, capsys.readouterr().err, "seeds is a count", "[--seeds]")
     rc = main([*base, "--eval", str(tiny_data["topics"]), "--labels", "7"])
     _assert_user_error(rc, capsys.readouterr().err, "[--labels]")
     rc = main([*base, "--eval", str(tiny_data["single"]), "--dtype", "float16", "--device", "cpu"])
