@@ -581,3 +581,55 @@ def test_report_flags_an_edited_comparison(edit, trained_adapter, tmp_path, caps
     argv = ["report", str(tmp_path / "edited.json"), "--out", str(page), "--overwrite"]
     assert main(argv) == 0
     assert "This comparison could not be verified" in page.read_text()
+
+
+# 10. report on run records edited by hand (fourth pass) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded_runs(scored, tiny_data, tiny_model, trained_adapter, tmp_path_factory):
+    """One run of each kind whose record the report draws from alone, in a fresh folder."""
+    folder = tmp_path_factory.mktemp("recorded")
+    model = ["--model", tiny_model("bert")]
+    single, topics = str(tiny_data["single"]), str(tiny_data["topics"])
+    argv = ["datasets", single, topics, *model, *FAST_FLAGS, "--out", str(folder / "matrix")]
+    assert main(argv) == 0
+    argv = ["evaluate", "--train", single, "--eval", topics, *model, *EVALUATE]
+    assert main([*argv, "--out", str(folder / "evaluation")]) == 0
+    scores = _copy_scores(scored, folder)
+    assert main(["select", str(scores), "--top", "5", "--out", str(folder / "top.csv")]) == 0
+    shutil.copytree(trained_adapter(), folder / "adapter")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("run", "record", "edit", "named"),
+    [
+        ("matrix", "matrix.json", {"names": ["a"]}, "names"),
+        ("evaluation", "results.json", {"metrics": "accuracy"}, "metrics"),
+        ("evaluation", "results.json", {"summary": {}}, "summary"),
+        ("evaluation", "results.json", {"runs": None}, "runs"),
+        ("top.csv", "top.csv.json", {"class_counts": None}, "class_counts"),
+        ("adapter", "repmatch.json", {"task": 5}, "task"),
+    ],
+    ids=["matrix-names", "metrics-text", "summary-dict", "runs-gone", "counts-gone", "task-int"],
+)
+def test_report_refuses_a_record_of_wrong_shape(
+    run, record, edit, named, recorded_runs, tmp_path, capsys
+):
+    """Fourth pass: a matrix record with one name for a 3x3 matrix was drawn as a 1x1 matrix,
+    metrics "accuracy" as one column per letter, an edited summary or run list as empty tables,
+    a selection record without class counts as 0 chosen of each class, and an adapter record of
+    task 5 as task 5 (compare and score refuse it), each with exit 0."""
+    source = recorded_runs / run
+    copy = tmp_path / run
+    (shutil.copytree if source.is_dir() else shutil.copy)(source, copy)
+    if not source.is_dir():
+        shutil.copy(recorded_runs / record, tmp_path / record)
+    file = tmp_path / record if not source.is_dir() else copy / record
+    saved = json.loads(file.read_text())
+    assert main(["report", str(copy), "--out", str(tmp_path / "right.html")]) == 0
+    edited = {key: value for key, value in (saved | edit).items() if value is not None}
+    file.write_text(json.dumps(edited))
+    assert main(["report", str(copy), "--out", str(tmp_path / "page.html")]) == 2
+    assert repr(named) in _error(capsys) and not (tmp_path / "page.html").exists()

@@ -156,7 +156,7 @@ def load_adapter(path: str | Path) -> Adapter:
     record_file = folder / RECORD_FILE
     record = None
     if record_file.is_file():
-        record = _checked_record(_read_json(record_file), record_file)
+        record = checked_record(_read_json(record_file), record_file)
     # the bundled model by its portable name, local folders absolute (as repmatch records them)
     base_model = str(config.get("base_model_name_or_path") or "")
     return Adapter(
@@ -207,7 +207,7 @@ _RECORD_TYPES: dict[str, tuple[type, str]] = {
 """Fields of an adapter's run record that loading reads: their JSON type (else null)."""
 
 
-def _checked_record(record: dict, file: Path) -> dict:
+def checked_record(record: dict, file: Path) -> dict:
     """``record`` if every field that loading reads has its type; else a one-line error."""
     for key, (kind, words) in _RECORD_TYPES.items():
         value = record.get(key)

@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
 
 def _draw_adapters(runs: list[Run]) -> list[Section]:
+    from repmatch.adapters import checked_record
     from repmatch.compare import compare_adapters
 
     rows = []
     for run in runs:
-        record = run.record or {}
+        record = checked_record(run.record, run.path / "repmatch.json") if run.record else {}
         train = record.get("train") or {}
         losses = record.get("epoch_losses") or [None]
         rows.append(

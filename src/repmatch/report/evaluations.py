@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from repmatch.report.page import Section, _facts, _figure_png, _img, _new_figure, _Raw, _table
-from repmatch.report.runs import Run
+from repmatch.report.runs import Run, _typed
 
 
 def _draw_evaluations(runs: list[Run]) -> list[Section]:
@@ -20,8 +20,8 @@ def _draw_evaluations(runs: list[Run]) -> list[Section]:
 def _evaluation_body(record: dict) -> str:
     config = record.get("evaluate") or {}
     evaluation = record.get("evaluation") or {}
-    metrics = [str(metric) for metric in record["metrics"]]
-    summary = record["summary"]
+    metrics = [str(metric) for metric in _typed(record, "metrics", list)]
+    summary = _typed(record, "summary", list)
     settings = [
         ("evaluated on", f"{evaluation.get('data_name')} ({evaluation.get('num_examples')})"),
         ("model", record.get("model")),
@@ -42,7 +42,7 @@ def _evaluation_body(record: dict) -> str:
         body += _img(_metric_bars(summary, metrics[0]), f"{metrics[0]} per subset")
     per_run = [
         [run["subset"], run["seed"], *(run["metrics"].get(m) for m in metrics), _seconds(run)]
-        for run in record.get("runs") or []
+        for run in _typed(record, "runs", list)
     ]
     return (
         body

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from repmatch.report.page import Section, _e, _facts, _img, _saved_png, _table
-from repmatch.report.runs import Run, _format_of, _read_record
+from repmatch.report.runs import Run, _format_of, _read_record, _typed
 
 
 def _draw_matrices(runs: list[Run]) -> list[Section]:
@@ -20,9 +20,14 @@ def _draw_matrices(runs: list[Run]) -> list[Section]:
     sections = []
     for run in runs:
         record = run.record or {}
-        names = [str(name) for name in record["names"]]
+        names = [str(name) for name in _typed(record, "names", list)]
         mean = np.asarray(record["mean"], dtype=float)
         std = np.asarray(record["std"], dtype=float)
+        if mean.shape != (len(names),) * 2 or std.shape != mean.shape:
+            raise ValueError(
+                f"field 'names' holds {len(names)} names for a 'mean' of shape {mean.shape} and "
+                f"a 'std' of shape {std.shape}"
+            )
         seeds = list(record.get("seeds") or [])
         several = len(seeds) > 1
         shown_std = std if several else None

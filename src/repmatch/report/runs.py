@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from repmatch.errors import RepmatchError, first_line
 
@@ -35,3 +36,13 @@ def _read_record(path: Path) -> dict:
     if not isinstance(record, dict):
         raise RepmatchError(f"{path}: not a run record (a JSON {type(record).__name__})")
     return record
+
+
+def _typed(record: dict, key: str, kind: type) -> Any:
+    """``record[key]`` when it is a ``kind``; else a TypeError naming the field, which the report
+    words as a corrupted record: a field edited into another type is never drawn as it is."""
+    value = record.get(key)
+    if not isinstance(value, kind):
+        shown = "missing" if key not in record else f"{type(value).__name__} {value!r:.40}"
+        raise TypeError(f"field {key!r} should be a {kind.__name__}, not {shown}")
+    return value

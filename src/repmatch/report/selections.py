@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from repmatch.errors import RepmatchError
 from repmatch.report.page import Section, _e, _facts, _note, _Raw, _short, _table
-from repmatch.report.runs import Run
+from repmatch.report.runs import Run, _typed
 
 if TYPE_CHECKING:
     from repmatch.data.readers import Table
@@ -38,8 +38,9 @@ def _selection_body(run: Run, record: dict) -> str:
         ("instances", f"{record['num_selected']:,} of {record['num_scored']:,} scored"),
     ]
     body = _facts(settings)
-    scored, chosen = record.get("class_counts_scored"), record.get("class_counts") or {}
+    scored = record.get("class_counts_scored")
     if scored:
+        chosen = _typed(record, "class_counts", dict)
         rows = [
             (
                 name,
