@@ -403,3 +403,16 @@ def test_squad_validation_reads_and_splits(shared_data):
     pool, evaluation = split_by_article(frame, 0.2)
     assert len(pool) + len(evaluation) == len(frame) == 10570
     assert not set(pool["context"]) & set(evaluation["context"])
+
+
+def test_balanced_selection_of_qa_scores_names_answers(qa_reference, qa_file, tmp_path, capsys):
+    """Fourth pass: ``select --balanced`` of QA scores asked whether it was a regression task."""
+    from repmatch.cli import main
+
+    scores = tmp_path / "s.parquet"
+    argv = ["score", qa_file, "--reference", qa_reference, "--quiet", "--out", str(scores)]
+    assert main(argv) == 0
+    argv = ["select", str(scores), "--top", "5", "--balanced", "--out", str(tmp_path / "b.jsonl")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "answers" in err and "regression" not in err

@@ -186,9 +186,10 @@ def _choose(scores: pd.DataFrame, config: SelectConfig, where: str) -> np.ndarra
         return order[: config.k]
     labels = scores["label"].to_numpy()
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        kind = "numbers: a regression task" if labels.dtype.kind == "f" else "answers or texts"
         raise RepmatchError(
             f"balanced selection keeps class proportions, but the labels of {where} are not "
-            f"classes ({labels.dtype}: a regression task?); select without balanced",
+            f"classes ({kind}); select without balanced",
             field="balanced",
         )
     classes, counts = np.unique(labels, return_counts=True)
