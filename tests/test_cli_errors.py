@@ -273,3 +273,42 @@ def test_datasets_notes_regression_beside_classification(tiny_data, tiny_model, 
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1
     assert "regression is regression and single is classification" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "trains", "kept"),
+    [
+        ("evaluate", "repmatch.evaluation._fine_tune_full", "runs"),
+        ("datasets", "repmatch.similarity.train_or_reuse", "adapters"),
+    ],
+)
+def test_an_interrupted_run_says_how_to_go_on(
+    command, trains, kept, tiny_data, tiny_model, tmp_path, monkeypatch, capsys
+):
+    """Fourth pass: Ctrl-C or SIGTERM in the second training of ``evaluate``/``datasets`` said
+    only "interrupted", though the finished runs are kept and a rerun goes on from them."""
+    single, topics, out = str(tiny_data["single"]), str(tiny_data["topics"]), tmp_path / "out"
+    model = ["--model", tiny_model("bert"), "--quiet", "--out", str(out)]
+    if command == "evaluate":
+        argv = ["evaluate", "--train", single, "--eval", topics, "--seeds", "2", "--epochs", "1"]
+    else:
+        argv = ["datasets", single, topics, *FAST_FLAGS]
+    module, name = trains.rsplit(".", 1)
+    real, calls = getattr(__import__(module, fromlist=[name]), name), []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(trains, second_interrupted)
+        assert main([*argv, *model]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "repmatch: interrupted",
+        f"repmatch: finished {kept} are kept in {out / kept}; rerun the same command to go on "
+        "from them",
+    ]
+    assert main([*argv, *model]) == 0

@@ -130,11 +130,15 @@ def evaluate_subsets(
         return _evaluate(train, evaluation, config, out, progress=progress, device=device)
 
 
+RUNS_FOLDER = "runs"
+"""Subfolder of an evaluation's output holding one record per finished run (what a rerun reuses)."""
+
+
 def _check_output(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RepmatchError(f"output {out} is a file; name a folder for the results", field="out")
     if out.is_dir() and any(out.iterdir()):
-        ours = (out / "runs").is_dir() or _is_results(out / "results.json")
+        ours = (out / RUNS_FOLDER).is_dir() or _is_results(out / "results.json")
         if not ours:
             raise RepmatchError(
                 f"output folder {out} is not empty and holds no evaluation; choose another output",
@@ -226,7 +230,7 @@ def _all_runs(
             run_file = (
                 None
                 if out is None
-                else out / "runs" / f"{subset.name.replace('/', '--')}-seed{seed}-{key}.json"
+                else out / RUNS_FOLDER / f"{subset.name.replace('/', '--')}-seed{seed}-{key}.json"
             )
             row = _read_run(run_file)
             if row is None:

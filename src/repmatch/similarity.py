@@ -127,12 +127,16 @@ def dataset_similarity(
         )
 
 
+ADAPTERS_FOLDER = "adapters"
+"""Subfolder of a matrix's output holding every trained adapter (what a rerun reuses)."""
+
+
 def _check_output(out: Path) -> None:
     """Refuse a file, and a non-empty folder that holds no earlier run (no matrix.json and no
     adapters/ folder): another command's output or a user's files."""
     if out.exists() and not out.is_dir():
         raise RepmatchError(f"output {out} is a file; name a folder for the matrix", field="out")
-    ours = (out / "matrix.json").is_file() or (out / "adapters").is_dir()
+    ours = (out / "matrix.json").is_file() or (out / ADAPTERS_FOLDER).is_dir()
     if out.is_dir() and any(out.iterdir()) and not ours:
         raise RepmatchError(
             f"output folder {out} is not empty and holds no matrix or adapters of an earlier "
@@ -161,7 +165,7 @@ def _similarity(
             seeded = replace(config, seed=seed)
             folder = (
                 out
-                / "adapters"
+                / ADAPTERS_FOLDER
                 / name.replace("/", "-")
                 / (f"seed{seed}-{adapter_key(seeded, examples)}")
             )

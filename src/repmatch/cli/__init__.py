@@ -74,12 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, _Terminated) as stop:
         terminated = isinstance(stop, _Terminated)
         print("repmatch: " + ("terminated" if terminated else "interrupted"), file=sys.stderr)
-        partial = args.partial_output(args) if hasattr(args, "partial_output") else None
-        if partial is not None:
-            print(
-                f"repmatch: finished chunks are kept in {partial}; rerun with --resume to finish",
-                file=sys.stderr,
-            )
+        hint = args.resume_hint(args) if hasattr(args, "resume_hint") else None
+        if hint is not None:
+            print(f"repmatch: {shown(hint)}", file=sys.stderr)
         return 143 if terminated else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

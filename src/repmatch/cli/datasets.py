@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from repmatch.cli import common
 from repmatch.config import BaselineConfig, TrainConfig, help_text
@@ -46,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=d.sample,
         help=f"{help_text(BaselineConfig, 'sample')} (default {d.sample})",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, resume_hint=resume_hint)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -106,3 +107,13 @@ def _print_matrix(names: list[str], cell: Callable[[int, int], str]) -> None:
     for i, name in enumerate(names):
         cells = (cell(i, j) for j in range(len(names)))
         print(f"{name:<{width}}  " + "  ".join(f"{text:>12}" for text in cells))
+
+
+def resume_hint(args: argparse.Namespace) -> str | None:
+    """How an interrupted run goes on from its finished adapters (None when there are none)."""
+    from repmatch.similarity import ADAPTERS_FOLDER
+
+    kept = Path(args.out) / ADAPTERS_FOLDER if args.out else None
+    if kept is None or not any(kept.glob("*")):
+        return None
+    return f"finished adapters are kept in {kept}; rerun the same command to go on from them"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from repmatch.cli import common
 from repmatch.config import DTYPES, EvalConfig, help_text
@@ -59,7 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_device_argument(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, resume_hint=resume_hint)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -116,3 +117,13 @@ def _mean_std(mean: float | None, std: float | None) -> str:
     if std is None or math.isnan(std):
         return f"{mean:.4f}"
     return f"{mean:.4f} ± {std:.4f}"
+
+
+def resume_hint(args: argparse.Namespace) -> str | None:
+    """How an interrupted run goes on from its finished runs (None when there are none)."""
+    from repmatch.evaluation import RUNS_FOLDER
+
+    kept = Path(args.out) / RUNS_FOLDER if args.out else None
+    if kept is None or not any(kept.glob("*")):
+        return None
+    return f"finished runs are kept in {kept}; rerun the same command to go on from them"

@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
     common.add_device_argument(group)
-    parser.set_defaults(run=run, partial_output=partial_output)
+    parser.set_defaults(run=run, resume_hint=resume_hint)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -131,7 +131,11 @@ def run_prototypicality(args: argparse.Namespace) -> pd.DataFrame:
     )
 
 
-def partial_output(args: argparse.Namespace) -> Path | None:
-    """Where an interrupted run keeps its finished chunks (None when there are none)."""
+def resume_hint(args: argparse.Namespace) -> str | None:
+    """How an interrupted run goes on from its finished chunks (None when there are none)."""
     partial = Path(f"{args.out}.partial")
-    return partial if partial.is_dir() else None
+    return (
+        f"finished chunks are kept in {partial}; rerun with --resume to finish"
+        if partial.is_dir()
+        else None
+    )
