@@ -633,3 +633,24 @@ def test_report_refuses_a_record_of_wrong_shape(
     file.write_text(json.dumps(edited))
     assert main(["report", str(copy), "--out", str(tmp_path / "page.html")]) == 2
     assert repr(named) in _error(capsys) and not (tmp_path / "page.html").exists()
+
+
+@pytest.mark.parametrize(
+    "edit", [{"num_train": None}, {"metrics": {"accuracy": "x", "macro_f1": 0.5}}], ids=str
+)
+def test_evaluate_recomputes_a_run_record_of_wrong_shape(
+    edit, recorded_runs, tiny_data, tiny_model, tmp_path
+):
+    """Fourth pass: resuming over a run record without num_train, or with a metric "x", ended
+    in a KeyError or pandas ValueError traceback; a damaged run is recomputed, as an unreadable
+    one is."""
+    out = tmp_path / "evaluation"
+    shutil.copytree(recorded_runs / "evaluation", out)
+    before = pd.read_csv(out / "runs.csv").drop(columns="seconds")
+    run = next((out / "runs").glob("*.json"))
+    saved = json.loads(run.read_text())
+    run.write_text(json.dumps({k: v for k, v in (saved | edit).items() if v is not None}))
+    argv = ["evaluate", "--train", str(tiny_data["single"]), "--eval", str(tiny_data["topics"])]
+    assert main([*argv, "--model", tiny_model("bert"), *EVALUATE, "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv").drop(columns="seconds"), before)
+    assert json.loads(run.read_text())["num_train"] == saved["num_train"]

@@ -435,9 +435,34 @@ def _read_run(run_file: Path | None) -> dict[str, Any] | None:
         row = json.loads(run_file.read_text())
     except (OSError, ValueError):
         return None  # a damaged file is recomputed and replaced
-    if not isinstance(row, dict) or not isinstance(row.get("metrics"), dict):
-        return None
+    if not _is_run(row):
+        return None  # so is one edited into another shape
     return {**row, "metrics": {k: _nan(v) for k, v in row["metrics"].items()}}
+
+
+_RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "subset": str,
+    "seed": int,
+    "num_train": int,
+    "metrics": dict,
+    "seconds": (int, float),
+    "key": str,
+}
+"""Fields of a run record that a resumed evaluation reads, with their JSON types."""
+
+
+def _is_run(row: object) -> bool:
+    """Whether ``row`` has every field of :data:`_RUN_FIELDS`, and numbers (or null) as metrics."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(k), kind) for k, kind in _RUN_FIELDS.items())
+        and not isinstance(row["seed"], bool)
+        and all(value is None or number(value) for value in row["metrics"].values())
+    )
 
 
 def _run(
