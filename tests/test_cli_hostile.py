@@ -219,3 +219,13 @@ def test_train_refuses_a_head_of_absurd_size(tiny_data, tiny_model, tmp_path, ca
     argv = ["train", str(tiny_data["single"]), "--model", tiny_model("bert"), *FAST_FLAGS]
     assert main([*argv, "--num-labels", str(10**11), "--out", str(tmp_path / "a")]) == 2
     assert "num_labels must be in [1, 65,536]" in _error(capsys)
+
+
+def test_evaluate_refuses_unseen_classes_without_classes(tiny_data, tiny_model, capsys):
+    """Fourth pass: ``--unseen-classes include`` on regression data was recorded though it can
+    change nothing (no classes); the labels filter already refused such data."""
+    data = str(tiny_data["regression"])
+    argv = ["evaluate", "--train", data, "--eval", data, "--model", tiny_model("bert")]
+    argv += ["--seeds", "1", "--epochs", "1", "--quiet", "--unseen-classes", "include"]
+    assert main(argv) == 2
+    assert "without classes" in _error(capsys)

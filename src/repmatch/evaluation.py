@@ -198,6 +198,12 @@ class _Problem:
         evaluation = as_examples(evaluation_data)
         task = _common_task(subsets, evaluation)
         include = config.unseen_classes == "include"
+        if include and not task.has_classes:
+            raise RepmatchError(
+                f"unseen_classes='include' adds classes of the evaluation data to the head, but "
+                f"{evaluation.name} is {evaluation.task} data without classes; leave it unset",
+                field="unseen_classes",
+            )
         classes, num_labels = common_classes(
             [s.examples for s in subsets] + ([evaluation] if include else [])
         )
