@@ -229,3 +229,29 @@ def test_evaluate_refuses_unseen_classes_without_classes(tiny_data, tiny_model, 
     argv += ["--seeds", "1", "--epochs", "1", "--quiet", "--unseen-classes", "include"]
     assert main(argv) == 2
     assert "without classes" in _error(capsys)
+
+
+@pytest.mark.parametrize("command", ["score", "select", "report"])
+def test_outputs_keep_a_users_json_where_their_record_goes(
+    command, trained_adapter, tiny_data, tmp_path, capsys
+):
+    """Fourth pass: ``--out notes.csv`` replaced a user's notes.csv.json with the run record,
+    without --overwrite and with exit 0."""
+    scores = tmp_path / "s.parquet"
+    argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
+    assert main([*argv, "--out", str(scores)]) == 0
+    out = (
+        tmp_path
+        / {"score": "notes.parquet", "select": "notes.csv", "report": "notes.html"}[command]
+    )
+    mine = tmp_path / f"{out.name}.json"
+    mine.write_text('{"my": "notes"}')
+    runs = {
+        "score": [*argv, "--out", str(out)],
+        "select": ["select", str(scores), "--top", "3", "--out", str(out)],
+        "report": ["report", str(scores), "--out", str(out)],
+    }
+    capsys.readouterr()
+    assert main(runs[command]) == 2
+    assert "not a repmatch record" in _error(capsys)
+    assert mine.read_text() == '{"my": "notes"}' and not out.exists()

@@ -350,6 +350,24 @@ def record_path(out: Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
+def check_record_slot(out: Path) -> None:
+    """Refuse output file ``out`` when ``<out>.json``, where its run record goes, is a file that
+    repmatch did not write (a user's JSON): it would be replaced without a word."""
+    record_file = record_path(out)
+    if not record_file.exists():
+        return
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        record = None
+    made = isinstance(record, dict) and str(record.get("format", "")).startswith("repmatch-")
+    if not made:
+        raise RepmatchError(
+            f"{record_file}, where the run record of {out.name} goes, is not a repmatch record; "
+            "refusing to replace it even with overwrite: choose another output"
+        )
+
+
 def _made_by(out: Path, kind: str) -> bool:
     """Whether ``out`` has the run record of a repmatch stage of format ``kind`` beside it."""
     try:
@@ -406,6 +424,7 @@ class ChunkStore:
                 f"Parquet; name it {base}.parquet",
                 field="out",
             )
+        check_record_slot(out)
         if out.exists() and not overwrite:
             raise RepmatchError(
                 f"{out} already exists; set overwrite to replace it"

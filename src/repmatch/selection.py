@@ -41,7 +41,13 @@ import numpy as np
 import pandas as pd
 
 from repmatch import distributed
-from repmatch.artifacts import exclusive_output, output_set, record_path, run_record
+from repmatch.artifacts import (
+    check_record_slot,
+    exclusive_output,
+    output_set,
+    record_path,
+    run_record,
+)
 from repmatch.config import SelectConfig, SelectHow, check_argument
 from repmatch.data import FORMATS, DataSpec, Examples, as_examples, load_examples
 from repmatch.data.columns import ID_COLUMNS, LABEL_COLUMNS
@@ -477,6 +483,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
     _output_format(out)
     if out.is_dir():
         raise RepmatchError(f"output {out} is a folder; name a file such as top100.jsonl")
+    check_record_slot(out)
     if not out.exists():
         return
     if not overwrite:

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from repmatch import distributed
-from repmatch.artifacts import exclusive_output, output_set, record_path, run_record, write_json
+from repmatch.artifacts import (
+    check_record_slot,
+    exclusive_output,
+    output_set,
+    record_path,
+    run_record,
+    write_json,
+)
 from repmatch.config import check_argument
 from repmatch.errors import RepmatchError, first_line
 from repmatch.report.kinds import KINDS, _accepted, recognise
@@ -59,6 +66,7 @@ def _write_report(runs: Sequence[str | Path], out: Path, *, title: str, overwrit
     with exclusive_output(out):
         if out.is_dir():
             raise RepmatchError(f"output {out} is a folder; name a file such as report.html")
+        check_record_slot(out)
         if out.exists() and not overwrite:
             raise RepmatchError(f"{out} already exists; set overwrite to replace it", "overwrite")
         if out.exists() and not _is_report(out):
