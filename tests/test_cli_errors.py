@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -238,19 +239,34 @@ def test_a_full_disk_on_a_later_chunk_says_how_to_resume(
 
 
 @pytest.mark.parametrize(("data", "trained_on"), [("pair", "single"), ("single", "pair")])
-def test_score_refuses_data_of_another_task_kind(
+def test_score_notes_data_of_another_task_kind(
     data, trained_on, tiny_data, trained_adapter, tmp_path, capsys
 ):
+    """Single text against a pair reference (an unrelated-task control) is scored, with a note
+    on stderr and in the record."""
     reference = trained_adapter("bert", data=trained_on)
     out = tmp_path / "s.parquet"
     argv = ["score", str(tiny_data[data]), "--reference", reference, "--labels", "0", "1"]
-    rc = main([*argv, "--quiet", "--out", str(out)])
+    assert main([*argv, "--quiet", "--out", str(out)]) == 0
     kinds = {"single": "classification", "pair": "pair-classification"}
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1
+    assert f"{data} is {kinds[data]} data" in notes[0]
+    assert f"{reference} was trained on {kinds[trained_on]} data" in notes[0]
+    assert json.loads((tmp_path / "s.parquet.json").read_text())["notes"] == [notes[0][6:]]
+    assert pd.read_parquet(out)["score"].notna().all()
+
+
+def test_score_refuses_classification_data_against_a_regression_reference(
+    tiny_data, trained_adapter, tmp_path, capsys
+):
+    reference = trained_adapter("bert", data="regression")
+    out = tmp_path / "s.parquet"
+    rc = main(
+        ["score", str(tiny_data["single"]), "--reference", reference, "--quiet", "--out", str(out)]
+    )
     _assert_user_error(
-        rc,
-        capsys.readouterr().err,
-        f"{data} is {kinds[data]} data",
-        f"{reference} was trained on {kinds[trained_on]} data",
+        rc, capsys.readouterr().err, "is classification data", "was trained on regression data"
     )
     assert list(tmp_path.iterdir()) == []
 

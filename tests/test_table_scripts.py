@@ -80,10 +80,19 @@ def test_overlap_tables():
 
 
 def test_overlap_tables_not_decidable_when_hans_did_not_learn():
-    out = run("overlap_tables.py", "--summaries", "results/table5-aligned.json")
+    out = run("overlap_tables.py", "--summaries", "results/table5-aligned-1epoch.json")
     assert "the HANS adapter did not learn HANS: held-out accuracy 51.9 %" in out
     claims = [r[-1].strip() for r in comparison_rows(out) if r[-1].strip() != "no paper claim"]
     assert claims == ["not decidable here"] * 4
+
+
+def test_overlap_tables_decide_when_hans_learned():
+    summary = json.loads((ROOT / "results/table5-aligned.json").read_text())
+    assert summary["hans_heldout"]["learned"] == "learned"
+    out = run("overlap_tables.py", "--summaries", "results/table5-aligned.json")
+    assert "did not learn" not in out
+    claims = [r[-1].strip() for r in comparison_rows(out) if r[-1].strip() != "no paper claim"]
+    assert len(claims) == 4 and all(c in VERDICTS and c != "not decidable here" for c in claims)
 
 
 def test_claims_table(tmp_path):

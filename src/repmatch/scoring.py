@@ -108,15 +108,13 @@ class Reference:
 
     def check_data(self, examples: Examples) -> Examples:
         """``examples`` with labels mapped through the reference's classes; raise if they don't
-        fit (another task kind, a class the reference never saw).
+        fit (regression against classification, a class the reference never saw).
 
-        The task kind must be the reference's: pair data is not scored against a single-text
-        reference, nor the other way round. A reference without a record (a PEFT adapter saved
-        elsewhere) tells only classification from regression (its head size).
+        Another task kind of the same loss is allowed (single-text data against a pair
+        reference, as in an unrelated-task control): :meth:`task_note` says so.
         """
         task = get_task(examples.task)
-        recorded = self.adapter.task is not None
-        if task.problem_type != self.task.problem_type or (recorded and task != self.task):
+        if task.problem_type != self.task.problem_type:
             raise RepmatchError(
                 f"{examples.name} is {task.name} data but the reference adapter "
                 f"{self.adapter.path} was trained on {self.task.name} data; score data of the "
@@ -125,6 +123,18 @@ class Reference:
         aligned = examples.aligned_to(self.adapter.label_names, self.num_outputs)
         self.task.check_labels(aligned, self.num_outputs)
         return aligned
+
+    def task_note(self, examples: Examples) -> str | None:
+        """A note where ``examples`` are of another task kind than the reference's recorded one
+        (pair against single text, or the other way round); ``None`` otherwise."""
+        task = get_task(examples.task)
+        if self.adapter.task is None or task == self.task:
+            return None
+        return (
+            f"{examples.name} is {task.name} data and the reference adapter {self.adapter.path} "
+            f"was trained on {self.task.name} data: each instance is scored by the update its "
+            "own input makes under the reference's head"
+        )
 
 
 def _targets(adapter: Adapter, config: ScoreConfig) -> list[str]:
@@ -412,9 +422,11 @@ def score_instances(
     Returns a DataFrame with one row per instance, in data order: ``id``, ``label``, ``score``
     (mean over seeds), ``score_std`` (population std over the seeds, ddof 0) and
     ``score_seed<S>`` (several seeds), and per layer
-    ``layer_<i>_<module>`` (mean over seeds). With ``out``, the same table is also written as
-    Parquet, streamed in chunks so that an interrupted run can be resumed, plus the run record
-    ``<out>.json``. ``device``: where the model runs (default: a CUDA GPU if there is one).
+    ``layer_<i>_<module>`` (mean over seeds); ``attrs["notes"]`` holds a note where the data is
+    of another task kind than the reference (also in the run record). With ``out``, the same
+    table is also written as Parquet, streamed in chunks so that an interrupted run can be
+    resumed, plus the run record ``<out>.json``. ``device``: where the model runs (default: a
+    CUDA GPU if there is one).
     """
     config = config or ScoreConfig()
     check_argument(config, ScoreConfig)
@@ -426,6 +438,7 @@ def score_instances(
     adapter = load_adapter(reference)
     checked = Reference.check(adapter, config)
     examples = checked.check_data(examples)
+    notes = [note] if (note := checked.task_note(examples)) else []
     run = run_record(
         "scores",
         method="repmatch",
@@ -433,10 +446,13 @@ def score_instances(
         reference_fingerprint=adapter.fingerprint(),
         reference_model=adapter.base_model,
         score=config.to_dict(),
+        notes=notes,
         **data_record(examples),
     )
     if out is None:
-        return _score_all(examples, checked, config, run, None, progress=progress, device=device)
+        table = _score_all(examples, checked, config, run, None, progress=progress, device=device)
+        table.attrs["notes"] = notes
+        return table
 
     def claim(stack: ExitStack) -> ChunkStore:
         stack.enter_context(exclusive_output(out))  # one writer per output, before any work
@@ -447,7 +463,9 @@ def score_instances(
             store = ChunkStore(
                 Path(out), run, _IDENTITY, resume=resume, overwrite=overwrite, check=False
             )
-        return _score_all(examples, checked, config, run, store, progress=progress, device=device)
+        table = _score_all(examples, checked, config, run, store, progress=progress, device=device)
+    table.attrs["notes"] = notes
+    return table
 
 
 def _score_all(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> None:
         )
     if not distributed.is_main():  # under torchrun: the main process reports
         return
+    for note in table.attrs.get("notes", []):
+        print(f"note: {common.shown(note)}", file=sys.stderr)
     record = json.loads(Path(args.out + ".json").read_text())
     summary = f"scored {record['computed']} instances in {record['seconds']:.1f} s"
     if record.get("processes", 1) > 1:
