@@ -654,3 +654,15 @@ def test_evaluate_recomputes_a_run_record_of_wrong_shape(
     assert main([*argv, "--model", tiny_model("bert"), *EVALUATE, "--out", str(out)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv").drop(columns="seconds"), before)
     assert json.loads(run.read_text())["num_train"] == saved["num_train"]
+
+
+def test_report_says_why_texts_of_unfingerprinted_scores_are_hidden(scored, tmp_path):
+    """Fourth pass: scores whose record lost its data fingerprint were said to be of data held
+    in memory, though their data spec was there."""
+    scores = _copy_scores(scored, tmp_path)
+    record = json.loads((tmp_path / "scores.parquet.json").read_text())
+    del record["data_fingerprint"]
+    (tmp_path / "scores.parquet.json").write_text(json.dumps(record))
+    assert main(["report", str(scores), "--out", str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "no fingerprint of the scored data" in page and "in memory" not in page

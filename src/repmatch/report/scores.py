@@ -203,8 +203,10 @@ def _texts(table: Any, record: dict, path: Path) -> tuple[dict | None, str | Non
     what was scored (ids and fingerprint), or (None, why they could not be verified)."""
     from repmatch.selection import scored_examples
 
-    if not isinstance(record.get("data"), dict) or "data_fingerprint" not in record:
+    if not isinstance(record.get("data"), dict):
         return None, "the scored data were in memory (no data spec in the record)"
+    if "data_fingerprint" not in record:
+        return None, "the record has no fingerprint of the scored data to verify them against"
     try:
         examples = scored_examples(table, record, None, path)
     except RepmatchError as err:
