@@ -255,3 +255,13 @@ def test_outputs_keep_a_users_json_where_their_record_goes(
     assert main(runs[command]) == 2
     assert "not a repmatch record" in _error(capsys)
     assert mine.read_text() == '{"my": "notes"}' and not out.exists()
+
+
+def test_baseline_cosines_stay_within_one(tiny_data, tiny_model, capsys):
+    """Fifth pass: ``baseline D D --threshold 1`` counted pairs with "cosine > 1" (float32
+    rounding of identical vectors) and printed a mean cosine of 1.0000001, exit 0."""
+    data = str(tiny_data["single"])
+    argv = ["baseline", data, data, "--model", tiny_model("bert"), "--quiet", "--json"]
+    assert main([*argv, "--threshold", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["pairs_above"] == 0 and printed["mean_cosine"] <= 1.0

@@ -109,7 +109,8 @@ def pairs_above(
     unit_second = torch.nn.functional.normalize(second.float(), dim=-1)
     count, total = 0, 0.0
     for start in range(0, unit_first.shape[0], chunk_size):
-        cosines = unit_first[start : start + chunk_size] @ unit_second.T  # (chunk, N2)
+        # (chunk, N2); rounding can put identical vectors a hair above 1
+        cosines = (unit_first[start : start + chunk_size] @ unit_second.T).clamp(-1.0, 1.0)
         count += int((cosines > threshold).sum())
         total += float(cosines.double().sum())
     pairs = unit_first.shape[0] * unit_second.shape[0]
