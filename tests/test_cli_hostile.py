@@ -4,6 +4,7 @@ names its case and failed before its fix."""
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 
@@ -265,3 +266,14 @@ def test_baseline_cosines_stay_within_one(tiny_data, tiny_model, capsys):
     assert main([*argv, "--threshold", "1"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["pairs_above"] == 0 and printed["mean_cosine"] <= 1.0
+
+
+def test_report_of_scores_keeps_their_note(tiny_data, trained_adapter, tmp_path, capsys):
+    """Fifth pass: single texts scored against a pair-trained adapter (the unrelated-task control)
+    carry a note in their record, but ``report`` drew them as ordinary scores without it."""
+    scores, page = tmp_path / "s.parquet", tmp_path / "r.html"
+    argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(data="pair")]
+    assert main([*argv, "--quiet", "--out", str(scores)]) == 0
+    (note,) = json.loads((tmp_path / "s.parquet.json").read_text())["notes"]
+    assert main(["report", str(scores), "--out", str(page)]) == 0
+    assert html.escape(note) in page.read_text()

@@ -62,7 +62,10 @@ def _scores_body(run: Run) -> str:
     ]
     scores = table["score"].to_numpy(dtype=float)
     damage = _damage(table, record)
-    body = _facts(settings) + (_note(damage) if damage else "")
+    notes = record.get("notes")
+    notes = notes if isinstance(notes, list) else []  # a record edited by hand
+    body = _facts(settings) + "".join(_note(str(note)) for note in notes)
+    body += _note(damage) if damage else ""
     body += "<h3>Distribution</h3>" + _img(_histogram(scores), "histogram")
     body += _table(
         ["mean", "std (population)", "min", "median", "max"],
