@@ -110,6 +110,14 @@ def test_holm_by_hand():
     assert holm([0.04, None, 0.02]) == [pytest.approx(0.04), None, pytest.approx(0.04)]
 
 
+@pytest.mark.parametrize("bad", [math.nan, 1.5, -0.1])
+def test_holm_refuses_what_is_not_a_p_value(bad):
+    """Fifth pass: ``holm([nan, 0.01])`` gave [1.0, 1.0] (the NaN broke the sort), ``holm([1.5])``
+    gave [1.0]."""
+    with pytest.raises(RepmatchError, match="p-values must lie in"):
+        holm([bad, 0.01])
+
+
 def test_bootstrap_ci_by_hand():
     # a = 0, 1 resampled: mean 0 (prob 1/4), 0.5 (1/2), 1 (1/4); b = 0 always.
     # The 2.5th percentile of that distribution is 0 and the 97.5th is 1.

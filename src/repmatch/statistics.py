@@ -186,6 +186,8 @@ def compare_summaries(a: Summary, b: Summary, *, level: float = 0.95) -> Compari
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm-adjusted p-values in the input order; None stays None and is not counted in m."""
+    if any(p is not None and not 0.0 <= p <= 1.0 for p in pvalues):
+        raise RepmatchError(f"p-values must lie in [0, 1] (or be None), got {list(pvalues)!r}")
     indexed = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
     adjusted: list[float | None] = [None] * len(pvalues)
     running = 0.0
