@@ -107,6 +107,13 @@ def test_largest_remainder_by_hand():
     assert class_quotas({"a": 1, "b": 1, "c": 1}, 2) == {"a": 1, "b": 1, "c": 0}
 
 
+@pytest.mark.parametrize("k", [-2, 9])
+def test_class_quotas_refuse_what_the_classes_cannot_hold(k):
+    """Fifth pass: k=-2 gave quotas {0: -1, 1: -1}, k=9 of 8 instances {0: 6, 1: 3}."""
+    with pytest.raises(RepmatchError, match="k must be between 0 and the 8 instances"):
+        class_quotas({0: 5, 1: 3}, k)
+
+
 @given(
     counts=st.lists(st.integers(1, 40), min_size=1, max_size=6),
     fraction=st.floats(0, 1),

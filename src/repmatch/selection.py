@@ -113,6 +113,8 @@ def class_quotas(counts: Mapping[Any, int], k: int) -> dict[Any, int]:
     {0: 2, 1: 1, 2: 1}
     """
     total = sum(counts.values())
+    if not 0 <= k <= total:
+        raise RepmatchError(f"k must be between 0 and the {total} instances, got {k}")
     classes = sorted(counts)
     quotas = {c: k * counts[c] // total for c in classes}
     left = k - sum(quotas.values())
