@@ -277,3 +277,20 @@ def test_report_of_scores_keeps_their_note(tiny_data, trained_adapter, tmp_path,
     (note,) = json.loads((tmp_path / "s.parquet.json").read_text())["notes"]
     assert main(["report", str(scores), "--out", str(page)]) == 0
     assert html.escape(note) in page.read_text()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_training_that_left_the_lora_update_at_zero_is_refused(
+    command, tiny_data, tiny_model, tmp_path, capsys
+):
+    """Fifth pass: ``--alpha 1e30`` overflowed AdamW's second moment, so every B factor stayed 0
+    (weight decay still moved A): ``train`` saved a no-op adapter and ``evaluate --method lora``
+    reported the untrained model's accuracy, both exit 0."""
+    data, model = str(tiny_data["single"]), tiny_model("bert")
+    if command == "train":
+        argv = ["train", data, "--model", model, *FAST_FLAGS, "--out", str(tmp_path / "a")]
+    else:
+        argv = ["evaluate", "--train", data, "--eval", data, "--model", model, "--seeds", "1"]
+        argv += ["--epochs", "1", "--quiet", "--method", "lora"]
+    assert main([*argv, "--alpha", "1e30"]) == 2
+    assert "left the LoRA update at zero" in _error(capsys) and not (tmp_path / "a").exists()

@@ -309,6 +309,13 @@ def fit(
             f"training on {data_name} changed no weight: steps of lr {config.lr:g} are below "
             "float32's resolution (or the loss gave no gradient); raise the learning rate [--lr]"
         )
+    factors_b = [p for name, p in peft_model.named_parameters() if ".lora_B." in name]
+    if factors_b and not any(p.detach().any() for p in factors_b):  # weight decay moved A only
+        raise RepmatchError(
+            f"training on {data_name} left the LoRA update at zero (every B factor is still 0): "
+            f"its steps vanished, e.g. gradients scaled by alpha / rank = "
+            f"{config.alpha / config.rank:g} overflowed AdamW's moments; lower alpha [--alpha]"
+        )
     return epoch_losses
 
 
