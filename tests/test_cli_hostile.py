@@ -270,12 +270,19 @@ def test_baseline_cosines_stay_within_one(tiny_data, tiny_model, capsys):
 
 def test_report_of_scores_keeps_their_note(tiny_data, trained_adapter, tmp_path, capsys):
     """Fifth pass: single texts scored against a pair-trained adapter (the unrelated-task control)
-    carry a note in their record, but ``report`` drew them as ordinary scores without it."""
+    carry a note in their record, but ``report`` drew them as ordinary scores without it, and a
+    selection from them lost it."""
     scores, page = tmp_path / "s.parquet", tmp_path / "r.html"
     argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(data="pair")]
     assert main([*argv, "--quiet", "--out", str(scores)]) == 0
     (note,) = json.loads((tmp_path / "s.parquet.json").read_text())["notes"]
     assert main(["report", str(scores), "--out", str(page)]) == 0
+    assert html.escape(note) in page.read_text()
+    # a selection from them keeps the note in its record and on its page
+    chosen = tmp_path / "top.csv"
+    assert main(["select", str(scores), "--top", "4", "--out", str(chosen)]) == 0
+    assert json.loads((tmp_path / "top.csv.json").read_text())["notes"] == [note]
+    assert main(["report", str(chosen), "--out", str(page), "--overwrite"]) == 0
     assert html.escape(note) in page.read_text()
 
 

@@ -263,6 +263,7 @@ def select_from_scores(
         scores_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         scores_config=record.get("score"),
         reference=record.get("reference"),
+        notes=record.get("notes") or [],
         data=examples.spec.to_record() if examples.spec is not None else record.get("data"),
         data_name=examples.name,
         data_fingerprint=record["data_fingerprint"],

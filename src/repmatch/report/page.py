@@ -168,6 +168,12 @@ def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
 
+def _record_notes(record: dict) -> str:
+    """The notes a run record carries (e.g. scores of data of another task kind), one each."""
+    notes = record.get("notes")
+    return "".join(_note(str(note)) for note in notes) if isinstance(notes, list) else ""
+
+
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'

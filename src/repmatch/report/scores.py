@@ -22,6 +22,7 @@ from repmatch.report.page import (
     _new_figure,
     _note,
     _Raw,
+    _record_notes,
     _short,
     _table,
 )
@@ -62,9 +63,7 @@ def _scores_body(run: Run) -> str:
     ]
     scores = table["score"].to_numpy(dtype=float)
     damage = _damage(table, record)
-    notes = record.get("notes")
-    notes = notes if isinstance(notes, list) else []  # a record edited by hand
-    body = _facts(settings) + "".join(_note(str(note)) for note in notes)
+    body = _facts(settings) + _record_notes(record)
     body += _note(damage) if damage else ""
     body += "<h3>Distribution</h3>" + _img(_histogram(scores), "histogram")
     body += _table(

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repmatch.errors import RepmatchError
-from repmatch.report.page import Section, _e, _facts, _note, _Raw, _short, _table
+from repmatch.report.page import (
+    Section,
+    _e,
+    _facts,
+    _note,
+    _Raw,
+    _record_notes,
+    _short,
+    _table,
+)
 from repmatch.report.runs import Run, _typed
 
 if TYPE_CHECKING:
@@ -37,7 +46,7 @@ def _selection_body(run: Run, record: dict) -> str:
         ("data", record.get("data_name")),
         ("instances", f"{record['num_selected']:,} of {record['num_scored']:,} scored"),
     ]
-    body = _facts(settings)
+    body = _facts(settings) + _record_notes(record)
     scored = record.get("class_counts_scored")
     if scored:
         chosen = _typed(record, "class_counts", dict)
