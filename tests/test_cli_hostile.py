@@ -301,3 +301,17 @@ def test_training_that_left_the_lora_update_at_zero_is_refused(
         argv += ["--epochs", "1", "--quiet", "--method", "lora"]
     assert main([*argv, "--alpha", "1e30"]) == 2
     assert "left the LoRA update at zero" in _error(capsys) and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("existing", ["grids.png", "grids-shuffled.png"])
+def test_compare_heatmap_keeps_an_existing_image(existing, trained_adapter, tmp_path, capsys):
+    """Fifth pass: ``compare --heatmap grids.png`` replaced a user's grids.png (or its
+    grids-shuffled.png) without a word, exit 0; every other output needs --overwrite."""
+    mine = tmp_path / existing
+    mine.write_bytes(b"my picture")
+    argv = ["compare", trained_adapter(), trained_adapter(seed=1), "--shuffled-baseline"]
+    argv += ["--heatmap", str(tmp_path / "grids.png")]
+    assert main(argv) == 2
+    assert "already exists" in _error(capsys) and mine.read_bytes() == b"my picture"
+    assert main([*argv, "--overwrite"]) == 0
+    assert mine.read_bytes().startswith(b"\x89PNG")

@@ -183,7 +183,7 @@ def test_heatmaps_with_a_shuffled_baseline_are_written_together(
     before = _snapshot(tmp_path)
     assert sorted(before) == ["grids-shuffled.png", "grids.png"]
     fail_at_rename(monkeypatch, 2)  # the new grids in place, the old shuffled ones aside
-    rc = main([*argv, str(tmp_path / "grids.png")])
+    rc = main([*argv, str(tmp_path / "grids.png"), "--overwrite"])
     _assert_user_error(rc, capsys.readouterr().err, "grids.png", "Input/output error")
     assert _snapshot(tmp_path) == before
 

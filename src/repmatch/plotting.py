@@ -52,9 +52,12 @@ def plot_layer_grids(comparison: Comparison, path: str | Path, *, title: str | N
     _save(figure, path)
 
 
-def plot_comparison(comparison: Comparison, path: str | Path) -> list[Path]:
+def plot_comparison(
+    comparison: Comparison, path: str | Path, *, overwrite: bool = False
+) -> list[Path]:
     """:func:`plot_layer_grids` of ``comparison`` to ``path`` and, with a shuffled baseline, of
-    the baseline to ``<stem>-shuffled<suffix>`` beside it: both written or neither."""
+    the baseline to ``<stem>-shuffled<suffix>`` beside it: both written or neither, an existing
+    image replaced only with ``overwrite``."""
     path = Path(path)
     formats = Figure().canvas.get_supported_filetypes()
     if path.suffix.lstrip(".").lower() not in formats:
@@ -63,12 +66,18 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> list[Path]:
             f"(or any of {', '.join(sorted(formats))})"
         )
     shuffled = path.with_name(f"{path.stem}-shuffled{path.suffix}")
+    written = [path, shuffled] if comparison.baseline else [path]
     with exclusive_output(path), output_set(path) as outputs:
+        for image in written:
+            if image.exists() and not overwrite:
+                raise RepmatchError(
+                    f"{image} already exists; set overwrite to replace it", "overwrite"
+                )
         plot_layer_grids(comparison, outputs.path(path))
         if comparison.baseline:
             title = f"shuffled baseline = {comparison.baseline.score:.3f} ({comparison.side} side)"
             plot_layer_grids(comparison.baseline, outputs.path(shuffled), title=title)
-    return [path, shuffled] if comparison.baseline else [path]
+    return written
 
 
 def plot_similarity_matrix(

@@ -20,6 +20,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="draw the per-layer grids (and FILE-shuffled.png with --shuffled-baseline)",
     )
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing --heatmap images"
+    )
+    parser.add_argument(
         "--side",
         choices=["left", "right"],
         default="left",
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
     if args.heatmap:
         from repmatch.plotting import plot_comparison
 
-        plot_comparison(result, args.heatmap)
+        plot_comparison(result, args.heatmap, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(result.to_dict()))
         return
