@@ -315,3 +315,17 @@ def test_compare_heatmap_keeps_an_existing_image(existing, trained_adapter, tmp_
     assert "already exists" in _error(capsys) and mine.read_bytes() == b"my picture"
     assert main([*argv, "--overwrite"]) == 0
     assert mine.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--baseline-sample", "0"), ("--baseline-threshold", "2")]
+)
+def test_datasets_names_its_own_baseline_flags(
+    flag, value, tiny_data, tiny_model, tmp_path, capsys
+):
+    """Fifth pass: ``datasets --baseline --baseline-sample 0`` blamed ``[--sample]`` (a data option
+    that was not given), ``--baseline-threshold 2`` blamed ``[--threshold]``."""
+    data = str(tiny_data["single"])
+    argv = ["datasets", data, data, "--model", tiny_model("bert"), *FAST_FLAGS, "--baseline"]
+    assert main([*argv, flag, value, "--out", str(tmp_path / "d")]) == 2
+    assert _error(capsys).endswith(f"[{flag}]")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from repmatch.cli import common
 from repmatch.config import BaselineConfig, TrainConfig, help_text
+from repmatch.errors import RepmatchError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -50,22 +51,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run, resume_hint=resume_hint)
 
 
+def _baseline_config(args: argparse.Namespace, train: TrainConfig) -> BaselineConfig:
+    """The baseline's settings; a bad one is blamed on its --baseline-* flag."""
+    try:
+        return BaselineConfig(
+            model=train.model,
+            max_length=train.max_length,
+            threshold=args.baseline_threshold,
+            sample=args.baseline_sample,
+        )
+    except RepmatchError as err:
+        raise RepmatchError(str(err), f"baseline_{err.field}" if err.field else None) from None
+
+
 def run(args: argparse.Namespace) -> None:
     from repmatch import distributed
     from repmatch.similarity import dataset_similarity
 
     specs = [common.data_spec(args, source) for source in args.data]
     train = common.train_config(args)
-    baseline = (
-        BaselineConfig(
-            model=train.model,
-            max_length=train.max_length,
-            threshold=args.baseline_threshold,
-            sample=args.baseline_sample,
-        )
-        if args.baseline
-        else None
-    )
+    baseline = _baseline_config(args, train) if args.baseline else None
     result = dataset_similarity(
         specs,
         train,
