@@ -329,3 +329,23 @@ def test_datasets_names_its_own_baseline_flags(
     argv = ["datasets", data, data, "--model", tiny_model("bert"), *FAST_FLAGS, "--baseline"]
     assert main([*argv, flag, value, "--out", str(tmp_path / "d")]) == 2
     assert _error(capsys).endswith(f"[{flag}]")
+
+
+@pytest.mark.parametrize("notes", ["a note edited by hand", ["a note edited by hand", 5, None]])
+def test_edited_notes_of_scores_reach_their_selection_as_text(
+    notes, tiny_data, trained_adapter, tmp_path, capsys
+):
+    """Fifth pass: a scores record whose notes were edited into a string had them dropped from
+    its page but copied as a string into the selection record; ``[5, null]`` drew "5", "None"."""
+    scores, page = tmp_path / "s.parquet", tmp_path / "r.html"
+    argv = ["score", str(tiny_data["single"]), "--reference", trained_adapter(), "--quiet"]
+    assert main([*argv, "--out", str(scores)]) == 0
+    record = json.loads((tmp_path / "s.parquet.json").read_text())
+    (tmp_path / "s.parquet.json").write_text(json.dumps(record | {"notes": notes}))
+    chosen = tmp_path / "top.csv"
+    assert main(["select", str(scores), "--top", "4", "--out", str(chosen)]) == 0
+    assert json.loads((tmp_path / "top.csv.json").read_text())["notes"] == ["a note edited by hand"]
+    for drawn in (scores, chosen):
+        assert main(["report", str(drawn), "--out", str(page), "--overwrite"]) == 0
+        assert page.read_text().count('class="note">') == 1
+        assert "a note edited by hand" in page.read_text()

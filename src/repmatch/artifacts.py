@@ -345,6 +345,13 @@ def data_record(examples: Any) -> dict[str, Any]:
     }
 
 
+def record_notes(record: dict[str, Any]) -> list[str]:
+    """The notes of a run record (e.g. scores of data of another task kind); of a record edited
+    by hand, its text notes only."""
+    notes = record.get("notes")
+    return [notes] if isinstance(notes, str) else [n for n in notes or [] if isinstance(n, str)]
+
+
 def record_path(out: Path) -> Path:
     """Where the run record of output file ``out`` goes: ``<out>.json``."""
     return out.with_name(out.name + ".json")

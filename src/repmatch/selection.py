@@ -45,6 +45,7 @@ from repmatch.artifacts import (
     check_record_slot,
     exclusive_output,
     output_set,
+    record_notes,
     record_path,
     run_record,
 )
@@ -263,7 +264,7 @@ def select_from_scores(
         scores_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         scores_config=record.get("score"),
         reference=record.get("reference"),
-        notes=record.get("notes") or [],
+        notes=record_notes(record),
         data=examples.spec.to_record() if examples.spec is not None else record.get("data"),
         data_name=examples.name,
         data_fingerprint=record["data_fingerprint"],

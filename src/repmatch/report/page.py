@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from repmatch import __version__
+from repmatch.artifacts import record_notes
 from repmatch.report.runs import Run
 
 if TYPE_CHECKING:
@@ -169,9 +170,8 @@ def _note(text: str) -> str:
 
 
 def _record_notes(record: dict) -> str:
-    """The notes a run record carries (e.g. scores of data of another task kind), one each."""
-    notes = record.get("notes")
-    return "".join(_note(str(note)) for note in notes) if isinstance(notes, list) else ""
+    """The notes a run record carries, one paragraph each."""
+    return "".join(_note(note) for note in record_notes(record))
 
 
 def _img(png: bytes, alt: str) -> str:
