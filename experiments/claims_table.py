@@ -37,7 +37,10 @@ from repmatch.statistics import (
 )
 
 MPNET = "not run yet"
-PROTOCOL = {"table1-protocol-sst2.json": "paper protocol, pool 4,000"}
+PROTOCOL = {
+    "table1-protocol-sst2.json": "paper protocol, pool 4,000",
+    "table1-protocol-snli.json": "paper protocol, pool 4,000, 2,000 evaluated",
+}
 """Table 1 under the paper's protocol (issue 17): summary file -> the setting named in each row."""
 OLD_PROTOCOL = "select-and-evaluate.json"  # pools of 2,000, 1-epoch rank-4 references
 TABLE5 = "table5-aligned.json"  # aligned heads; its HANS adapter's held-out accuracy decides
@@ -69,13 +72,13 @@ The MPNet column has one figure so far, **Fig. 3** (`results/fig3-mpnet.md`: 1,0
 seeds, every adapter above its majority rate on held-out data); the other claims have **not been run
 on all-mpnet-base-v2 yet**. The MiniLM column is the bundled all-MiniLM-L6-v2 under the deviations
 each source file lists. Table 1 rows come in two settings: **paper protocol**
-(`results/table1-protocol-sst2.md`: references at rank 1, batch 40, 10 epochs, whose held-out
-accuracy is checked; three scoring seeds per arm; full fine-tuning at batch 40 for 10 epochs; but
-a pool of 4,000, not the whole split) and **old protocol** (`results/table1.md`: pools of 2,000,
-1-epoch rank-4 references whose held-out accuracy was never recorded, one scoring seed, batch 16,
-128 tokens, validation splits where there is no train split). Table 5 rows read
-`results/table5-aligned.json` (aligned heads); they are decided only where its HANS adapter
-learned HANS on held-out pairs.
+(`results/table1-protocol-sst2.md`, `results/table1-protocol-snli.md`: references at rank 1, batch
+40, 10 epochs (SNLI 5), whose held-out accuracy is checked; three scoring seeds per arm; full
+fine-tuning at batch 40, lr 1e-4; but pools of 4,000, not the whole split) and **old protocol**
+(`results/table1.md`: pools of 2,000, 1-epoch rank-4 references whose held-out accuracy was never
+recorded, one scoring seed, batch 16, 128 tokens, validation splits where there is no train split).
+Table 5 rows read `results/table5-aligned.json` (aligned heads); they are decided only where its
+HANS adapter learned HANS on held-out pairs.
 """
 HEADER = (
     "| claim (paper, BERT-base) | paper | ours, all-MiniLM-L6-v2 | source "

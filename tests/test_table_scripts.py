@@ -99,9 +99,15 @@ def test_claims_table(tmp_path):
     out = tmp_path / "claims.md"
     run("claims_table.py", "--not-decidable", MNLI, "--out", str(out))
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
-    # Table 1 (6 + 5), Table 4 (6), Fig. 4 (4), Fig. 1 (1), Fig. 2 (2), Fig. 3 (1), Table 2 (3),
-    # Table 5 (4), label noise (3)
-    assert len(rows) == 17 + 4 + 3 + 4 + 4 + 3
+    # paper protocol: Table 1 plain, balanced and ensemble-balanced per committed summary
+    protocol = [r for r in rows if "paper protocol" in r.split(" | ")[0]]
+    summaries = [ROOT / "results" / f"table1-protocol-{n}.json" for n in ("sst2", "snli")]
+    assert len(protocol) == 3 * sum(path.is_file() for path in summaries)
+    # earlier protocol: Table 1 (6 + 5), Table 4 (6); Fig. 4 (4), Fig. 1 (1), Fig. 2 (2),
+    # Fig. 3 (1), Table 2 (3), Table 5 (4), label noise (3)
+    assert len(rows) - len(protocol) == 17 + 4 + 3 + 4 + 4 + 3
+    table5 = [r for r in rows if r.startswith("| Table 5")]
+    assert len(table5) == 4 and not any("not decidable" in r for r in table5)  # HANS learned
     for line in rows:
         assert any(f"| {v}" in line for v in VERDICTS), line
         # MPNet column: run only for Fig. 3 (results/fig3-mpnet-matrix.json)
