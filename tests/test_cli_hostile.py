@@ -44,18 +44,22 @@ def test_indices_file_that_is_a_folder(tiny_data, tiny_model, tmp_path, capsys):
     assert "is a folder" in _error(capsys)
 
 
+def _training_argv(command, method, tiny_data, tiny_model, tmp_path) -> list[str]:
+    """``train`` to tmp_path/a, or ``evaluate --method METHOD``, on the single-text data."""
+    data, model = str(tiny_data["single"]), tiny_model("bert")
+    if command == "train":
+        return ["train", data, "--model", model, *FAST_FLAGS, "--out", str(tmp_path / "a")]
+    argv = ["evaluate", "--train", data, "--eval", data, "--model", model, "--seeds", "1"]
+    return [*argv, "--epochs", "1", "--quiet", "--method", method]
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_training_that_changed_no_weight_is_refused(
     command, tiny_data, tiny_model, tmp_path, capsys
 ):
     """``--lr 1e-320`` (below float32's smallest step) saved an adapter whose B factors were all
     still zero, and ``evaluate`` reported the accuracy of the untrained model, both exit 0."""
-    data, model = str(tiny_data["single"]), tiny_model("bert")
-    if command == "train":
-        argv = ["train", data, "--model", model, *FAST_FLAGS, "--out", str(tmp_path / "a")]
-    else:
-        argv = ["evaluate", "--train", data, "--eval", data, "--model", model, "--seeds", "1"]
-        argv += ["--epochs", "1", "--quiet", "--method", "full"]
+    argv = _training_argv(command, "full", tiny_data, tiny_model, tmp_path)
     assert main([*argv, "--lr", "1e-320"]) == 2
     assert "changed no weight" in _error(capsys) and not (tmp_path / "a").exists()
 
@@ -293,12 +297,7 @@ def test_training_that_left_the_lora_update_at_zero_is_refused(
     """Fifth pass: ``--alpha 1e30`` overflowed AdamW's second moment, so every B factor stayed 0
     (weight decay still moved A): ``train`` saved a no-op adapter and ``evaluate --method lora``
     reported the untrained model's accuracy, both exit 0."""
-    data, model = str(tiny_data["single"]), tiny_model("bert")
-    if command == "train":
-        argv = ["train", data, "--model", model, *FAST_FLAGS, "--out", str(tmp_path / "a")]
-    else:
-        argv = ["evaluate", "--train", data, "--eval", data, "--model", model, "--seeds", "1"]
-        argv += ["--epochs", "1", "--quiet", "--method", "lora"]
+    argv = _training_argv(command, "lora", tiny_data, tiny_model, tmp_path)
     assert main([*argv, "--alpha", "1e30"]) == 2
     assert "left the LoRA update at zero" in _error(capsys) and not (tmp_path / "a").exists()
 
