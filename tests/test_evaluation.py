@@ -283,6 +283,17 @@ def test_cli_select_then_evaluate(subsets, tiny_model, tiny_data, tmp_path, caps
     ]
 
 
+def test_evaluating_on_the_training_data_says_so(subsets, tiny_model, tiny_data, tmp_path, capsys):
+    flags = ["--model", tiny_model("bert"), "--seeds", "1", "--epochs", "1", "--quiet"]
+    single = str(tiny_data["single"])
+    argv = ["evaluate", "--train", single, "--train", str(subsets["top"]), "--eval", single]
+    assert main([*argv, *flags, "--out", str(tmp_path / "out")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "is the evaluation data itself" in notes[0]  # not the top12 one
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["notes"] == [notes[0].removeprefix("note: ")]
+
+
 def test_cli_errors_are_one_line(subsets, tiny_model, tiny_data, tmp_path, capsys):
     base = ["evaluate", "--train", str(subsets["top"]), "--model", tiny_model("bert")]
     rc = main([*base, "--eval", str(tiny_data["single"]), "--seeds", "0"])

@@ -284,8 +284,15 @@ def _record(
     metrics: list[str],
     device: torch.device,
 ) -> dict[str, Any]:
-    """What ``results.json`` holds: settings, data records, summary and every run."""
+    """What ``results.json`` holds: settings, data records, summary and every run, and a note
+    for each subset that is the evaluation data itself (its figures are training figures)."""
     evaluation = problem.evaluation
+    notes = [
+        f"subset {s.name} is the evaluation data itself: its figures measure the training data, "
+        "not held-out data"
+        for s in problem.subsets
+        if s.examples.fingerprint() == evaluation.fingerprint()
+    ]
     return run_record(
         "evaluation",
         evaluate=config.to_dict(),
@@ -312,6 +319,7 @@ def _record(
         metrics=metrics,
         summary=_json_rows(summary),
         runs=[_finite(row) for row in rows],
+        notes=notes,
     )
 
 

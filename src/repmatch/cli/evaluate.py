@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from repmatch.cli import common
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
     )
     record = result.record
+    for note in record["notes"]:
+        print(f"note: {common.shown(note)}", file=sys.stderr)
     if args.json:
         print(json.dumps({"summary": record["summary"], "runs": record["runs"]}))
         return
