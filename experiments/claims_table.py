@@ -40,6 +40,7 @@ MPNET = "not run yet"
 PROTOCOL = {
     "table1-protocol-sst2.json": "paper protocol, pool 4,000",
     "table1-protocol-snli.json": "paper protocol, pool 4,000, 2,000 evaluated",
+    "table1-protocol-sst5.json": "paper protocol, pool 4,000, no controls",
 }
 """Table 1 under the paper's protocol (issue 17): summary file -> the setting named in each row."""
 OLD_PROTOCOL = "select-and-evaluate.json"  # pools of 2,000, 1-epoch rank-4 references
