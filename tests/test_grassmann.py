@@ -461,3 +461,10 @@ def test_shape_errors_raise_value_error() -> None:
         shuffle_entries(z(5), _gen(0))
     with pytest.raises(ValueError, match="complex"):
         grassmann_grid(z(4, 2, dtype=torch.complex64), z(4, 2))
+
+
+def test_lowrank_of_non_finite_factors_is_a_value_error() -> None:
+    B, A = torch.randn(8, 2), torch.randn(2, 6)
+    B[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="must be finite"):
+        lowrank_singular_vectors(B, A)

@@ -113,7 +113,8 @@ def lowrank_singular_vectors(B: Tensor, A: Tensor, side: Side = "left") -> tuple
 
     Raises:
         TypeError: if a tensor argument is not a ``torch.Tensor`` (a list or NumPy array).
-        ValueError: if the shapes do not fit or ``side`` is unknown.
+        ValueError: if the shapes do not fit, ``side`` is unknown or the SVD fails on
+            non-finite entries.
     """
     _check_side(side)
     _check_matrix("B", B)
@@ -128,7 +129,12 @@ def lowrank_singular_vectors(B: Tensor, A: Tensor, side: Side = "left") -> tuple
 
     q_b, r_b = torch.linalg.qr(B.to(torch.float64))  # (..., d_out, m), (..., m, r)
     q_a, r_a = torch.linalg.qr(A.to(torch.float64).mT)  # (..., d_in, p), (..., p, r)
-    u_s, s, vh_s = torch.linalg.svd(r_b @ r_a.mT, full_matrices=False)  # core (..., m, p)
+    try:
+        u_s, s, vh_s = torch.linalg.svd(r_b @ r_a.mT, full_matrices=False)  # core (..., m, p)
+    except torch.linalg.LinAlgError as err:  # only non-finite entries stop it (no check: no sync)
+        raise ValueError(
+            "B and A must be finite: the SVD of B @ A did not converge (NaN or infinite entries)"
+        ) from err
     if side == "left":
         u = q_b @ u_s  # (..., d_out, k)
     else:
