@@ -13,7 +13,11 @@ import pytest
 
 from repmatch.cli import main
 from test_cli import FAST_FLAGS
-from test_cli_results import _error, _one_thread  # noqa: F401 (_one_thread: autouse fixture)
+from test_cli_results import (  # noqa: F401 (_one_thread: autouse fixture)
+    _edited_adapter,
+    _error,
+    _one_thread,
+)
 
 
 def test_ids_beyond_64_bits_are_refused(tiny_data, trained_adapter, tmp_path, capsys):
@@ -136,10 +140,7 @@ def test_train_refuses_settings_without_effect(
 def test_compare_refuses_a_dora_adapter(trained_adapter, tmp_path, capsys):
     """A DoRA adapter saved by PEFT (``use_dora``) was compared by its B·A alone, exit 0, though
     its update rescales the columns of W + BA."""
-    dora = tmp_path / "dora"
-    shutil.copytree(trained_adapter(), dora)
-    config = json.loads((dora / "adapter_config.json").read_text())
-    (dora / "adapter_config.json").write_text(json.dumps(config | {"use_dora": True}))
+    dora = _edited_adapter(trained_adapter(), tmp_path / "dora", use_dora=True)
     assert main(["compare", str(dora), trained_adapter(seed=1)]) == 2
     assert "DoRA" in _error(capsys)
 

@@ -520,14 +520,19 @@ def test_diverged_training_is_refused(tiny_data, tiny_model, tmp_path, capsys):
     assert "diverged" in _error(capsys)
 
 
+def _edited_adapter(source: str, copy: Path, **fields: object) -> Path:
+    """A copy of the adapter at ``source`` whose adapter_config.json has ``fields`` set."""
+    shutil.copytree(source, copy)
+    config = json.loads((copy / "adapter_config.json").read_text())
+    (copy / "adapter_config.json").write_text(json.dumps(config | fields))
+    return copy
+
+
 @pytest.mark.parametrize("alpha", ["x", None, 0])
 def test_compare_refuses_an_edited_alpha(alpha, trained_adapter, tmp_path, capsys):
     """``lora_alpha: "x"`` in an edited adapter_config.json once ended in a ValueError
     traceback."""
-    copy = tmp_path / "edited"
-    shutil.copytree(trained_adapter(), copy)
-    config = json.loads((copy / "adapter_config.json").read_text())
-    (copy / "adapter_config.json").write_text(json.dumps(config | {"lora_alpha": alpha}))
+    copy = _edited_adapter(trained_adapter(), tmp_path / "edited", lora_alpha=alpha)
     assert main(["compare", str(copy), trained_adapter(seed=1)]) == 2
     assert "lora_alpha should be" in _error(capsys)
 

@@ -287,11 +287,13 @@ def _record(
     """What ``results.json`` holds: settings, data records, summary and every run, and a note
     for each subset that is the evaluation data itself (its figures are training figures)."""
     evaluation = problem.evaluation
+    held_out = evaluation.fingerprint()
+    trained = [s.examples.fingerprint() for s in problem.subsets]  # each hashes the whole data
     notes = [
         f"subset {s.name} is the evaluation data itself: its figures measure the training data, "
         "not held-out data"
-        for s in problem.subsets
-        if s.examples.fingerprint() == evaluation.fingerprint()
+        for s, fingerprint in zip(problem.subsets, trained, strict=True)
+        if fingerprint == held_out
     ]
     return run_record(
         "evaluation",
@@ -304,15 +306,15 @@ def _record(
             {
                 "name": s.name,
                 "source": s.source,
-                "data_fingerprint": s.examples.fingerprint(),
+                "data_fingerprint": fingerprint,
                 "num_examples": len(s.examples),
             }
-            for s in problem.subsets
+            for s, fingerprint in zip(problem.subsets, trained, strict=True)
         ],
         evaluation={
             "data": evaluation.spec.to_record() if evaluation.spec is not None else None,
             "data_name": evaluation.name,
-            "data_fingerprint": evaluation.fingerprint(),
+            "data_fingerprint": held_out,
             "num_examples": len(evaluation),
         },
         device=str(device),
