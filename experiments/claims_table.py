@@ -43,6 +43,11 @@ PROTOCOL = {
     "table1-protocol-sst5.json": "paper protocol, pool 4,000, no controls",
 }
 """Table 1 under the paper's protocol (issue 17): summary file -> the setting named in each row."""
+MPNET_PROTOCOL = {
+    "table1-protocol-sst2.json": "table1-protocol-mpnet-sst2.json",
+    "table1-protocol-snli.json": "table1-protocol-mpnet-snli.json",
+}
+"""The same protocol on all-mpnet-base-v2: MiniLM summary -> MPNet summary (its column)."""
 OLD_PROTOCOL = "select-and-evaluate.json"  # pools of 2,000, 1-epoch rank-4 references
 TABLE5 = "table5-aligned.json"  # aligned heads; its HANS adapter's held-out accuracy decides
 COMMAND = """python experiments/claims_table.py --out results/claims.md --not-decidable \\
@@ -107,14 +112,34 @@ def pair(c: Comparison, scale: float = 1.0, digits: int = 1) -> str:
     return f"{scale * c.a.mean:.{digits}f} vs {scale * b.mean:.{digits}f} (n = {c.a.n}, {b.n})"
 
 
+def selection_family(summary: dict, names: list[str], a: str, b: str) -> dict[str, Comparison]:
+    """Arm ``a`` against arm ``b`` on each dataset of ``names`` that has both, Holm across them."""
+    present = [n for n in names if a in summary[n]["results"] and b in summary[n]["results"]]
+    family = with_holm(
+        [compare(run_figures(summary[n], a), run_figures(summary[n], b)) for n in present]
+    )
+    return dict(zip(present, family, strict=True))
+
+
+def selection_cell(c: Comparison, sign: int, reason: str | None) -> str:
+    return verdict(c, sign, not_decidable=reason) + (f" ({reason})" if reason else "")
+
+
 def selection_rows(
-    summary: dict, undecidable: dict[str, str], source: str, setting: str
+    summary: dict,
+    undecidable: dict[str, str],
+    source: str,
+    setting: str,
+    mpnet: tuple[dict, str] | None = None,
 ) -> list[str]:
     """Table 1 (plain, balanced and ensemble top-100 against random) and Table 4 (rank 4 against
     rank 1) from the summary in ``results/{source}``, each claim's rows titled with ``setting``; a
-    dataset whose reference did not learn (held-out accuracy in the summary) is not decidable."""
+    dataset whose reference did not learn (held-out accuracy in the summary) is not decidable.
+    ``mpnet``: the same protocol's summary on all-mpnet-base-v2 and its file, for that column."""
     rows = []
     undecidable = learned_reasons(summary, list(summary)) | undecidable
+    mpnet_summary, mpnet_source = mpnet if mpnet else ({}, "")
+    mpnet_undecidable = learned_reasons(mpnet_summary, list(mpnet_summary))
     cases = (
         ("Table 1: RepMatch-100 > Random-100", "repmatch-100", "random-100", PAPER_TABLE1),
         (
@@ -137,16 +162,14 @@ def selection_rows(
         ),
     )
     for title, a, b, paper in cases:
-        names = [n for n in summary if a in summary[n]["results"] and b in summary[n]["results"]]
-        family = with_holm(
-            [compare(run_figures(summary[n], a), run_figures(summary[n], b)) for n in names]
-        )
-        for name, c in zip(names, family, strict=True):
+        family = selection_family(summary, list(summary), a, b)
+        on_mpnet = selection_family(mpnet_summary, list(mpnet_summary), a, b)
+        for name, c in family.items():
             first, second = paper[name]
             sign = 1 if first > second else -1
             claim = "table4" if paper is PAPER_TABLE4 else "table1"
             reason = not_decidable_reason(undecidable, claim, name)
-            text = verdict(c, sign, not_decidable=reason) + (f" ({reason})" if reason else "")
+            other = on_mpnet.get(name)
             rows.append(
                 row(
                     f"{title}, {name}, {setting}" + (" (paper: rank 1 higher)" if sign < 0 else ""),
@@ -154,7 +177,12 @@ def selection_rows(
                     pair(c),
                     f"results/{source}",
                     format_comparison(c),
-                    text,
+                    selection_cell(c, sign, reason),
+                    MPNET
+                    if other is None
+                    else f"{pair(other)}; {format_comparison(other)}; "
+                    f"{selection_cell(other, sign, mpnet_undecidable.get(name))} "
+                    f"(`results/{mpnet_source}`)",
                 )
             )
     return rows
@@ -352,8 +380,17 @@ def main() -> None:
         return json.loads((args.results / name).read_text())
 
     protocol = [name for name in PROTOCOL if (args.results / name).is_file()]
+
+    def mpnet_of(name: str) -> tuple[dict, str] | None:
+        other = MPNET_PROTOCOL.get(name)
+        return (read(other), other) if other and (args.results / other).is_file() else None
+
     rows = [
-        *(r for name in protocol for r in selection_rows(read(name), {}, name, PROTOCOL[name])),
+        *(
+            r
+            for name in protocol
+            for r in selection_rows(read(name), {}, name, PROTOCOL[name], mpnet_of(name))
+        ),
         *selection_rows(read(OLD_PROTOCOL), undecidable, OLD_PROTOCOL, "old protocol"),
         *subset_size_rows(read("subset-size.json")),
         *robustness_rows(

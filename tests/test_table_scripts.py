@@ -113,10 +113,46 @@ def test_claims_table(tmp_path):
     assert len(rows) - len(protocol) == 17 + 4 + 3 + 4 + 4 + 3
     table5 = [r for r in rows if r.startswith("| Table 5")]
     assert len(table5) == 4 and not any("not decidable" in r for r in table5)  # HANS learned
+    mpnet = [
+        f"table1-protocol-{name}.json"
+        for name in ("sst2", "snli")
+        if (ROOT / "results" / f"table1-protocol-mpnet-{name}.json").is_file()
+    ]
     for line in rows:
         assert any(f"| {v}" in line for v in VERDICTS), line
-        # MPNet column: run only for Fig. 3 (results/fig3-mpnet-matrix.json)
-        assert ("not run yet" in line) != line.startswith("| Fig. 3"), line
+        # MPNet column: Fig. 3 and the Table 1 protocol rows with an MPNet summary
+        run_on_mpnet = line.startswith("| Fig. 3") or any(f"`results/{m}`" in line for m in mpnet)
+        assert ("not run yet" in line) != run_on_mpnet, line
+
+
+def test_claims_table_mpnet_column(tmp_path):
+    """An MPNet summary of the same protocol fills that column of its rows, with its own
+    comparison and verdict; one whose reference did not learn is not decidable."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in (ROOT / "results").glob("*.json"):
+        (results / path.name).write_bytes(path.read_bytes())
+    summary = json.loads((results / "table1-protocol-sst2.json").read_text())
+    heldout = summary["SST-2"]["references"]["reference"]["heldout"]
+    (results / "table1-protocol-mpnet-sst2.json").write_text(json.dumps(summary))
+    heldout["metrics"]["accuracy"] = heldout["majority_rate"] + 0.01  # did not learn
+    (results / "table1-protocol-mpnet-snli.json").unlink(missing_ok=True)
+    out = tmp_path / "claims.md"
+    run("claims_table.py", "--results", str(results), "--not-decidable", MNLI, "--out", str(out))
+    rows = [r for r in out.read_text().splitlines() if "`results/table1-protocol-sst2.json`" in r]
+    assert len(rows) == 3
+    for line in rows:
+        cells = line.strip("|").split(" | ")
+        ours, mpnet = cells[2], cells[4]
+        assert mpnet.startswith(ours)  # the same figures: the same summary
+        assert "table1-protocol-mpnet-sst2.json" in mpnet and cells[-1].strip() in mpnet
+
+    (results / "table1-protocol-mpnet-sst2.json").write_text(json.dumps(summary))
+    run("claims_table.py", "--results", str(results), "--not-decidable", MNLI, "--out", str(out))
+    rows = [r for r in out.read_text().splitlines() if "`results/table1-protocol-sst2.json`" in r]
+    for line in rows:
+        mpnet = line.strip("|").split(" | ")[4]
+        assert "not decidable here (the reference did not learn" in mpnet, mpnet
 
 
 @pytest.mark.parametrize("script", ["selection_tables.py", "claims_table.py"])
