@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py cpu   # this machine: every CPU measurement below
     python benchmarks/bench_scale.py engine  # only the matmul peak and the scoring passes
+    python benchmarks/bench_scale.py engine --reference ADAPTER  # ... against ADAPTER's model
     python benchmarks/bench_scale.py gpu   # a CUDA machine: one-step BERT-base throughput
 
 ``cpu`` measures, on ``--instances`` SST-2 training instances and the bundled model, each in a
@@ -168,19 +169,22 @@ def engine(args: argparse.Namespace) -> dict:
     """The matmul peak and one-step scoring in float32 and bfloat16 against it."""
     from scipy.stats import spearmanr
 
+    from repmatch.adapters import load_adapter
+
     work = Path(args.work)
     torch.set_num_threads(args.threads)
     result: dict = {"load_average_before": load_average(), "instances": args.instances}
-    reference = str(
+    reference = args.reference or str(
         train_or_reuse(
             load_examples(DataSpec(args.data, sample=args.instances)),
-            TrainConfig(),
+            TrainConfig(model=args.model) if args.model else TrainConfig(),
             work / "reference",
             progress=False,
             device="cpu",
         )
     )
     result["reference"] = reference
+    result["model"] = load_adapter(reference).base_model
     result["threads"] = args.threads
     result["matmul_peak_gflops"] = {n: fresh(matmul_peak, n) for n in (1, 2)}
     print("matmul peak GFLOP/s (1 and 2 threads):", result["matmul_peak_gflops"])
@@ -316,6 +320,13 @@ def main() -> None:
         type=int,
         default=1,
         help="torch threads a process (default 1: steadier than 2 when other work shares cores)",
+    )
+    parser.add_argument(
+        "--reference",
+        help="engine: score against this adapter instead of training one (its base model is used)",
+    )
+    parser.add_argument(
+        "--model", help="engine, cpu: base model of the trained reference (default: the bundled)"
     )
     parser.add_argument("--out", help="JSON file (default benchmarks/results/scale-WHAT.json)")
     args = parser.parse_args()
