@@ -41,6 +41,8 @@ PROTOCOL = {
     "table1-protocol-sst2.json": "paper protocol, pool 4,000",
     "table1-protocol-snli.json": "paper protocol, pool 4,000, 2,000 evaluated",
     "table1-protocol-sst5.json": "paper protocol, pool 4,000, no controls",
+    "table1-protocol-imdb.json": "paper protocol, pool 2,000, 128 tokens, no controls",
+    "table1-protocol-mnli.json": "paper protocol, pool 4,000, 2,000 evaluated, no controls",
 }
 """Table 1 under the paper's protocol (issue 17): summary file -> the setting named in each row."""
 MPNET_PROTOCOL = {
