@@ -27,6 +27,7 @@ from repmatch.statistics import (
     compare,
     comparison_cells,
     markdown_header,
+    summarise,
     verdict,
     with_holm,
     wording,
@@ -132,10 +133,18 @@ PERCENT = {"exact_match", "f1"}  # SQuAD's metrics (torchmetrics) come in % alre
 
 
 def cell(result: dict | None, metric: str) -> str:
+    """Mean ± std of an arm, from its runs as the comparisons compute it (the summary's own mean
+    is rounded, which could print a different last digit), else the summary's."""
     if result is None or metric not in result["mean"]:
         return "–"
     scale = 1 if metric in PERCENT else 100
-    text = f"{scale * result['mean'][metric]:.1f} ± {scale * result['std'][metric]:.1f}"
+    runs = result.get("runs") or []
+    if runs and all(metric in run for run in runs):
+        found = summarise([scale * run[metric] for run in runs])
+        mean, std = found.mean, found.std
+    else:
+        mean, std = scale * result["mean"][metric], scale * result["std"][metric]
+    text = f"{mean:.1f} ± {std:.1f}"
     missing = result.get("missing_classes") or []
     return text + (f" (lacks {', '.join(map(str, missing))})" if missing else "")
 

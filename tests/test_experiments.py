@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import matrix_heldout  # noqa: E402
 import overlap_vs_hans  # noqa: E402
 import select_and_evaluate  # noqa: E402
+import selection_tables  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -241,3 +242,14 @@ def test_matrix_heldout_records_every_adapter(tiny_model, data_root, tmp_path):
         assert row["verdict"] == learning_verdict(row["accuracy"], 0.5)
         folder = tmp_path / "matrix" / "adapters" / key
         assert load_adapter(folder).record["heldout"]["metrics"]["accuracy"] == row["accuracy"]
+
+
+def test_arm_cell_agrees_with_the_comparison_of_its_runs():
+    """The summary's mean is rounded when saved (0.5755 here, runs' mean 0.57550): the arm's
+    cell is computed from the runs, as its comparisons are, so one page prints one figure."""
+    runs = [{"accuracy": a} for a in (0.546, 0.6385, 0.542)]
+    result = {"mean": {"accuracy": 0.5755}, "std": {"accuracy": 0.0546}, "runs": runs}
+    figures = [100 * r["accuracy"] for r in runs]
+    mean = sum(figures) / len(figures)
+    assert selection_tables.cell(result, "accuracy") == f"{mean:.1f} ± 5.5" == "57.5 ± 5.5"
+    assert selection_tables.cell({**result, "runs": []}, "accuracy") == "57.6 ± 5.5"
