@@ -76,15 +76,18 @@ verdict rests on the p. The Fig. 3 and Table 2 rows test the two ordered seed pa
 entry (seed 0 of one dataset against seed 1 of the other, and back); the two share adapters, so
 their p is optimistic. Table 3 (subset sizes) makes no comparison and has no row.
 
-The MPNet column has one figure so far, **Fig. 3** (`results/fig3-mpnet.md`: 1,000 instances, 2
-seeds, every adapter above its majority rate on held-out data); the other claims have **not been run
-on all-mpnet-base-v2 yet**. The MiniLM column is the bundled all-MiniLM-L6-v2 under the deviations
-each source file lists. Table 1 rows come in two settings: **paper protocol**
-(`results/table1-protocol-sst2.md`, `results/table1-protocol-snli.md`: references at rank 1, batch
-40, 10 epochs (SNLI 5), whose held-out accuracy is checked; three scoring seeds per arm; full
-fine-tuning at batch 40, lr 1e-4; but pools of 4,000, not the whole split) and **old protocol**
-(`results/table1.md`: pools of 2,000, 1-epoch rank-4 references whose held-out accuracy was never
-recorded, one scoring seed, batch 16, 128 tokens, validation splits where there is no train split).
+The MPNet column (all-mpnet-base-v2, 12 layers, hidden 768) has **Fig. 3**
+(`results/fig3-mpnet.md`: 1,000 instances, 2 seeds, every adapter above its majority rate on
+held-out data) and **Table 1 under the paper's protocol on SST-2 and SNLI**
+(`results/table1-protocol-mpnet.md`: the MiniLM rows' settings, references that learned); the
+other claims have **not been run on it**. The MiniLM column is the bundled all-MiniLM-L6-v2
+under the deviations each source file lists. Table 1 rows come in two settings: **paper
+protocol** (`results/table1-protocol-*.md`: references at rank 1, batch 40, 10 epochs (NLI 5),
+whose held-out accuracy is checked; three scoring seeds per arm; full fine-tuning at batch 40,
+lr 1e-4; but pools of 4,000 (IMDB 2,000 at 128 tokens), not the whole split) and **old
+protocol** (`results/table1.md`: pools of 2,000, 1-epoch rank-4 references whose held-out
+accuracy was never recorded, one scoring seed, batch 16, 128 tokens, validation splits where
+there is no train split).
 Table 5 rows read `results/table5-aligned.json` (aligned heads); they are decided only where its
 HANS adapter learned HANS on held-out pairs.
 """
