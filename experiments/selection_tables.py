@@ -288,7 +288,8 @@ def add_not_decidable_argument(parser: argparse.ArgumentParser) -> None:
         type=reason_item,
         metavar="[CLAIM/]NAME=REASON",
         help="claims this setup cannot decide, e.g. nothing learned (CLAIM: table1, table4, "
-        "noisy; NAME: a dataset, for all its claims): verdict 'not decidable here'",
+        "noisy; in claims_table.py also protocol, the paper-protocol rows, which NAME alone does "
+        "not reach; NAME: a dataset, for all its claims): verdict 'not decidable here'",
     )
 
 

@@ -200,3 +200,16 @@ def test_a_reference_that_did_not_learn_makes_every_claim_not_decidable(tmp_path
     assert len(judged) == 2 + 4
     assert all(r[-1].strip().startswith("not decidable here") for r in judged)
     assert all("did not learn" in r[-1] for r in judged)
+
+
+def test_claims_table_protocol_reasons_reach_only_the_protocol_rows(tmp_path):
+    if not (ROOT / "results/table1-protocol-mnli.json").is_file():
+        pytest.skip("no committed MNLI protocol summary")
+    out = tmp_path / "claims.md"
+    run("claims_table.py", "--not-decidable", "protocol/MNLI=no subset learned", "--out", str(out))
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| Table 1") and "MNLI" in r]
+    protocol = [r for r in rows if "paper protocol" in r]
+    assert protocol and all(
+        r.endswith("| not decidable here (no subset learned) |") for r in protocol
+    )
+    assert not any("no subset learned" in r for r in rows if r not in protocol)
