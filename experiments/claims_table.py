@@ -43,6 +43,8 @@ PROTOCOL = {
     "table1-protocol-sst5.json": "paper protocol, pool 4,000, no controls",
     "table1-protocol-imdb.json": "paper protocol, pool 2,000, 128 tokens, no controls",
     "table1-protocol-mnli.json": "paper protocol, pool 4,000, 2,000 evaluated, no controls",
+    "table1-protocol-sst2-p16000.json": "paper protocol, pool 16,000, 3 seeds, no controls",
+    "table1-protocol-sst2-whole.json": "paper protocol, whole train split, 3 seeds, no controls",
 }
 """Table 1 under the paper's protocol (issue 17): summary file -> the setting named in each row."""
 MPNET_PROTOCOL = {
