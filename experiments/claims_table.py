@@ -40,11 +40,10 @@ MPNET = "not run yet"
 PROTOCOL = {
     "table1-protocol-sst2.json": "paper protocol, pool 4,000",
     "table1-protocol-snli.json": "paper protocol, pool 4,000, 2,000 evaluated",
-    "table1-protocol-sst5.json": "paper protocol, pool 4,000, no controls",
+    "table1-protocol-sst5.json": "paper protocol, pool 4,000",
     "table1-protocol-imdb.json": "paper protocol, pool 2,000, 128 tokens, no controls",
     "table1-protocol-mnli.json": "paper protocol, pool 4,000, 2,000 evaluated, no controls",
     "table1-protocol-sst2-p16000.json": "paper protocol, pool 16,000, 3 seeds, no controls",
-    "table1-protocol-sst2-whole.json": "paper protocol, whole train split, 3 seeds, no controls",
 }
 """Table 1 under the paper's protocol (issue 17): summary file -> the setting named in each row."""
 MPNET_PROTOCOL = {
@@ -87,10 +86,10 @@ other claims have **not been run on it**. The MiniLM column is the bundled all-M
 under the deviations each source file lists. Table 1 rows come in two settings: **paper
 protocol** (`results/table1-protocol-*.md`: references at rank 1, batch 40, 10 epochs (NLI 5),
 whose held-out accuracy is checked; three scoring seeds per arm; full fine-tuning at batch 40,
-lr 1e-4; but pools of 4,000 (IMDB 2,000 at 128 tokens), not the whole split) and **old
-protocol** (`results/table1.md`: pools of 2,000, 1-epoch rank-4 references whose held-out
-accuracy was never recorded, one scoring seed, batch 16, 128 tokens, validation splits where
-there is no train split).
+lr 1e-4; but pools of 4,000 (IMDB 2,000 at 128 tokens; SST-2 also 16,000), not the whole
+split) and **old protocol** (`results/table1.md`: pools of 2,000, 1-epoch rank-4 references
+whose held-out accuracy was never recorded, one scoring seed, batch 16, 128 tokens, validation
+splits where there is no train split).
 Table 5 rows read `results/table5-aligned.json` (aligned heads); they are decided only where its
 HANS adapter learned HANS on held-out pairs.
 """
