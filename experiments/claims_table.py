@@ -120,17 +120,23 @@ def pair(c: Comparison, scale: float = 1.0, digits: int = 1) -> str:
     return f"{scale * c.a.mean:.{digits}f} vs {scale * b.mean:.{digits}f} (n = {c.a.n}, {b.n})"
 
 
-def selection_family(summary: dict, names: list[str], a: str, b: str) -> dict[str, Comparison]:
-    """Arm ``a`` against arm ``b`` on each dataset of ``names`` that has both, Holm across them."""
-    present = [n for n in names if a in summary[n]["results"] and b in summary[n]["results"]]
+def selection_family(summary: dict, a: str, b: str) -> dict[str, Comparison]:
+    """Arm ``a`` against arm ``b`` on each dataset in ``summary`` with both; Holm across them."""
+    present = [n for n in summary if a in summary[n]["results"] and b in summary[n]["results"]]
     family = with_holm(
         [compare(run_figures(summary[n], a), run_figures(summary[n], b)) for n in present]
     )
     return dict(zip(present, family, strict=True))
 
 
-def selection_cell(c: Comparison, sign: int, reason: str | None) -> str:
+def verdict_cell(c: Comparison, sign: int = +1, reason: str | None = None) -> str:
+    """The verdict on a claim of sign ``sign``, with the reason where it is not decidable."""
     return verdict(c, sign, not_decidable=reason) + (f" ({reason})" if reason else "")
+
+
+def mpnet_cell(c: Comparison, text: str, source: str, digits: int = 1) -> str:
+    """The MPNet column: its figures, its difference with CI and p, and its verdict ``text``."""
+    return f"{pair(c, digits=digits)}; {format_comparison(c, digits=digits)}; {text} (`{source}`)"
 
 
 def selection_rows(
@@ -170,8 +176,8 @@ def selection_rows(
         ),
     )
     for title, a, b, paper in cases:
-        family = selection_family(summary, list(summary), a, b)
-        on_mpnet = selection_family(mpnet_summary, list(mpnet_summary), a, b)
+        family = selection_family(summary, a, b)
+        on_mpnet = selection_family(mpnet_summary, a, b)
         for name, c in family.items():
             first, second = paper[name]
             sign = 1 if first > second else -1
@@ -185,12 +191,14 @@ def selection_rows(
                     pair(c),
                     f"results/{source}",
                     format_comparison(c),
-                    selection_cell(c, sign, reason),
+                    verdict_cell(c, sign, reason),
                     MPNET
                     if other is None
-                    else f"{pair(other)}; {format_comparison(other)}; "
-                    f"{selection_cell(other, sign, mpnet_undecidable.get(name))} "
-                    f"(`results/{mpnet_source}`)",
+                    else mpnet_cell(
+                        other,
+                        verdict_cell(other, sign, mpnet_undecidable.get(name)),
+                        f"results/{mpnet_source}",
+                    ),
                 )
             )
     return rows
@@ -273,10 +281,7 @@ def mpnet_fig3(matrix: dict | None) -> str:
     sst2, sst5, imdb = (index[n] for n in ("sst2/train", "sst5/train", "imdb/train"))
     per_pair = matrix["per_seed_pair"]  # [seed pair][row][column]
     c = compare([p[sst2][sst5] for p in per_pair], [p[sst2][imdb] for p in per_pair])
-    return (
-        f"{pair(c, digits=3)}; {format_comparison(c, digits=3)}; {verdict(c, +1)} "
-        "(`results/fig3-mpnet.md`)"
-    )
+    return mpnet_cell(c, verdict(c, +1), "results/fig3-mpnet.md", digits=3)
 
 
 def similarity_rows(settings: dict, table2: dict, mpnet: dict | None) -> list[str]:
@@ -328,10 +333,6 @@ def similarity_rows(settings: dict, table2: dict, mpnet: dict | None) -> list[st
     return rows
 
 
-def table5_verdict(comparison: Comparison, reason: str | None) -> str:
-    return verdict(comparison, +1, not_decidable=reason) + (f" ({reason})" if reason else "")
-
-
 def overlap_rows(summary: dict, source: str, undecidable: dict[str, str]) -> list[str]:
     """Table 5: the Full overlap band is more similar to HANS than Mid and No. Not decidable where
     the summary's HANS adapter did not learn HANS (:func:`overlap_tables.hans_not_learned`), or
@@ -350,7 +351,7 @@ def overlap_rows(summary: dict, source: str, undecidable: dict[str, str]) -> lis
             pair(c, digits=3),
             f"results/{source}",
             format_comparison(c, digits=3),
-            table5_verdict(c, undecidable.get(f"table5/{s.split()[0]}") or hans),
+            verdict_cell(c, reason=undecidable.get(f"table5/{s.split()[0]}") or hans),
         )
         for (s, band), c in zip(cases, family, strict=True)
     ]
@@ -369,8 +370,7 @@ def noisy_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
             f"AUROC {c.a.mean:.3f} (n = {c.a.n})",
             "results/noisy-labels.json",
             format_comparison(c, digits=3),
-            verdict(c, +1, not_decidable=reasons[name])
-            + (f" ({reasons[name]})" if reasons[name] else ""),
+            verdict_cell(c, reason=reasons[name]),
         )
         for name, c in zip(names, family, strict=True)
     ]
