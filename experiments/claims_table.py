@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from noisy_tables import aurocs
+from noisy_tables import aurocs, reference_learned
 from overlap_tables import AGAINST, hans_not_learned
 from selection_tables import (
     PAPER_TABLE1,
@@ -51,6 +51,18 @@ MPNET_PROTOCOL = {
     "table1-protocol-snli.json": "table1-protocol-mpnet-snli.json",
 }
 """The same protocol on all-mpnet-base-v2: MiniLM summary -> MPNet summary (its column)."""
+TABLE4_PROTOCOL = {"table4-protocol.json": "paper protocol, pools of 4,000 (IMDB 2,000)"}
+"""Table 4 under the paper's protocol: summary file -> the setting named in its rows."""
+SUBSET_SIZE = {
+    "subset-size-protocol.json": "paper protocol, pool 4,000",
+    "subset-size.json": "old protocol",
+}
+"""Fig. 4: summary file -> the setting named in its rows."""
+NOISY = {
+    "noisy-labels-protocol.json": "references with the paper's settings",
+    "noisy-labels.json": "old references (rank 4, 1 epoch)",
+}
+"""Label noise: summary file -> the setting named in its rows."""
 OLD_PROTOCOL = "select-and-evaluate.json"  # pools of 2,000, 1-epoch rank-4 references
 TABLE5 = "table5-aligned.json"  # aligned heads; its HANS adapter's held-out accuracy decides
 COMMAND = """python experiments/claims_table.py --out results/claims.md --not-decidable \\
@@ -145,11 +157,13 @@ def selection_rows(
     source: str,
     setting: str,
     mpnet: tuple[dict, str] | None = None,
+    tables: tuple[str, ...] = ("Table 1", "Table 4"),
 ) -> list[str]:
     """Table 1 (plain, balanced and ensemble top-100 against random) and Table 4 (rank 4 against
     rank 1) from the summary in ``results/{source}``, each claim's rows titled with ``setting``; a
     dataset whose reference did not learn (held-out accuracy in the summary) is not decidable.
-    ``mpnet``: the same protocol's summary on all-mpnet-base-v2 and its file, for that column."""
+    ``mpnet``: the same protocol's summary on all-mpnet-base-v2 and its file, for that column;
+    ``tables``: the claims wanted (a summary made for Table 4 also holds Table 1's arms)."""
     rows = []
     undecidable = learned_reasons(summary, list(summary)) | undecidable
     mpnet_summary, mpnet_source = mpnet if mpnet else ({}, "")
@@ -176,6 +190,8 @@ def selection_rows(
         ),
     )
     for title, a, b, paper in cases:
+        if not title.startswith(tables):
+            continue
         family = selection_family(summary, a, b)
         on_mpnet = selection_family(mpnet_summary, a, b)
         for name, c in family.items():
@@ -204,9 +220,11 @@ def selection_rows(
     return rows
 
 
-def subset_size_rows(summary: dict) -> list[str]:
-    """Fig. 4: RepMatch top-K beats random at every K < 400 (SST-2)."""
+def subset_size_rows(summary: dict, source: str, setting: str) -> list[str]:
+    """Fig. 4: RepMatch top-K beats random at every K < 400 (SST-2), from ``results/{source}``;
+    not decidable where the summary's reference did not learn."""
     results = summary["SST-2"]["results"]
+    reason = learned_reasons(summary, ["SST-2"]).get("SST-2")
     sizes = sorted(
         int(k.rpartition("-")[2])
         for k in results
@@ -219,12 +237,12 @@ def subset_size_rows(summary: dict) -> list[str]:
     family = with_holm([compare(figures["repmatch"][k], figures["random"][k]) for k in sizes])
     return [
         row(
-            f"Fig. 4: RepMatch top-K > Random-K, SST-2, K = {k}",
+            f"Fig. 4: RepMatch top-K > Random-K, SST-2, K = {k}, {setting}",
             "above (figure only)",
             pair(c),
-            "results/subset-size.json",
+            f"results/{source}",
             format_comparison(c),
-            verdict(c, +1),
+            verdict_cell(c, reason=reason),
         )
         for k, c in zip(sizes, family, strict=True)
         if k < PAPER_LARGEST_CLAIMED
@@ -357,18 +375,29 @@ def overlap_rows(summary: dict, source: str, undecidable: dict[str, str]) -> lis
     ]
 
 
-def noisy_rows(summary: dict, undecidable: dict[str, str]) -> list[str]:
-    """§1 (a suggested use, no experiment): the least representative instances are noisy ones."""
+def noisy_rows(summary: dict, undecidable: dict[str, str], source: str, setting: str) -> list[str]:
+    """§1 (a suggested use, no experiment): the least representative instances are noisy ones,
+    from ``results/{source}``. Not decidable where the references did not learn on held-out
+    data (:func:`noisy_tables.reference_learned`) or for the reason given as ``noisy/NAME``
+    (``NAME`` alone: only for a summary whose references were never evaluated)."""
     names = summary["settings"]["datasets"]
     family = with_holm([compare_to_value(aurocs(summary[n], "repmatch-r1"), 0.5) for n in names])
-    reasons = {n: not_decidable_reason(undecidable, "noisy", n) for n in names}
+    reasons = {}
+    for name in names:
+        learned = reference_learned(summary[name])
+        if learned is None:
+            reasons[name] = not_decidable_reason(undecidable, "noisy", name)
+        elif learned != "learned":
+            reasons[name] = f"the references {learned}"
+        else:
+            reasons[name] = undecidable.get(f"noisy/{name}")
     return [
         row(
             f"§1 (suggested, no figure): least representative = mislabelled, {name} "
-            "(AUROC > 0.5, 10 % flipped)",
+            f"(AUROC > 0.5, 10 % flipped), {setting}",
             "–",
             f"AUROC {c.a.mean:.3f} (n = {c.a.n})",
-            "results/noisy-labels.json",
+            f"results/{source}",
             format_comparison(c, digits=3),
             verdict_cell(c, reason=reasons[name]),
         )
@@ -387,7 +416,13 @@ def main() -> None:
     def read(name: str) -> dict:
         return json.loads((args.results / name).read_text())
 
-    protocol = [name for name in PROTOCOL if (args.results / name).is_file()]
+    def present(files: dict[str, str]) -> list[tuple[str, str]]:
+        """(file, setting) for those of ``files`` that exist."""
+        return [
+            (name, setting) for name, setting in files.items() if (args.results / name).is_file()
+        ]
+
+    protocol = [name for name, _ in present(PROTOCOL)]
     # only "protocol/NAME" reaches the paper-protocol rows (their references differ)
     protocol_reasons = {
         key.partition("/")[2]: reason
@@ -407,8 +442,19 @@ def main() -> None:
                 read(name), protocol_reasons, name, PROTOCOL[name], mpnet_of(name)
             )
         ),
+        *(
+            r
+            for name, setting in present(TABLE4_PROTOCOL)
+            for r in selection_rows(
+                read(name), protocol_reasons, name, setting, tables=("Table 4",)
+            )
+        ),
         *selection_rows(read(OLD_PROTOCOL), undecidable, OLD_PROTOCOL, "old protocol"),
-        *subset_size_rows(read("subset-size.json")),
+        *(
+            r
+            for name, setting in present(SUBSET_SIZE)
+            for r in subset_size_rows(read(name), name, setting)
+        ),
         *robustness_rows(
             read("dataset-similarity-settings.json"), read("instance-robustness.json")
         ),
@@ -420,7 +466,11 @@ def main() -> None:
             else None,
         ),
         *overlap_rows(read(TABLE5), TABLE5, undecidable),
-        *noisy_rows(read("noisy-labels.json"), undecidable),
+        *(
+            r
+            for name, setting in present(NOISY)
+            for r in noisy_rows(read(name), undecidable, name, setting)
+        ),
     ]
     text = "\n".join([PREAMBLE, HEADER, *rows]) + "\n"
     if args.out is None:

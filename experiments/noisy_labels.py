@@ -3,7 +3,9 @@ instances are outliers or noise).
 
 Per dataset and seed: a pool with ``--noise`` of its labels flipped (seeded; binary: the other
 class, multi-class: a uniformly drawn other class), a reference adapter trained on the *noisy*
-pool, and one suspicion score per instance from each detector:
+pool (``--ref-*``; the paper's settings by default: rank 1, batch 40, 10 epochs sentiment / 5 NLI)
+whose accuracy on clean held-out data is recorded beside the majority-class rate, and one
+suspicion score per instance from each detector:
 
 - RepMatch one-step, rank 1 and rank 4 (low score = suspicious);
 - the label-aware ``gradient`` measure, cos(-grad L(x), ΔW_ref) (low = suspicious);
@@ -30,23 +32,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from options import ExperimentOptions, add_arguments, size
+from options import (
+    REFERENCE_FLAGS,
+    ExperimentOptions,
+    add_arguments,
+    add_reference_arguments,
+    paper_epochs,
+    reference_config,
+    size,
+)
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from repmatch.adapters import load_adapter, load_adapter_model
 from repmatch.batching import EncodedExamples, plan_batches
 from repmatch.config import ScoreConfig, TrainConfig
 from repmatch.data import DataSpec, Examples, as_examples
+from repmatch.heldout import learning_verdict
 from repmatch.models import load_tokenizer
 from repmatch.scoring import score_instances
 from repmatch.tasks import get_task
 from repmatch.training import train_or_reuse
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-POOLS = {
-    "SST-2": (SHARED / "sst2", "train"),
-    "SST-5": (SHARED / "sst5", "train"),
-    "MNLI": (SHARED / "mnli", "validation"),  # no train split in shared/data
+POOLS = {  # name -> (folder under --data, pool split, held-out split, sentiment)
+    "SST-2": ("sst2", "train", "validation", True),
+    "SST-5": ("sst5", "train", "validation", True),
+    "MNLI": ("mnli", "validation", "validation_mismatched", False),  # no train split
 }
 
 
@@ -114,7 +125,8 @@ def judge(suspicion: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
 def run_or_reuse(name: str, seed: int, args, options: ExperimentOptions) -> dict:
     """One seed's detector results and stage times, read from ``detectors.json`` when there."""
     cached = Path(args.out) / name / f"seed{seed}" / "detectors.json"
-    settings = {key: getattr(args, key) for key in ("pool", "noise", "folds", "fold_epochs")}
+    keys = ("pool", "noise", "folds", "fold_epochs", "heldout_size", *REFERENCE_FLAGS)
+    settings = {key: getattr(args, key) for key in keys}
     settings["options"] = dataclasses.asdict(options) | {"device": None}  # any device will do
     if cached.is_file():
         record = json.loads(cached.read_text())
@@ -123,27 +135,46 @@ def run_or_reuse(name: str, seed: int, args, options: ExperimentOptions) -> dict
         if {"options": default} | record["settings"] == settings:
             return record
     seconds: dict[str, float] = {}
-    results = run(name, seed, args, options, seconds)
-    record = {"settings": settings, "results": results, "seconds": seconds}
+    results, reference = run(name, seed, args, options, seconds)
+    record = {"settings": settings, "results": results, "seconds": seconds, "reference": reference}
     cached.write_text(json.dumps(record, indent=1))
     return record
 
 
+def heldout_record(folder: Path) -> dict:
+    """How a reference adapter did on the held-out data it was trained with: accuracy, the
+    majority-class rate and :func:`repmatch.heldout.learning_verdict`."""
+    heldout = load_adapter(folder).record["heldout"]
+    accuracy, majority = heldout["metrics"]["accuracy"], heldout["majority_rate"]
+    return {
+        "data_name": heldout["data_name"],
+        "num_examples": heldout["num_examples"],
+        "accuracy": accuracy,
+        "majority_rate": majority,
+        "learned": learning_verdict(accuracy, majority),
+    }
+
+
 def run(
     name: str, seed: int, args, options: ExperimentOptions, seconds: dict
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict]:
+    """One seed's detectors' results, and the reference's :func:`heldout_record`."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    source, split = POOLS[name]
+    folder_name, split, heldout_split, sentiment = POOLS[name]
+    source = Path(args.data) / folder_name
     clean = as_examples(DataSpec(str(source), split=split, sample=args.pool, seed=0))
+    heldout = DataSpec(str(source), split=heldout_split, sample=args.heldout_size, seed=0)
     noisy, flipped = flip_labels(clean.labels, clean.num_labels, args.noise, seed)
     examples = noisy_examples(clean, noisy, f"{name}-noisy-s{seed}")
     folder = Path(args.out) / name / f"seed{seed}"
-    train, device = options.apply(TrainConfig(seed=seed)), options.device
+    epochs = paper_epochs(args.ref_epochs, sentiment=sentiment)
+    train = options.apply(replace(reference_config(args), epochs=epochs, seed=seed))
+    device = options.device
     with timed(seconds, "reference"):
         reference = train_or_reuse(
-            examples, train, folder / "reference", progress=False, device=device
+            examples, train, folder / "reference", progress=False, device=device, heldout=heldout
         )
     suspicion = {}
     for label, config in {
@@ -161,7 +192,8 @@ def run(
         loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(noisy), reduction="none")
     suspicion["reference-loss"] = loss.numpy()
     with timed(seconds, "cleanlab"):
-        folds = replace(train, train_head=True, epochs=args.fold_epochs)
+        # cleanlab's fold models: rank 4 with a trained head, whatever the reference's settings
+        folds = options.apply(TrainConfig(seed=seed, train_head=True, epochs=args.fold_epochs))
         probabilities = out_of_sample_probabilities(
             examples, args.folds, folds, folder / "folds", seed, device
         )
@@ -172,10 +204,19 @@ def run(
     results["cleanlab"]["issues_found"] = int(len(ranked))
     results["cleanlab"]["precision_of_issues"] = float(flipped[ranked].mean()) if len(ranked) else 0
     results["cleanlab"]["recall_of_issues"] = float(flipped[ranked].sum() / flipped.sum())
-    return results
+    return results, heldout_record(reference)
 
 
-def main() -> None:
+def per_detector(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Detector -> its metrics, rounded; a metric only one detector has (cleanlab's issue
+    counts) is left out of the others' (no NaN in the JSON)."""
+    return {
+        detector: {metric: round(value, 4) for metric, value in row.items() if pd.notna(value)}
+        for detector, row in table.to_dict(orient="index").items()
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(POOLS), choices=list(POOLS))
     parser.add_argument("--seeds", type=int, default=5)
@@ -183,18 +224,28 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--fold-epochs", type=int, default=2)
+    parser.add_argument(
+        "--heldout-size",
+        type=size,
+        default=1000,
+        help="clean held-out instances the reference is evaluated on (or all)",
+    )
+    parser.add_argument("--data", default=str(SHARED), help="folder of the datasets")
     parser.add_argument("--out", default="../runs/noisy")
     parser.add_argument("--summary", default="results/noisy-labels.json")
+    add_reference_arguments(parser)
     add_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     options = ExperimentOptions.from_args(args)
     summary = {"settings": vars(args), "options": options.record()}
     per_seed: dict[str, list] = {name: [] for name in args.datasets}
     seconds: dict[str, list] = {name: [] for name in args.datasets}
+    references: dict[str, list] = {name: [] for name in args.datasets}
     for seed in range(args.seeds):  # seed-major: every dataset gets each seed in turn
         for name in args.datasets:
             record = run_or_reuse(name, seed, args, options)
             per_seed[name].append(record["results"])
+            references[name].append(record["reference"])
             if record["seconds"] is not None:  # unknown for seeds run before the cache existed
                 seconds[name].append(record["seconds"])
             table = pd.DataFrame(
@@ -203,14 +254,18 @@ def main() -> None:
             grouped = table.groupby("detector", sort=False)
             summary[name] = {
                 "seeds_done": len(per_seed[name]),
-                "mean": grouped.mean().round(4).to_dict(orient="index"),
-                "std": grouped.std(ddof=1).round(4).to_dict(orient="index"),
+                "mean": per_detector(grouped.mean()),
+                "std": per_detector(grouped.std(ddof=1)),
                 "per_seed": per_seed[name],
+                "references": references[name],  # per seed: held-out accuracy, majority rate
                 "seconds_per_seed": pd.DataFrame(seconds[name]).mean().round(1).to_dict(),
                 "seeds_timed": len(seconds[name]),
             }
             print(name, f"seeds 0..{seed}\n", grouped.mean().round(3).to_string(), flush=True)
-            Path(args.summary).write_text(json.dumps(summary, indent=1))
+            partial = Path(args.summary).with_suffix(".partial")
+            partial.write_text(json.dumps(summary, indent=1))
+            partial.replace(args.summary)  # never a half-written summary
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Markdown tables from a ``noisy_labels.py`` summary: per dataset, every detector's AUROC,
 average precision and precision at the number flipped (mean ± std over seeds), cleanlab's flagged
-set, the seconds per seed of each step, and two tests on the per-seed AUROCs
+set, the seconds per seed of each step, the references' accuracy on clean held-out data beside
+the majority-class rate, and two tests on the per-seed AUROCs
 (``repmatch.statistics``): each detector against chance (one-sample t-test of AUROC = 0.5 over the
 flip seeds) and pairs of detectors against each other (paired t-test over the flip seeds: both
 rank the same flipped pool of a seed), each with a bootstrap 95 % CI and Holm across its table.
@@ -14,6 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
+from repmatch.heldout import learning_verdict
 from repmatch.statistics import (
     compare,
     compare_to_value,
@@ -58,6 +62,39 @@ def dataset_table(entry: dict) -> list[str]:
     if timed:
         seconds = ", ".join(f"{k} {v:.0f}" for k, v in entry["seconds_per_seed"].items())
         rows.append(f"Seconds per seed (mean of the {timed} seeds timed): {seconds}.")
+    return rows
+
+
+def reference_learned(entry: dict) -> str | None:
+    """:func:`repmatch.heldout.learning_verdict` on the references' mean held-out accuracy over
+    the flip seeds (``None`` where the summary predates their evaluation)."""
+    references = entry.get("references")
+    if not references:
+        return None
+    accuracy = float(np.mean([r["accuracy"] for r in references]))
+    return learning_verdict(accuracy, references[0]["majority_rate"])
+
+
+def reference_table(summary: dict, names: list[str]) -> list[str]:
+    """Per dataset: the references' held-out accuracy (mean ± std over the flip seeds; each
+    trained on its noisy pool, evaluated on clean held-out labels) beside the majority rate."""
+    rows = [
+        "| dataset | held out | accuracy % (over seeds) | majority rate % | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        references = summary[name].get("references")
+        if not references:
+            rows.append(f"| {name} | not recorded | – | – | – |")
+            continue
+        accuracy = 100 * np.array([r["accuracy"] for r in references])
+        spread = f" ± {accuracy.std(ddof=1):.1f}" if len(accuracy) > 1 else ""
+        first = references[0]
+        rows.append(
+            f"| {name} | {first['data_name']} ({first['num_examples']}) "
+            f"| {accuracy.mean():.1f}{spread} (n = {len(accuracy)}) "
+            f"| {100 * first['majority_rate']:.1f} | {reference_learned(summary[name])} |"
+        )
     return rows
 
 
@@ -110,6 +147,8 @@ def main() -> None:
         print(f"\n**{name}** ({entry['seeds_done']} seeds):\n")
         print("\n".join(dataset_table(entry)))
     names = summary["settings"]["datasets"]
+    print("\nReferences: accuracy on clean held-out data beside the majority-class rate:\n")
+    print("\n".join(reference_table(summary, names)))
     print(
         "\nAUROC against chance (one-sample t-test over the flip seeds, Holm across the table):\n"
     )

@@ -129,3 +129,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="truncate inputs to this many tokens (default: each dataset's own, e.g. SQuAD 256)",
     )
+
+
+REFERENCE_FLAGS = ("ref_rank", "ref_alpha", "ref_lr", "ref_batch", "ref_epochs", "ref_targets")
+"""The attributes :func:`add_reference_arguments` adds to the parsed arguments."""
+
+
+def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ref-rank``, ``--ref-alpha``, ``--ref-lr``, ``--ref-batch``, ``--ref-epochs`` and
+    ``--ref-targets``: the reference adapters instances are scored against, with the paper's
+    settings as defaults (rank 1, batch 40, lr 1e-3; 10 epochs sentiment, 5 otherwise)."""
+    group = parser.add_argument_group("references (paper: rank 1, batch 40)")
+    group.add_argument("--ref-rank", type=int, default=1)
+    group.add_argument("--ref-alpha", type=float, default=TrainConfig.alpha)
+    group.add_argument(
+        "--ref-lr", type=float, default=1e-3, help="paper: 1e-3 instance level, 1e-5 dataset level"
+    )
+    group.add_argument("--ref-batch", type=int, default=40)
+    group.add_argument(
+        "--ref-epochs", type=int, default=None, help="default: 10 sentiment, 5 otherwise"
+    )
+    group.add_argument("--ref-targets", nargs="+", default=list(TrainConfig.targets))
+
+
+def reference_config(args: argparse.Namespace) -> TrainConfig:
+    """The reference adapters' :class:`TrainConfig` from :func:`add_reference_arguments`' flags,
+    all but the epochs (``--ref-epochs`` may depend on the dataset: :func:`paper_epochs`)."""
+    return TrainConfig(
+        rank=args.ref_rank,
+        alpha=args.ref_alpha,
+        lr=args.ref_lr,
+        batch_size=args.ref_batch,
+        targets=tuple(args.ref_targets),
+    )
+
+
+def paper_epochs(given: int | None, *, sentiment: bool) -> int:
+    """``given`` epochs where set, else the paper's: 10 for a sentiment dataset, 5 otherwise."""
+    return given or (10 if sentiment else 5)

@@ -51,7 +51,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from options import ExperimentOptions, add_arguments, size
+from options import (
+    ExperimentOptions,
+    add_arguments,
+    add_reference_arguments,
+    paper_epochs,
+    reference_config,
+    size,
+)
 
 from repmatch.adapters import RECORD_FILE, load_adapter
 from repmatch.artifacts import record_path
@@ -164,9 +171,11 @@ class Run:
 
     def configs(self, setup: Setup) -> tuple[TrainConfig, ScoreConfig, EvalConfig]:
         """The reference, scoring and evaluation settings of one dataset."""
-        sentiment = 10 if setup.sentiment else 5
-        train = replace(self.train, epochs=self.epochs or sentiment)
-        evaluate = replace(self.evaluate, epochs=self.eval_epochs or sentiment)
+        sentiment = setup.sentiment
+        train = replace(self.train, epochs=paper_epochs(self.epochs, sentiment=sentiment))
+        evaluate = replace(
+            self.evaluate, epochs=paper_epochs(self.eval_epochs, sentiment=sentiment)
+        )
         return tuple(
             self.options.apply(c, max_length=setup.max_length)
             for c in (train, self.score, evaluate)
@@ -525,18 +534,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval-size", type=size, default=None, help="evaluation size where larger (default: all)"
     )
-    reference = parser.add_argument_group("references (paper: rank 1, batch 40)")
-    reference.add_argument("--ref-rank", type=int, default=1)
-    reference.add_argument("--ref-alpha", type=float, default=TrainConfig.alpha)
-    reference.add_argument(
-        "--ref-lr", type=float, default=1e-3, help="paper: 1e-3 instance level, 1e-5 dataset level"
-    )
-    reference.add_argument("--ref-batch", type=int, default=40)
-    reference.add_argument(
-        "--ref-epochs", type=int, default=None, help="default: 10 sentiment, 5 otherwise"
-    )
-    reference.add_argument("--ref-targets", nargs="+", default=list(TrainConfig.targets))
-    reference.add_argument(
+    add_reference_arguments(parser)
+    parser.add_argument(
         "--shuffle-seed", type=int, default=0, help="seed of the shuffled-labels control"
     )
     evaluation = parser.add_argument_group("evaluation (paper: full fine-tuning, batch 40)")
@@ -565,13 +564,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         data=Path(args.data),
         out=Path(args.out),
         options=ExperimentOptions.from_args(args),
-        train=TrainConfig(
-            rank=args.ref_rank,
-            alpha=args.ref_alpha,
-            lr=args.ref_lr,
-            batch_size=args.ref_batch,
-            targets=tuple(args.ref_targets),
-        ),
+        train=reference_config(args),
         epochs=args.ref_epochs,
         score=ScoreConfig(seeds=tuple(range(max(args.score_seeds, args.ensemble, 1)))),
         evaluate=EvalConfig(

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from selection_tables import learned_reasons, reference_table  # noqa: E402
 
 from repmatch.statistics import (  # noqa: E402
     CELL_HEADERS,
@@ -54,9 +55,10 @@ def curves(results: dict, metric: str) -> dict[str, list[tuple[int, float, float
     return {kind: sorted(points) for kind, points in found.items()}
 
 
-def comparison_tables(results: dict, metric: str) -> list[str]:
+def comparison_tables(results: dict, metric: str, reason: str | None = None) -> list[str]:
     """Per pair of subset kinds, one row per size K, Holm across the sizes; RepMatch against
-    random carries the verdict on the paper's claim (A > B for K < 400)."""
+    random carries the verdict on the paper's claim (A > B for K < 400), "not decidable here"
+    with ``reason`` where one is given (the reference did not learn)."""
     rows: list[str] = []
     for a, b in COMPARISONS:
         sizes = sorted(
@@ -90,7 +92,8 @@ def comparison_tables(results: dict, metric: str) -> list[str]:
             cells = comparison_cells(comparison)
             if claim:
                 claimed = k < PAPER_LARGEST_CLAIMED
-                cells.append(verdict(comparison, +1) if claimed else "no claim at this K")
+                judged = verdict(comparison, +1, not_decidable=reason)
+                cells.append(judged if claimed else "no claim at this K")
             rows.append(f"| {k} | " + " | ".join(cells) + " |")
     return rows
 
@@ -117,11 +120,15 @@ def main() -> None:
     ax.set_ylabel(f"{args.metric} on {entry['evaluation']['split']} (mean ± std over seeds)")
     seeds = len(entry["eval_config"]["seeds"])
     model = Path(entry["eval_config"]["model"]).name
-    ax.set_title(f"{args.dataset}: full fine-tuning of {model}, {seeds} seeds")
+    ax.set_title(f"{args.dataset}: full fine-tuning of {model}, {seeds} fine-tuning seeds")
     ax.legend()
     figure.savefig(args.out, dpi=120)
     print("written to", args.out)
-    print("\n".join(comparison_tables(entry["results"], args.metric)))
+    if "references" in entry:  # summaries from before issue 17 never evaluated their reference
+        print("\nReference: held-out accuracy beside the majority-class rate (%):\n")
+        print("\n".join(reference_table({args.dataset: entry}, [args.dataset])))
+    reason = learned_reasons({args.dataset: entry}, [args.dataset]).get(args.dataset)
+    print("\n".join(comparison_tables(entry["results"], args.metric, reason)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,15 @@ from repmatch.config import BUNDLED_MODEL, EmbeddingConfig, EvalConfig, ScoreCon
 from repmatch.errors import RepmatchError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from options import ExperimentOptions, add_arguments, size  # noqa: E402
+from options import (  # noqa: E402
+    REFERENCE_FLAGS,
+    ExperimentOptions,
+    add_arguments,
+    add_reference_arguments,
+    paper_epochs,
+    reference_config,
+    size,
+)
 
 
 def parse(*argv: str) -> ExperimentOptions:
@@ -35,6 +43,23 @@ def test_apply_sets_the_fields_each_config_has(cls):
     assert config.max_length == 64
     assert config.model == "some/model"
     assert getattr(config, "dtype", "bfloat16") == "bfloat16"  # EmbeddingConfig has no dtype
+
+
+def test_reference_flags_default_to_the_papers_settings():
+    parser = argparse.ArgumentParser()
+    add_reference_arguments(parser)
+    args = parser.parse_args([])
+    assert set(REFERENCE_FLAGS) <= set(vars(args))
+    config = reference_config(args)
+    assert (config.rank, config.batch_size, config.lr) == (1, 40, 1e-3)
+    assert config.targets == TrainConfig.targets and config.alpha == TrainConfig.alpha
+    assert paper_epochs(args.ref_epochs, sentiment=True) == 10
+    assert paper_epochs(args.ref_epochs, sentiment=False) == 5
+
+    args = parser.parse_args(["--ref-rank", "4", "--ref-epochs", "2", "--ref-targets", "query"])
+    config = reference_config(args)
+    assert (config.rank, config.targets) == (4, ("query",))
+    assert paper_epochs(args.ref_epochs, sentiment=True) == 2
 
 
 def test_dataset_default_length_only_without_the_flag():

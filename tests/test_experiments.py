@@ -16,6 +16,7 @@ from repmatch.heldout import learning_verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import matrix_heldout  # noqa: E402
+import noisy_labels  # noqa: E402
 import overlap_vs_hans  # noqa: E402
 import select_and_evaluate  # noqa: E402
 import selection_tables  # noqa: E402
@@ -242,6 +243,39 @@ def test_matrix_heldout_records_every_adapter(tiny_model, data_root, tmp_path):
         assert row["verdict"] == learning_verdict(row["accuracy"], 0.5)
         folder = tmp_path / "matrix" / "adapters" / key
         assert load_adapter(folder).record["heldout"]["metrics"]["accuracy"] == row["accuracy"]
+
+
+def test_noisy_labels_end_to_end(tiny_model, data_root, tmp_path):
+    """Flipped labels, a reference with the paper's settings (here shortened) evaluated on clean
+    held-out data, every detector judged; a second run reuses each seed's record."""
+    argv = [
+        "--datasets", "SST-2", "--seeds", "2", "--pool", "30", "--noise", "0.2",
+        "--folds", "2", "--fold-epochs", "1", "--heldout-size", "all",
+        "--ref-epochs", "1", "--ref-batch", "8", "--ref-lr", "1e-2",
+        "--model", tiny_model("bert"), "--device", "cpu", "--data", str(data_root),
+        "--out", str(tmp_path / "runs"), "--summary", str(tmp_path / "noisy.json"),
+    ]  # fmt: skip
+    entry = noisy_labels.main(argv)["SST-2"]
+
+    assert entry["seeds_done"] == 2
+    detectors = {"repmatch-r1", "repmatch-r4", "gradient", "reference-loss", "cleanlab"}
+    assert set(entry["mean"]) == detectors
+    for results in entry["per_seed"]:
+        for metrics in results.values():
+            assert 0 <= metrics["auroc"] <= 1 and 0 <= metrics["precision_at_flipped"] <= 1
+    for seed, reference in enumerate(entry["references"]):
+        assert reference["data_name"].startswith("sst2") and reference["num_examples"] == 20
+        assert reference["majority_rate"] == 0.5
+        assert reference["learned"] == learning_verdict(reference["accuracy"], 0.5)
+        adapter = load_adapter(tmp_path / "runs" / "SST-2" / f"seed{seed}" / "reference")
+        assert adapter.record["train"]["rank"] == 1 and adapter.record["train"]["batch_size"] == 8
+        assert adapter.record["train"]["seed"] == seed  # the flip seed trains the reference too
+    assert json.loads((tmp_path / "noisy.json").read_text())["SST-2"] == entry
+
+    record = tmp_path / "runs" / "SST-2" / "seed1" / "detectors.json"
+    made = record.stat().st_mtime_ns
+    assert noisy_labels.main(argv)["SST-2"]["per_seed"] == entry["per_seed"]
+    assert record.stat().st_mtime_ns == made
 
 
 def test_arm_cell_agrees_with_the_comparison_of_its_runs():

@@ -95,22 +95,49 @@ def test_overlap_tables_decide_when_hans_learned():
     assert len(claims) == 4 and all(c in VERDICTS and c != "not decidable here" for c in claims)
 
 
+def summary_of(name: str) -> list[dict]:
+    """The dataset entries of a committed summary in ``results/`` (none where it is absent)."""
+    path = ROOT / "results" / name
+    if not path.is_file():
+        return []
+    return [
+        v for v in json.loads(path.read_text()).values() if isinstance(v, dict) and "results" in v
+    ]
+
+
 def test_claims_table(tmp_path):
     out = tmp_path / "claims.md"
     run("claims_table.py", "--not-decidable", MNLI, "--out", str(out))
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
     # paper protocol: Table 1 plain, balanced and ensemble-balanced per committed summary
-    protocol = [r for r in rows if "paper protocol" in r.split(" | ")[0]]
+    protocol = [r for r in rows if r.startswith("| Table 1") and "paper protocol" in r]
     arms = ("repmatch-100", "repmatch-balanced-100", "repmatch-ensemble-balanced-100")
     expected = 0
-    for name in ("sst2", "snli", "sst5", "imdb", "mnli", "sst2-p16000"):
-        path = ROOT / "results" / f"table1-protocol-{name}.json"
-        for entry in json.loads(path.read_text()).values() if path.is_file() else []:
-            expected += sum(arm in entry["results"] for arm in arms)
+    for name in ("sst2", "snli", "sst5", "imdb", "mnli", "sst2-p16000", "sst2-whole"):
+        expected += sum(
+            arm in entry["results"]
+            for entry in summary_of(f"table1-protocol-{name}.json")
+            for arm in arms
+        )
     assert len(protocol) == expected
+    # Table 4, Fig. 4 and label noise under the paper's protocol, where committed
+    later = [
+        r for r in rows if r not in protocol and ("paper protocol" in r or "paper's settings" in r)
+    ]
+    expected = sum("repmatch-r4-100" in e["results"] for e in summary_of("table4-protocol.json"))
+    expected += sum(
+        k.startswith("repmatch-")
+        and int(k.rpartition("-")[2]) < 400
+        and f"random-{k.rpartition('-')[2]}" in e["results"]
+        for e in summary_of("subset-size-protocol.json")
+        for k in e["results"]
+    )
+    noisy = ROOT / "results" / "noisy-labels-protocol.json"
+    expected += len(json.loads(noisy.read_text())["settings"]["datasets"]) if noisy.is_file() else 0
+    assert len(later) == expected
     # earlier protocol: Table 1 (6 + 5), Table 4 (6); Fig. 4 (4), Fig. 1 (1), Fig. 2 (2),
     # Fig. 3 (1), Table 2 (3), Table 5 (4), label noise (3)
-    assert len(rows) - len(protocol) == 17 + 4 + 3 + 4 + 4 + 3
+    assert len(rows) - len(protocol) - len(later) == 17 + 4 + 3 + 4 + 4 + 3
     table5 = [r for r in rows if r.startswith("| Table 5")]
     assert len(table5) == 4 and not any("not decidable" in r for r in table5)  # HANS learned
     mpnet = [
@@ -213,3 +240,29 @@ def test_claims_table_protocol_reasons_reach_only_the_protocol_rows(tmp_path):
         r.endswith("| not decidable here (no subset learned) |") for r in protocol
     )
     assert not any("no subset learned" in r for r in rows if r not in protocol)
+
+
+def test_claims_table_noisy_rows_follow_the_references(tmp_path):
+    """Label-noise rows of a summary whose references were evaluated: decided where they learned
+    (a bare NAME reason, meant for the old unevaluated summary, does not reach them), not
+    decidable where they did not."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in (ROOT / "results").glob("*.json"):
+        (results / path.name).write_bytes(path.read_bytes())
+    summary = json.loads((results / "noisy-labels.json").read_text())
+    for name, accuracy in (("SST-2", 0.8), ("SST-5", 0.2), ("MNLI", 0.6)):
+        summary[name]["references"] = [
+            {"data_name": "x", "num_examples": 10, "accuracy": accuracy, "majority_rate": 0.4}
+        ] * summary[name]["seeds_done"]
+    (results / "noisy-labels-protocol.json").write_text(json.dumps(summary))
+    out = tmp_path / "claims.md"
+    run("claims_table.py", "--results", str(results), "--not-decidable", MNLI, "--out", str(out))
+    rows = {
+        line.split(" | ")[0].split("mislabelled, ")[1].split(" ")[0]: line
+        for line in out.read_text().splitlines()
+        if "`results/noisy-labels-protocol.json`" in line
+    }
+    assert set(rows) == {"SST-2", "SST-5", "MNLI"}
+    assert "not decidable" not in rows["SST-2"] and "not decidable" not in rows["MNLI"]
+    assert "not decidable here (the references did not learn" in rows["SST-5"]
