@@ -253,6 +253,7 @@ def test_noisy_labels_end_to_end(tiny_model, data_root, tmp_path):
         "--folds", "2", "--fold-epochs", "1", "--heldout-size", "all",
         "--ref-epochs", "1", "--ref-batch", "8", "--ref-lr", "1e-2",
         "--model", tiny_model("bert"), "--device", "cpu", "--data", str(data_root),
+        "--dtype", "bfloat16",
         "--out", str(tmp_path / "runs"), "--summary", str(tmp_path / "noisy.json"),
     ]  # fmt: skip
     entry = noisy_labels.main(argv)["SST-2"]
