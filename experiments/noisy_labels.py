@@ -41,6 +41,7 @@ from options import (
     reference_config,
     size,
 )
+from select_and_evaluate import sized
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from repmatch.adapters import load_adapter, load_adapter_model
@@ -165,7 +166,7 @@ def run(
     folder_name, split, heldout_split, sentiment = POOLS[name]
     source = Path(args.data) / folder_name
     clean = as_examples(DataSpec(str(source), split=split, sample=args.pool, seed=0))
-    heldout = DataSpec(str(source), split=heldout_split, sample=args.heldout_size, seed=0)
+    heldout = sized((folder_name, heldout_split), Path(args.data), args.heldout_size)
     noisy, flipped = flip_labels(clean.labels, clean.num_labels, args.noise, seed)
     examples = noisy_examples(clean, noisy, f"{name}-noisy-s{seed}")
     folder = Path(args.out) / name / f"seed{seed}"

@@ -250,7 +250,7 @@ def test_noisy_labels_end_to_end(tiny_model, data_root, tmp_path):
     held-out data, every detector judged; a second run reuses each seed's record."""
     argv = [
         "--datasets", "SST-2", "--seeds", "2", "--pool", "30", "--noise", "0.2",
-        "--folds", "2", "--fold-epochs", "1", "--heldout-size", "all",
+        "--folds", "2", "--fold-epochs", "1", "--heldout-size", "1000",  # > 20: all 20
         "--ref-epochs", "1", "--ref-batch", "8", "--ref-lr", "1e-2",
         "--model", tiny_model("bert"), "--device", "cpu", "--data", str(data_root),
         "--dtype", "bfloat16",
