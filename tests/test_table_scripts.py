@@ -113,7 +113,7 @@ def test_claims_table(tmp_path):
     protocol = [r for r in rows if r.startswith("| Table 1") and "paper protocol" in r]
     arms = ("repmatch-100", "repmatch-balanced-100", "repmatch-ensemble-balanced-100")
     expected = 0
-    for name in ("sst2", "snli", "sst5", "imdb", "mnli", "sst2-p16000", "sst2-whole"):
+    for name in ("sst2", "snli", "sst5", "imdb", "mnli", "sst2-p16000", "sst2-whole", "imdb-whole"):
         expected += sum(
             arm in entry["results"]
             for entry in summary_of(f"table1-protocol-{name}.json")
