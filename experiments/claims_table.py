@@ -256,6 +256,13 @@ def subset_size_rows(summary: dict, source: str, setting: str) -> list[str]:
     ]
 
 
+def fig2_title(rank: str) -> str:
+    return (
+        "Fig. 2: an instance closer to itself under another seed than to other instances "
+        f"({rank.replace('rank', 'rank ')})"
+    )
+
+
 def robustness_rows(settings: dict, instances: dict) -> list[str]:
     """Fig. 1 (same data, two LoRA seeds: similar; a random baseline: not) and Fig. 2 (an
     instance's update under two seeds against two instances' updates under one seed)."""
@@ -276,24 +283,43 @@ def robustness_rows(settings: dict, instances: dict) -> list[str]:
             verdict(fig1, +1),
         )
     ]
-    for rank in ("rank1", "rank4"):
-        figure = instances[rank]["figure2"]
-        same, other = (
-            figure["same_instance_different_seeds"],
-            figure["different_instances_same_seed"],
-        )
-        rows.append(
+    figures = {rank: instances[rank]["figure2"] for rank in ("rank1", "rank4")}
+    if any("per_instance" not in figure for figure in figures.values()):
+        # summaries from before the per-instance figures were kept: only the means
+        return rows + [
             row(
-                f"Fig. 2: an instance closer to itself under another seed than to other "
-                f"instances ({rank.replace('rank', 'rank ')})",
+                fig2_title(rank),
                 "> 0.6 vs ≈ 0.11",
-                f"{same:.3f} vs {other:.3f} (means over {figure['instances']} instances)",
+                f"{figure['same_instance_different_seeds']:.3f} vs "
+                f"{figure['different_instances_same_seed']:.3f} "
+                f"(means over {figure['instances']} instances)",
                 "results/instance-robustness.json",
                 "– (only the means are saved)",
-                "not decidable here (per-instance figures not saved; "
-                "`experiments/instance_robustness.py` would have to keep them)",
+                "not decidable here (per-instance figures not saved)",
             )
+            for rank, figure in figures.items()
+        ]
+    family = with_holm(
+        [
+            compare(
+                figure["per_instance"]["same_instance_different_seeds"],
+                figure["per_instance"]["different_instances_same_seed"],
+                paired=True,
+            )
+            for figure in figures.values()
+        ]
+    )
+    rows += [
+        row(
+            fig2_title(rank),
+            "> 0.6 vs ≈ 0.11",
+            pair(c, digits=3),
+            "results/instance-robustness.json",
+            format_comparison(c, digits=3) + "; paired over the instances",
+            verdict(c, +1),
         )
+        for rank, c in zip(figures, family, strict=True)
+    ]
     return rows
 
 

@@ -35,30 +35,37 @@ def pairwise_repmatch(first: dict[str, torch.Tensor], second: dict[str, torch.Te
 
 
 def figure2(scorer: InstanceScorer, examples, seeds: list[int], rng: np.random.Generator) -> dict:
+    """Each instance's update under two seeds (mean over the seed pairs) against its update and a
+    random other instance's under one seed (mean over the seeds): the two means and, per
+    instance, both figures (for a paired test)."""
     encoded = EncodedExamples(scorer.tokenizer, examples, max_length=scorer.config.max_length)
     positions = list(range(len(examples)))
     subspaces = scorer.instance_subspaces(
         encoded.batch(positions), torch.as_tensor(examples.labels)
     )
-    same_instance = [
-        pairwise_repmatch(subspaces[a], subspaces[b]).mean().item()
-        for a, b in itertools.combinations(seeds, 2)
-    ]
+    same_instance = torch.stack(
+        [pairwise_repmatch(subspaces[a], subspaces[b]) for a, b in itertools.combinations(seeds, 2)]
+    )  # (seed pairs, N)
     n = len(positions)
     partner = (np.arange(n) + rng.integers(1, n, size=n)) % n  # another instance, never itself
-    different_instances = [
-        pairwise_repmatch(
-            subspaces[seed], {name: u[partner] for name, u in subspaces[seed].items()}
-        )
-        .mean()
-        .item()
-        for seed in seeds
-    ]
+    different_instances = torch.stack(
+        [
+            pairwise_repmatch(
+                subspaces[seed], {name: u[partner] for name, u in subspaces[seed].items()}
+            )
+            for seed in seeds
+        ]
+    )  # (seeds, N)
+    same, different = same_instance.mean(0), different_instances.mean(0)
     return {
-        "same_instance_different_seeds": float(np.mean(same_instance)),
-        "different_instances_same_seed": float(np.mean(different_instances)),
+        "same_instance_different_seeds": same.mean().item(),
+        "different_instances_same_seed": different.mean().item(),
         "instances": len(positions),
         "seed_pairs": len(same_instance),
+        "per_instance": {
+            "same_instance_different_seeds": [round(x, 6) for x in same.tolist()],
+            "different_instances_same_seed": [round(x, 6) for x in different.tolist()],
+        },
     }
 
 

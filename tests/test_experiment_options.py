@@ -131,3 +131,8 @@ def test_a_script_runs_on_the_model_it_is_given(tiny_model, tiny_data, tmp_path)
     assert reference["model"] == summary["options"]["model"]
     assert reference["train"]["max_length"] == 32
     assert reference["num_examples"] == 40  # --reference-size all: the whole file
+    for rank in ("rank1", "rank4"):  # Fig. 2 keeps each instance's two figures
+        figure = summary[rank]["figure2"]
+        for name, values in figure["per_instance"].items():
+            assert len(values) == figure["instances"] == 4
+            assert sum(values) / 4 == pytest.approx(figure[name], abs=1e-5)

@@ -266,3 +266,25 @@ def test_claims_table_noisy_rows_follow_the_references(tmp_path):
     assert set(rows) == {"SST-2", "SST-5", "MNLI"}
     assert "not decidable" not in rows["SST-2"] and "not decidable" not in rows["MNLI"]
     assert "not decidable here (the references did not learn" in rows["SST-5"]
+
+
+def test_claims_table_fig2_is_decided_only_with_per_instance_figures(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in (ROOT / "results").glob("*.json"):
+        (results / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "claims.md"
+
+    def fig2_verdicts() -> list[str]:
+        run(
+            "claims_table.py", "--results", str(results), "--not-decidable", MNLI, "--out", str(out)
+        )
+        rows = [r for r in out.read_text().splitlines() if r.startswith("| Fig. 2")]
+        return [r.strip("|").split(" | ")[-1].strip() for r in rows]
+
+    assert fig2_verdicts() == ["reproduced", "reproduced"]  # the committed per-instance figures
+    summary = json.loads((results / "instance-robustness.json").read_text())
+    for rank in ("rank1", "rank4"):
+        del summary[rank]["figure2"]["per_instance"]
+    (results / "instance-robustness.json").write_text(json.dumps(summary))
+    assert fig2_verdicts() == ["not decidable here (per-instance figures not saved)"] * 2
