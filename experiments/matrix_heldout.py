@@ -3,7 +3,8 @@
 Evaluates every adapter of a matrix folder (``OUT/adapters/<dataset>/<seed-key>``) on held-out
 data of its dataset, records the result in the adapter's ``repmatch.json`` (as ``repmatch train
 --eval`` does) and writes one JSON summary: per adapter the held-out accuracy, the majority-class
-rate and the verdict of :func:`repmatch.heldout.learning_verdict`.
+rate and the verdict of :func:`repmatch.heldout.learning_verdict` (a regression adapter: its
+Pearson and Spearman correlations, and no verdict).
 
     python experiments/matrix_heldout.py ../runs/mpnet-fig3 --sample 300 \
         --heldout sst2-train=../shared/data/sst2@validation sst5-train=../shared/data/sst5@test \
@@ -50,15 +51,18 @@ def main(argv: list[str] | None = None) -> None:
         for folder in folders:
             started = time.process_time()
             result = record_heldout(folder, spec, device=args.device)
-            accuracy, majority = result["metrics"]["accuracy"], result["majority_rate"]
-            summary[f"{name}/{folder.name}"] = {
-                "heldout": spec.to_dict(),
-                "num_examples": result["num_examples"],
-                "accuracy": accuracy,
-                "majority_rate": majority,
-                "verdict": learning_verdict(accuracy, majority),
-                "cpu_seconds": round(time.process_time() - started, 1),
-            }
+            entry = {"heldout": spec.to_dict(), "num_examples": result["num_examples"]}
+            if "accuracy" in result["metrics"]:
+                accuracy, majority = result["metrics"]["accuracy"], result["majority_rate"]
+                entry |= {
+                    "accuracy": accuracy,
+                    "majority_rate": majority,
+                    "verdict": learning_verdict(accuracy, majority),
+                }
+            else:  # regression: no majority class to beat; its correlations say how it did
+                entry |= {"metrics": result["metrics"], "verdict": None}
+            entry["cpu_seconds"] = round(time.process_time() - started, 1)
+            summary[f"{name}/{folder.name}"] = entry
             print(name, folder.name, json.dumps(summary[f"{name}/{folder.name}"]), flush=True)
     write_json(args.summary, summary)
 

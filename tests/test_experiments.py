@@ -32,7 +32,8 @@ def write_split(root: Path, dataset: str, split: str, frame: pd.DataFrame) -> No
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory, tiny_data) -> Path:
-    """sst2 (train, validation), snli (validation, test) and hans (train) from the tiny csvs."""
+    """sst2 (train, validation), snli (validation, test), hans and stsb (train, validation) from
+    the tiny csvs."""
     root = tmp_path_factory.mktemp("shared-data")
     single, pair = pd.read_csv(tiny_data["single"]), pd.read_csv(tiny_data["pair"])
     write_split(root, "sst2", "train", single)
@@ -42,6 +43,9 @@ def data_root(tmp_path_factory, tiny_data) -> Path:
     hans = pair.assign(label=(pair["label"] != 0).astype(int))
     write_split(root, "hans", "train", hans)
     write_split(root, "hans", "validation", hans.iloc[:20])
+    stsb = pd.read_csv(tiny_data["regression"])
+    write_split(root, "stsb", "train", stsb)
+    write_split(root, "stsb", "validation", stsb.iloc[:20])
     return root
 
 
@@ -220,15 +224,15 @@ def test_matrix_heldout_records_every_adapter(tiny_model, data_root, tmp_path):
     from repmatch.similarity import dataset_similarity
 
     train = TrainConfig(model=tiny_model("bert"), epochs=1, batch_size=8)
-    data = [DataSpec(str(data_root / name), split="train") for name in ("sst2", "hans")]
+    data = [DataSpec(str(data_root / name), split="train") for name in ("sst2", "hans", "stsb")]
     dataset_similarity(data, train, tmp_path / "matrix", seeds=(0, 1), progress=False, device="cpu")
     summary = tmp_path / "heldout.json"
-    heldout = f"sst2-train={data_root / 'sst2'}@validation"
+    heldout = [f"{name}-train={data_root / name}@validation" for name in ("sst2", "stsb")]
     matrix_heldout.main(
         [
             str(tmp_path / "matrix"),
             "--heldout",
-            heldout,
+            *heldout,
             "--device",
             "cpu",
             "--summary",
@@ -237,12 +241,18 @@ def test_matrix_heldout_records_every_adapter(tiny_model, data_root, tmp_path):
     )
 
     rows = json.loads(summary.read_text())
-    assert len(rows) == 2  # one per seed of the sst2 adapters (hans not asked for)
+    assert len(rows) == 4  # one per seed of the sst2 and stsb adapters (hans not asked for)
     for key, row in rows.items():
-        assert row["num_examples"] == 20 and row["majority_rate"] == 0.5
-        assert row["verdict"] == learning_verdict(row["accuracy"], 0.5)
+        assert row["num_examples"] == 20
         folder = tmp_path / "matrix" / "adapters" / key
-        assert load_adapter(folder).record["heldout"]["metrics"]["accuracy"] == row["accuracy"]
+        recorded = load_adapter(folder).record["heldout"]["metrics"]
+        if key.startswith("sst2"):
+            assert row["majority_rate"] == 0.5
+            assert row["verdict"] == learning_verdict(row["accuracy"], 0.5)
+            assert recorded["accuracy"] == row["accuracy"]
+        else:  # regression: its correlations, no majority rate and no verdict
+            assert row["verdict"] is None and "accuracy" not in row
+            assert row["metrics"] == recorded and set(recorded) == {"pearson", "spearman"}
 
 
 def test_noisy_labels_end_to_end(tiny_model, data_root, tmp_path):
