@@ -70,7 +70,7 @@ TABLE5 = "table5-aligned.json"  # aligned heads; its HANS adapter's held-out acc
 COMMAND = """python experiments/claims_table.py --out results/claims.md --not-decidable \\
     "MNLI=nothing learned: Table 1 subsets at chance, reference loss at AUROC 0.49" \\
     "table4/SNLI=both top-100s lack neutral; every run predicts one class" \\
-    "protocol/MNLI=no 100-pair fine-tune learned (33.7-39.6 %, majority 35.4 %)" \
+    "protocol/MNLI=no 100-pair fine-tune learned (33.7-39.6 %, majority 35.4 %)" \\
     "protocol/table4/SNLI=both top-100s lack neutral; every run at 33.7-34.6 % (majority 34.3 %)"
 """
 PREAMBLE = f"""# The paper's claims, one row each: paper, ours, statistics, verdict
