@@ -40,8 +40,8 @@ from options import (
     paper_epochs,
     reference_config,
     size,
+    sized,
 )
-from select_and_evaluate import sized
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from repmatch.adapters import load_adapter, load_adapter_model

@@ -2,8 +2,10 @@
 precision, how many tokens it reads, and size flags that accept ``all``.
 
 A script adds them with :func:`add_arguments` (plus :func:`size` as the ``type`` of its own size
-flags), reads them back with :meth:`ExperimentOptions.from_args`, passes every repmatch config
-through :meth:`ExperimentOptions.apply` and ``device=options.device`` to every API call, and puts
+flags, and :func:`sized` to cut a split to one; :func:`add_reference_arguments` where it trains
+references), reads them back with :meth:`ExperimentOptions.from_args`, passes every repmatch
+config through :meth:`ExperimentOptions.apply` and ``device=options.device`` to every API call,
+and puts
 :meth:`ExperimentOptions.record` (the settings actually used) into its JSON summary::
 
     options = ExperimentOptions.from_args(args)
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from repmatch.cli import common
 from repmatch.config import BUNDLED_MODEL, Dtype, TrainConfig
+from repmatch.data import DataSpec, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.models import portable_model_name, resolve_device
 
@@ -44,6 +48,16 @@ def size(text: str) -> int | None:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'all', got {text!r}")
     return value
+
+
+def sized(source: tuple[str, str | None], root: Path, n: int | None) -> DataSpec:
+    """The split ``source`` (folder or file under ``root``, split): whole, or a seeded random
+    sample of ``n`` where it is larger (``None``: whole): what a :func:`size` flag asks for."""
+    path, split = source
+    spec = DataSpec(source=str(root / path), split=split)
+    if n is None or len(as_examples(spec)) <= n:
+        return spec
+    return replace(spec, sample=n, seed=0)
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,13 @@ from options import (
     paper_epochs,
     reference_config,
     size,
+    sized,
 )
 
 from repmatch.adapters import RECORD_FILE, load_adapter
 from repmatch.artifacts import record_path
 from repmatch.config import EmbeddingConfig, EvalConfig, ScoreConfig, SelectConfig, TrainConfig
-from repmatch.data import DataSpec, Examples, as_examples
+from repmatch.data import Examples, as_examples
 from repmatch.errors import RepmatchError
 from repmatch.evaluation import evaluate_subsets, load_subset
 from repmatch.heldout import learning_verdict
@@ -180,16 +181,6 @@ class Run:
             self.options.apply(c, max_length=setup.max_length)
             for c in (train, self.score, evaluate)
         )
-
-
-def sized(source: tuple[str, str | None], root: Path, size: int | None) -> DataSpec:
-    """The split ``source`` (folder or file under ``root``, split): whole, or a seeded random
-    sample of ``size`` where it is larger (``None``: whole)."""
-    path, split = source
-    spec = DataSpec(source=str(root / path), split=split)
-    if size is None or len(as_examples(spec)) <= size:
-        return spec
-    return replace(spec, sample=size, seed=0)
 
 
 def shuffled(examples: Examples, seed: int) -> Examples:
