@@ -5,8 +5,7 @@ A script adds them with :func:`add_arguments` (plus :func:`size` as the ``type``
 flags, and :func:`sized` to cut a split to one; :func:`add_reference_arguments` where it trains
 references), reads them back with :meth:`ExperimentOptions.from_args`, passes every repmatch
 config through :meth:`ExperimentOptions.apply` and ``device=options.device`` to every API call,
-and puts
-:meth:`ExperimentOptions.record` (the settings actually used) into its JSON summary::
+and puts :meth:`ExperimentOptions.record` (the settings actually used) into its JSON summary::
 
     options = ExperimentOptions.from_args(args)
     train = options.apply(TrainConfig(), max_length=256)  # 256: this dataset's own default
