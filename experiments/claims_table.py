@@ -335,8 +335,45 @@ def mpnet_fig3(matrix: dict | None) -> str:
     return mpnet_cell(c, verdict(c, +1), "results/fig3-mpnet.md", digits=3)
 
 
-def similarity_rows(settings: dict, table2: dict, mpnet: dict | None) -> list[str]:
-    """Fig. 3 (SST-2 closer to SST-5 than to IMDB) and Table 2 (SNLI's row order)."""
+MATRIX_HELDOUT = "dataset-similarity-heldout.json"
+"""Held-out accuracy of the adapters of the 7-dataset matrix (``experiments/matrix_heldout.py``):
+the default training settings, whose Fig. 3 and Table 2 rows are decided only where they learned."""
+
+
+def adapters_not_learned(heldout: dict | None, adapters: list[str]) -> str | None:
+    """A "not decidable" reason naming the ``adapters`` (e.g. ``sst5-train``) that did not learn
+    on most of their seeds in ``heldout`` (a ``matrix_heldout.py`` summary; a regression
+    adapter fails where its mean held-out Pearson is not above 0), or ``None``."""
+    if heldout is None:
+        return None
+    failed = []
+    for name in adapters:
+        rows = [v for k, v in heldout.items() if k.split("/")[0] == name]
+        if not rows:
+            continue
+        if rows[0]["verdict"] is None:  # regression
+            pearson = sum(r["metrics"]["pearson"] for r in rows) / len(rows)
+            if pearson <= 0:
+                failed.append(f"{name} (held-out Pearson {pearson:.2f})")
+            continue
+        if sum(r["verdict"] == "learned" for r in rows) * 2 <= len(rows):
+            accuracy = 100 * sum(r["accuracy"] for r in rows) / len(rows)
+            majority = 100 * rows[0]["majority_rate"]
+            failed.append(f"{name} ({accuracy:.1f} % vs majority {majority:.1f} %)")
+    if not failed:
+        return None
+    return (
+        "the default settings' adapters did not learn: "
+        + ", ".join(failed)
+        + f"; `results/{MATRIX_HELDOUT}`, 2,000 instances"
+    )
+
+
+def similarity_rows(
+    settings: dict, table2: dict, mpnet: dict | None, heldout: dict | None = None
+) -> list[str]:
+    """Fig. 3 (SST-2 closer to SST-5 than to IMDB) and Table 2 (SNLI's row order); not decidable
+    where ``heldout`` (:data:`MATRIX_HELDOUT`) shows that an adapter involved did not learn."""
     default = settings["default"]
     index = {name: i for i, name in enumerate(default["names"])}
     pairs = len(settings["seeds"])  # ordered pairs of different seeds per entry
@@ -353,7 +390,10 @@ def similarity_rows(settings: dict, table2: dict, mpnet: dict | None) -> list[st
             pair(fig3, digits=3),
             "results/dataset-similarity-settings.json (default)",
             format_comparison(fig3, digits=3) + "; Welch t interval",
-            verdict(fig3, +1),
+            verdict_cell(
+                fig3,
+                reason=adapters_not_learned(heldout, ["sst2-train", "sst5-train", "imdb-train"]),
+            ),
             mpnet_fig3(mpnet),
         )
     ]
@@ -378,7 +418,12 @@ def similarity_rows(settings: dict, table2: dict, mpnet: dict | None) -> list[st
                 pair(c, digits=3),
                 "results/table2-matrix.json",
                 format_comparison(c, digits=3),
-                verdict(c, +1),
+                verdict_cell(
+                    c,
+                    reason=adapters_not_learned(
+                        heldout, [n.replace("/", "-") for n in ("snli/validation", a, b)]
+                    ),
+                ),
             )
         )
     return rows
@@ -497,6 +542,7 @@ def main() -> None:
             read("fig3-mpnet-matrix.json")
             if (args.results / "fig3-mpnet-matrix.json").is_file()
             else None,
+            read(MATRIX_HELDOUT) if (args.results / MATRIX_HELDOUT).is_file() else None,
         ),
         *overlap_rows(read(TABLE5), TABLE5, undecidable),
         *(

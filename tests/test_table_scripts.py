@@ -288,3 +288,27 @@ def test_claims_table_fig2_is_decided_only_with_per_instance_figures(tmp_path):
         del summary[rank]["figure2"]["per_instance"]
     (results / "instance-robustness.json").write_text(json.dumps(summary))
     assert fig2_verdicts() == ["not decidable here (per-instance figures not saved)"] * 2
+
+
+def test_claims_table_similarity_rows_follow_the_adapters_heldout_accuracy(tmp_path):
+    """Fig. 3 and Table 2 are not decidable where the matrix's held-out check shows an adapter
+    involved did not learn, and decided (a verdict on the figures) without that check."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in (ROOT / "results").glob("*.json"):
+        (results / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "claims.md"
+
+    def verdicts() -> list[str]:
+        run(
+            "claims_table.py", "--results", str(results), "--not-decidable", MNLI, "--out", str(out)
+        )
+        rows = [r for r in out.read_text().splitlines() if r.startswith(("| Fig. 3", "| Table 2"))]
+        return [r.strip("|").split(" | ")[-1].strip() for r in rows]
+
+    heldout = json.loads((results / "dataset-similarity-heldout.json").read_text())
+    sst5 = [v for k, v in heldout.items() if k.startswith("sst5-train/")]
+    assert sst5 and all(v["verdict"] != "learned" for v in sst5)
+    assert all(v.startswith("not decidable here (the default settings'") for v in verdicts())
+    (results / "dataset-similarity-heldout.json").unlink()
+    assert not any(v.startswith("not decidable") for v in verdicts())
