@@ -111,8 +111,8 @@ trained with the paper's settings and checked on clean held-out data
 (`results/noisy-labels-protocol.json`) beside the old ones.
 The MiniLM Fig. 3 and Table 2 rows are decided only where the default settings' adapters
 learned on held-out data (`results/dataset-similarity-heldout.json`; they did not for SST-5,
-HANS and STS-B). Table 5 rows read `results/table5-aligned.json` (aligned heads); they are decided only where its
-HANS adapter learned HANS on held-out pairs.
+HANS and STS-B). Table 5 rows read `results/table5-aligned.json` (aligned heads); they are
+decided only where its HANS adapter learned HANS on held-out pairs.
 """
 HEADER = (
     "| claim (paper, BERT-base) | paper | ours, all-MiniLM-L6-v2 | source "
