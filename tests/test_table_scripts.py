@@ -95,6 +95,15 @@ def test_overlap_tables_decide_when_hans_learned():
     assert len(claims) == 4 and all(c in VERDICTS and c != "not decidable here" for c in claims)
 
 
+def copied_results(tmp_path: Path) -> Path:
+    """A copy of the committed JSON files of ``results/``, for a test to doctor."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in (ROOT / "results").glob("*.json"):
+        (results / path.name).write_bytes(path.read_bytes())
+    return results
+
+
 def summary_of(name: str) -> list[dict]:
     """The dataset entries of a committed summary in ``results/`` (none where it is absent)."""
     path = ROOT / "results" / name
@@ -155,10 +164,7 @@ def test_claims_table(tmp_path):
 def test_claims_table_mpnet_column(tmp_path):
     """An MPNet summary of the same protocol fills that column of its rows, with its own
     comparison and verdict; one whose reference did not learn is not decidable."""
-    results = tmp_path / "results"
-    results.mkdir()
-    for path in (ROOT / "results").glob("*.json"):
-        (results / path.name).write_bytes(path.read_bytes())
+    results = copied_results(tmp_path)
     summary = json.loads((results / "table1-protocol-sst2.json").read_text())
     heldout = summary["SST-2"]["references"]["reference"]["heldout"]
     (results / "table1-protocol-mpnet-sst2.json").write_text(json.dumps(summary))
@@ -246,10 +252,7 @@ def test_claims_table_noisy_rows_follow_the_references(tmp_path):
     """Label-noise rows of a summary whose references were evaluated: decided where they learned
     (a bare NAME reason, meant for the old unevaluated summary, does not reach them), not
     decidable where they did not."""
-    results = tmp_path / "results"
-    results.mkdir()
-    for path in (ROOT / "results").glob("*.json"):
-        (results / path.name).write_bytes(path.read_bytes())
+    results = copied_results(tmp_path)
     summary = json.loads((results / "noisy-labels.json").read_text())
     for name, accuracy in (("SST-2", 0.8), ("SST-5", 0.2), ("MNLI", 0.6)):
         summary[name]["references"] = [
@@ -269,10 +272,7 @@ def test_claims_table_noisy_rows_follow_the_references(tmp_path):
 
 
 def test_claims_table_fig2_is_decided_only_with_per_instance_figures(tmp_path):
-    results = tmp_path / "results"
-    results.mkdir()
-    for path in (ROOT / "results").glob("*.json"):
-        (results / path.name).write_bytes(path.read_bytes())
+    results = copied_results(tmp_path)
     out = tmp_path / "claims.md"
 
     def fig2_verdicts() -> list[str]:
@@ -293,10 +293,7 @@ def test_claims_table_fig2_is_decided_only_with_per_instance_figures(tmp_path):
 def test_claims_table_similarity_rows_follow_the_adapters_heldout_accuracy(tmp_path):
     """Fig. 3 and Table 2 are not decidable where the matrix's held-out check shows an adapter
     involved did not learn, and decided (a verdict on the figures) without that check."""
-    results = tmp_path / "results"
-    results.mkdir()
-    for path in (ROOT / "results").glob("*.json"):
-        (results / path.name).write_bytes(path.read_bytes())
+    results = copied_results(tmp_path)
     out = tmp_path / "claims.md"
 
     def verdicts() -> list[str]:
