@@ -66,6 +66,9 @@ NOISY = {
 }
 """Label noise: summary file -> the setting named in its rows."""
 OLD_PROTOCOL = "select-and-evaluate.json"  # pools of 2,000, 1-epoch rank-4 references
+MATRIX_HELDOUT = "dataset-similarity-heldout.json"
+"""Held-out accuracy of the adapters of the 7-dataset matrix (``experiments/matrix_heldout.py``):
+the default training settings, whose Fig. 3 and Table 2 rows are decided only where they learned."""
 TABLE5 = "table5-aligned.json"  # aligned heads; its HANS adapter's held-out accuracy decides
 COMMAND = """python experiments/claims_table.py --out results/claims.md --not-decidable \\
     "MNLI=nothing learned: Table 1 subsets at chance, reference loss at AUROC 0.49" \\
@@ -337,11 +340,6 @@ def mpnet_fig3(matrix: dict | None) -> str:
     return mpnet_cell(c, verdict(c, +1), "results/fig3-mpnet.md", digits=3)
 
 
-MATRIX_HELDOUT = "dataset-similarity-heldout.json"
-"""Held-out accuracy of the adapters of the 7-dataset matrix (``experiments/matrix_heldout.py``):
-the default training settings, whose Fig. 3 and Table 2 rows are decided only where they learned."""
-
-
 def adapters_not_learned(heldout: dict | None, adapters: list[str]) -> str | None:
     """A "not decidable" reason naming the ``adapters`` (e.g. ``sst5-train``) that did not learn
     on most of their seeds in ``heldout`` (a ``matrix_heldout.py`` summary; a regression
@@ -496,13 +494,16 @@ def main() -> None:
     def read(name: str) -> dict:
         return json.loads((args.results / name).read_text())
 
+    def optional(name: str | None) -> dict | None:
+        """The summary ``name`` where it is committed, else ``None``."""
+        return read(name) if name and (args.results / name).is_file() else None
+
     def present(files: dict[str, str]) -> list[tuple[str, str]]:
         """(file, setting) for those of ``files`` that exist."""
         return [
             (name, setting) for name, setting in files.items() if (args.results / name).is_file()
         ]
 
-    protocol = [name for name, _ in present(PROTOCOL)]
     # only "protocol/NAME" reaches the paper-protocol rows (their references differ)
     protocol_reasons = {
         key.partition("/")[2]: reason
@@ -512,15 +513,14 @@ def main() -> None:
 
     def mpnet_of(name: str) -> tuple[dict, str] | None:
         other = MPNET_PROTOCOL.get(name)
-        return (read(other), other) if other and (args.results / other).is_file() else None
+        summary = optional(other)
+        return None if summary is None else (summary, str(other))
 
     rows = [
         *(
             r
-            for name in protocol
-            for r in selection_rows(
-                read(name), protocol_reasons, name, PROTOCOL[name], mpnet_of(name)
-            )
+            for name, setting in present(PROTOCOL)
+            for r in selection_rows(read(name), protocol_reasons, name, setting, mpnet_of(name))
         ),
         *(
             r
@@ -541,10 +541,8 @@ def main() -> None:
         *similarity_rows(
             read("dataset-similarity-settings.json"),
             read("table2-matrix.json"),
-            read("fig3-mpnet-matrix.json")
-            if (args.results / "fig3-mpnet-matrix.json").is_file()
-            else None,
-            read(MATRIX_HELDOUT) if (args.results / MATRIX_HELDOUT).is_file() else None,
+            optional("fig3-mpnet-matrix.json"),
+            optional(MATRIX_HELDOUT),
         ),
         *overlap_rows(read(TABLE5), TABLE5, undecidable),
         *(
